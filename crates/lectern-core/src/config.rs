@@ -1,0 +1,185 @@
+//! A model's `config.toml` in the model repository.
+
+use crate::tensor::DataType;
+use serde::Deserialize;
+use std::path::Path;
+
+/// Default bound of a model's request queue.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+/// The declared name, datatype and shape of one input or output.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    #[serde(default, deserialize_with = "parse_datatype")]
+    pub datatype: Option<DataType>,
+    /// `-1` marks a dimension of any size.
+    #[serde(default)]
+    pub shape: Option<Vec<i64>>,
+}
+
+fn parse_datatype<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DataType>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Which versions of a model are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPolicy {
+    /// The newest N versions.
+    Latest(usize),
+    /// Exactly these versions.
+    Specific(Vec<u64>),
+}
+
+impl VersionPolicy {
+    /// Picks the versions to serve out of those present (any order).
+    pub fn select(&self, available: &[u64]) -> Vec<u64> {
+        let mut sorted = available.to_vec();
+        sorted.sort_unstable();
+        match self {
+            VersionPolicy::Latest(n) => sorted.iter().rev().take(*n).rev().copied().collect(),
+            VersionPolicy::Specific(wanted) => sorted.into_iter().filter(|v| wanted.contains(v)).collect(),
+        }
+    }
+}
+
+/// The parsed `config.toml` of one model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Engine; only `onnx` exists today.
+    #[serde(default = "default_platform")]
+    pub platform: String,
+    /// Largest batch the model accepts along its first dimension (0: not batched).
+    #[serde(default)]
+    pub max_batch_size: Option<usize>,
+    /// File (relative to the model folder) with one class name per line.
+    #[serde(default)]
+    pub labels: Option<String>,
+    /// Serve the newest N versions.
+    #[serde(default)]
+    pub latest: Option<usize>,
+    /// Serve exactly these versions.
+    #[serde(default)]
+    pub versions: Option<Vec<u64>>,
+    /// Bound of the model's request queue.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Inputs, when the model file lacks names, datatypes or shapes.
+    #[serde(default)]
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs, when the model file lacks them.
+    #[serde(default)]
+    pub outputs: Vec<TensorSpec>,
+}
+
+fn default_platform() -> String {
+    "onnx".into()
+}
+
+fn default_queue_capacity() -> usize {
+    DEFAULT_QUEUE_CAPACITY
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("empty config parses")
+    }
+}
+
+/// A `config.toml` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl ModelConfig {
+    /// The version policy; Triton's default is the newest version only.
+    pub fn version_policy(&self) -> VersionPolicy {
+        match (&self.versions, self.latest) {
+            (Some(v), _) => VersionPolicy::Specific(v.clone()),
+            (None, Some(n)) => VersionPolicy::Latest(n),
+            (None, None) => VersionPolicy::Latest(1),
+        }
+    }
+
+    /// Parses a config from TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let config: ModelConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })?;
+        config.validate().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.platform != "onnx" {
+            return Err(format!("platform '{}' is not supported (only 'onnx')", self.platform));
+        }
+        if self.latest.is_some() && self.versions.is_some() {
+            return Err("set either 'latest' or 'versions', not both".into());
+        }
+        if self.latest == Some(0) {
+            return Err("'latest' must be at least 1".into());
+        }
+        if self.queue_capacity == 0 {
+            return Err("'queue_capacity' must be at least 1".into());
+        }
+        if let Some(labels) = &self.labels {
+            if labels.contains("..") || Path::new(labels).is_absolute() {
+                return Err("'labels' must be a file inside the model folder".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `<folder>/config.toml`; a missing file gives the defaults.
+    pub fn load(folder: &Path) -> Result<Self, ConfigError> {
+        let path = folder.join("config.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read { path: path.display().to_string(), source }),
+        }
+    }
+
+    /// Reads the labels file, one class name per line, if the config names one.
+    pub fn load_labels(&self, folder: &Path) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(file) = &self.labels else { return Ok(None) };
+        let path = folder.join(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Ok(Some(text.lines().map(|l| l.trim().to_string()).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_the_newest_version_only() {
+        let c = ModelConfig::default();
+        assert_eq!(c.version_policy().select(&[3, 1, 2]), vec![3]);
+        assert_eq!(c.queue_capacity, DEFAULT_QUEUE_CAPACITY);
+    }
+
+    #[test]
+    fn policies_select_versions() {
+        assert_eq!(VersionPolicy::Latest(2).select(&[1, 5, 3]), vec![3, 5]);
+        assert_eq!(VersionPolicy::Specific(vec![1, 4]).select(&[1, 2, 3]), vec![1]);
+    }
+
+    #[test]
+    fn a_config_with_both_policies_or_unknown_keys_is_rejected() {
+        assert!(ModelConfig::parse("latest = 1\nversions = [1]", "c").is_err());
+        assert!(ModelConfig::parse("lattest = 1", "c").is_err());
+        assert!(ModelConfig::parse("[[inputs]]\nname='X'\ndatatype='FLOAT'", "c").is_err());
+        let c = ModelConfig::parse("[[inputs]]\nname='X'\ndatatype='FP32'\nshape=[-1,4]", "c").unwrap();
+        assert_eq!(c.inputs[0].datatype, Some(DataType::F32));
+    }
+}

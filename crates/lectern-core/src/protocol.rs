@@ -1,0 +1,665 @@
+//! The V2 (Open Inference Protocol) inference request and response, in JSON and with the
+//! binary tensor data extension, decoded into [`Tensor`]s and encoded back.
+
+use crate::tensor::{element_count, DataType, Tensor, TensorData};
+use half::f16;
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Largest number of elements one tensor may declare.
+pub const MAX_ELEMENTS: u64 = 1 << 31;
+
+/// A request that cannot be decoded; always the caller's mistake.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProtocolError {
+    #[error("malformed request body: {0}")]
+    MalformedJson(String),
+    #[error("input '{input}': {message}")]
+    BadInput { input: String, message: String },
+    #[error("output '{output}': {message}")]
+    BadOutput { output: String, message: String },
+    #[error("binary tensor data: {0}")]
+    BadBinary(String),
+    #[error("request has no inputs")]
+    NoInputs,
+    #[error("input '{0}' appears more than once")]
+    DuplicateInput(String),
+}
+
+fn bad_input(input: &str, message: impl Into<String>) -> ProtocolError {
+    ProtocolError::BadInput { input: input.to_string(), message: message.into() }
+}
+
+/// What the caller asked for one output.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RequestedOutput {
+    pub name: String,
+    /// `Some(true)`: return this output as binary data.
+    pub binary: Option<bool>,
+    /// Triton's classification extension: return the top k classes as strings.
+    pub classification: Option<usize>,
+}
+
+/// A decoded inference request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// Empty: every output of the model.
+    pub outputs: Vec<RequestedOutput>,
+    /// Request parameter `binary_data_output`: outputs default to binary.
+    pub binary_output: bool,
+    /// Schedule-policy parameter `priority` (1 is highest; 0 means default).
+    pub priority: u64,
+    /// Schedule-policy parameter `timeout` in microseconds (0 means none).
+    pub timeout_us: u64,
+}
+
+#[derive(Deserialize)]
+struct RequestJson<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    inputs: Vec<InputJson<'a>>,
+    #[serde(default)]
+    outputs: Option<Vec<OutputJson>>,
+}
+
+#[derive(Deserialize)]
+struct InputJson<'a> {
+    name: String,
+    datatype: String,
+    shape: Vec<i64>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct OutputJson {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// Decodes a request body. `json_len` is the `Inference-Header-Content-Length` header when
+/// present: the JSON part is then `body[..json_len]` and the binary tensors follow it.
+pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferRequest, ProtocolError> {
+    let (json, mut binary) = match json_len {
+        Some(n) if n > body.len() => {
+            return Err(ProtocolError::BadBinary(format!(
+                "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+                body.len()
+            )))
+        }
+        Some(n) => body.split_at(n),
+        None => (body, &[][..]),
+    };
+    let raw: RequestJson<'_> =
+        serde_json::from_slice(json).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
+    if raw.inputs.is_empty() {
+        return Err(ProtocolError::NoInputs);
+    }
+    let mut inputs = Vec::with_capacity(raw.inputs.len());
+    for input in &raw.inputs {
+        if inputs.iter().any(|t: &Tensor| t.name == input.name) {
+            return Err(ProtocolError::DuplicateInput(input.name.clone()));
+        }
+        inputs.push(decode_input(input, &mut binary)?);
+    }
+    if !binary.is_empty() {
+        return Err(ProtocolError::BadBinary(format!(
+            "{} bytes of binary data are left over after the last input",
+            binary.len()
+        )));
+    }
+    let params = raw.parameters.as_ref();
+    let outputs = match raw.outputs {
+        Some(list) => list.iter().map(decode_output).collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    Ok(InferRequest {
+        id: raw.id,
+        inputs,
+        outputs,
+        binary_output: param_bool(params, "binary_data_output").unwrap_or(false),
+        priority: param_u64(params, "priority").unwrap_or(0),
+        timeout_us: param_u64(params, "timeout").unwrap_or(0),
+    })
+}
+
+fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Option<bool> {
+    params?.get(key)?.as_bool()
+}
+
+fn param_u64(params: Option<&Map<String, Value>>, key: &str) -> Option<u64> {
+    params?.get(key)?.as_u64()
+}
+
+fn decode_output(output: &OutputJson) -> Result<RequestedOutput, ProtocolError> {
+    let params = output.parameters.as_ref();
+    let classification = match params.and_then(|p| p.get("classification")) {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(k) if k > 0 => Some(k as usize),
+            _ => {
+                return Err(ProtocolError::BadOutput {
+                    output: output.name.clone(),
+                    message: "parameter 'classification' must be a positive integer".into(),
+                })
+            }
+        },
+    };
+    Ok(RequestedOutput {
+        name: output.name.clone(),
+        binary: param_bool(params, "binary_data"),
+        classification,
+    })
+}
+
+fn decode_shape(input: &InputJson<'_>) -> Result<Vec<usize>, ProtocolError> {
+    let mut total: u64 = 1;
+    let mut shape = Vec::with_capacity(input.shape.len());
+    for &d in &input.shape {
+        if d < 0 {
+            return Err(bad_input(&input.name, format!("dimension {d} in shape {:?} is negative", input.shape)));
+        }
+        total = total.saturating_mul(d as u64);
+        if total > MAX_ELEMENTS {
+            return Err(bad_input(
+                &input.name,
+                format!("shape {:?} declares more than {MAX_ELEMENTS} elements", input.shape),
+            ));
+        }
+        shape.push(d as usize);
+    }
+    Ok(shape)
+}
+
+fn decode_input(input: &InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor, ProtocolError> {
+    let datatype: DataType = input.datatype.parse().map_err(|e: crate::tensor::UnknownDataType| bad_input(&input.name, e.to_string()))?;
+    let shape = decode_shape(input)?;
+    let expected = element_count(&shape).expect("bounded by MAX_ELEMENTS");
+    let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
+    let data = match (binary_size, input.data) {
+        (Some(_), Some(_)) => {
+            return Err(bad_input(&input.name, "has both 'data' and 'binary_data_size'"));
+        }
+        (Some(size), None) => {
+            let size = size
+                .as_u64()
+                .ok_or_else(|| bad_input(&input.name, "'binary_data_size' must be a non-negative integer"))?;
+            if size > binary.len() as u64 {
+                return Err(ProtocolError::BadBinary(format!(
+                    "input '{}' declares {size} bytes but only {} remain in the body",
+                    input.name,
+                    binary.len()
+                )));
+            }
+            let (mine, rest) = binary.split_at(size as usize);
+            *binary = rest;
+            decode_binary(datatype, mine, expected).map_err(|m| bad_input(&input.name, m))?
+        }
+        (None, Some(raw)) => decode_json_data(datatype, raw.get(), expected)
+            .map_err(|m| bad_input(&input.name, m))?,
+        (None, None) => return Err(bad_input(&input.name, "has neither 'data' nor 'binary_data_size'")),
+    };
+    if data.len() != expected {
+        return Err(bad_input(
+            &input.name,
+            format!("shape {:?} needs {expected} elements but {} were given", shape, data.len()),
+        ));
+    }
+    Ok(Tensor { name: input.name.clone(), shape, data })
+}
+
+// ---- JSON data: flat or nested arrays of scalars ----
+
+/// A scalar that can be read from a JSON value of the V2 `data` field.
+trait JsonScalar: Sized {
+    const WHAT: &'static str;
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+}
+
+macro_rules! int_scalar {
+    ($t:ty, $what:literal) => {
+        impl JsonScalar for $t {
+            const WHAT: &'static str = $what;
+            fn from_u64(v: u64) -> Option<Self> {
+                <$t>::try_from(v).ok()
+            }
+            fn from_i64(v: i64) -> Option<Self> {
+                <$t>::try_from(v).ok()
+            }
+            fn from_f64(v: f64) -> Option<Self> {
+                if v.fract() == 0.0 && v >= <$t>::MIN as f64 && v <= <$t>::MAX as f64 {
+                    Some(v as $t)
+                } else {
+                    None
+                }
+            }
+        }
+    };
+}
+int_scalar!(u8, "a UINT8 integer (0..=255)");
+int_scalar!(u16, "a UINT16 integer");
+int_scalar!(u32, "a UINT32 integer");
+int_scalar!(u64, "a UINT64 integer");
+int_scalar!(i8, "an INT8 integer (-128..=127)");
+int_scalar!(i16, "an INT16 integer");
+int_scalar!(i32, "an INT32 integer");
+int_scalar!(i64, "an INT64 integer");
+
+macro_rules! float_scalar {
+    ($t:ty, $what:literal, $conv:expr) => {
+        impl JsonScalar for $t {
+            const WHAT: &'static str = $what;
+            fn from_u64(v: u64) -> Option<Self> {
+                Some($conv(v as f64))
+            }
+            fn from_i64(v: i64) -> Option<Self> {
+                Some($conv(v as f64))
+            }
+            fn from_f64(v: f64) -> Option<Self> {
+                Some($conv(v))
+            }
+        }
+    };
+}
+float_scalar!(f32, "an FP32 number", |v: f64| v as f32);
+float_scalar!(f64, "an FP64 number", |v: f64| v);
+float_scalar!(f16, "an FP16 number", f16::from_f64);
+
+impl JsonScalar for bool {
+    const WHAT: &'static str = "a BOOL (true or false)";
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl JsonScalar for Vec<u8> {
+    const WHAT: &'static str = "a BYTES string";
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.as_bytes().to_vec())
+    }
+}
+
+/// Appends every scalar of a (possibly nested) JSON array to `out`.
+struct Flatten<'a, T> {
+    out: &'a mut Vec<T>,
+}
+
+impl<'de, T: JsonScalar> DeserializeSeed<'de> for Flatten<'_, T> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: JsonScalar> Visitor<'de> for Flatten<'_, T> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} or an array of them", T::WHAT)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.out.reserve(n);
+        }
+        while seq.next_element_seed(Flatten { out: &mut *self.out })?.is_some() {}
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(T::from_u64(v), &v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(T::from_i64(v), &v)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(T::from_f64(v), &v)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(T::from_bool(v), &v)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(T::from_str(v), &format_args!("\"{v}\""))
+    }
+}
+
+impl<T: JsonScalar> Flatten<'_, T> {
+    fn push<E: de::Error>(self, value: Option<T>, seen: &dyn fmt::Display) -> Result<(), E> {
+        match value {
+            Some(v) => {
+                self.out.push(v);
+                Ok(())
+            }
+            None => Err(E::custom(format!("expected {}, found {seen}", T::WHAT))),
+        }
+    }
+}
+
+fn flatten_json<T: JsonScalar>(raw: &str, expected: usize) -> Result<Vec<T>, String> {
+    // Reserve no more than the text could hold: a hostile shape must not allocate.
+    let mut out = Vec::with_capacity(expected.min(raw.len() / 2 + 1));
+    let mut de = serde_json::Deserializer::from_str(raw);
+    Flatten { out: &mut out }.deserialize(&mut de).map_err(|e| format!("bad 'data': {e}"))?;
+    Ok(out)
+}
+
+fn decode_json_data(datatype: DataType, raw: &str, expected: usize) -> Result<TensorData, String> {
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(flatten_json(raw, expected)?),
+        DataType::U8 => TensorData::U8(flatten_json(raw, expected)?),
+        DataType::U16 => TensorData::U16(flatten_json(raw, expected)?),
+        DataType::U32 => TensorData::U32(flatten_json(raw, expected)?),
+        DataType::U64 => TensorData::U64(flatten_json(raw, expected)?),
+        DataType::I8 => TensorData::I8(flatten_json(raw, expected)?),
+        DataType::I16 => TensorData::I16(flatten_json(raw, expected)?),
+        DataType::I32 => TensorData::I32(flatten_json(raw, expected)?),
+        DataType::I64 => TensorData::I64(flatten_json(raw, expected)?),
+        DataType::F16 => TensorData::F16(flatten_json(raw, expected)?),
+        DataType::F32 => TensorData::F32(flatten_json(raw, expected)?),
+        DataType::F64 => TensorData::F64(flatten_json(raw, expected)?),
+        DataType::Bytes => TensorData::Bytes(flatten_json(raw, expected)?),
+    })
+}
+
+// ---- binary data ----
+
+fn chunks<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    bytes.chunks_exact(N).map(|c| f(c.try_into().expect("exact chunk"))).collect()
+}
+
+/// Decodes little-endian binary tensor data of `expected` elements.
+pub fn decode_binary(datatype: DataType, bytes: &[u8], expected: usize) -> Result<TensorData, String> {
+    if let Some(size) = datatype.element_size() {
+        let needed = (expected as u64) * size as u64;
+        if bytes.len() as u64 != needed {
+            return Err(format!(
+                "binary_data_size is {} bytes but {expected} {datatype} elements need {needed}",
+                bytes.len()
+            ));
+        }
+    }
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+        DataType::U8 => TensorData::U8(bytes.to_vec()),
+        DataType::U16 => TensorData::U16(chunks(bytes, u16::from_le_bytes)),
+        DataType::U32 => TensorData::U32(chunks(bytes, u32::from_le_bytes)),
+        DataType::U64 => TensorData::U64(chunks(bytes, u64::from_le_bytes)),
+        DataType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+        DataType::I16 => TensorData::I16(chunks(bytes, i16::from_le_bytes)),
+        DataType::I32 => TensorData::I32(chunks(bytes, i32::from_le_bytes)),
+        DataType::I64 => TensorData::I64(chunks(bytes, i64::from_le_bytes)),
+        DataType::F16 => TensorData::F16(chunks(bytes, |b| f16::from_bits(u16::from_le_bytes(b)))),
+        DataType::F32 => TensorData::F32(chunks(bytes, f32::from_le_bytes)),
+        DataType::F64 => TensorData::F64(chunks(bytes, f64::from_le_bytes)),
+        DataType::Bytes => TensorData::Bytes(decode_binary_strings(bytes)?),
+    })
+}
+
+fn decode_binary_strings(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 4 {
+            return Err("BYTES element is cut off inside its 4-byte length".into());
+        }
+        let (len, rest) = bytes.split_at(4);
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if len > rest.len() {
+            return Err(format!("BYTES element declares {len} bytes but only {} remain", rest.len()));
+        }
+        let (item, rest) = rest.split_at(len);
+        out.push(item.to_vec());
+        bytes = rest;
+    }
+    Ok(out)
+}
+
+/// Encodes tensor data as little-endian binary, appending to `out`.
+pub fn encode_binary(data: &TensorData, out: &mut Vec<u8>) {
+    match data {
+        TensorData::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
+        TensorData::U8(v) => out.extend_from_slice(v),
+        TensorData::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I8(v) => out.extend(v.iter().map(|&b| b as u8)),
+        TensorData::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
+        TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::Bytes(v) => v.iter().for_each(|s| {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s);
+        }),
+    }
+}
+
+// ---- response ----
+
+/// One output of a response and whether it travels as binary.
+#[derive(Debug, Clone)]
+pub struct ResponseOutput {
+    pub tensor: Tensor,
+    pub binary: bool,
+}
+
+/// A computed inference response.
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: String,
+    pub id: Option<String>,
+    pub outputs: Vec<ResponseOutput>,
+}
+
+/// An encoded response body; `json_len` is set when binary tensors follow the JSON.
+#[derive(Debug)]
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub json_len: Option<usize>,
+}
+
+struct JsonData<'a>(&'a TensorData);
+
+impl Serialize for JsonData<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        fn seq<S: Serializer, T: Serialize>(s: S, v: &[T]) -> Result<S::Ok, S::Error> {
+            let mut q = s.serialize_seq(Some(v.len()))?;
+            for x in v {
+                q.serialize_element(x)?;
+            }
+            q.end()
+        }
+        match self.0 {
+            TensorData::F16(v) => {
+                let mut q = s.serialize_seq(Some(v.len()))?;
+                for x in v {
+                    q.serialize_element(&x.to_f32())?;
+                }
+                q.end()
+            }
+            TensorData::Bytes(v) => {
+                let mut q = s.serialize_seq(Some(v.len()))?;
+                for x in v {
+                    q.serialize_element(&String::from_utf8_lossy(x))?;
+                }
+                q.end()
+            }
+            TensorData::Bool(v) => seq(s, v),
+            TensorData::U8(v) => seq(s, v),
+            TensorData::U16(v) => seq(s, v),
+            TensorData::U32(v) => seq(s, v),
+            TensorData::U64(v) => seq(s, v),
+            TensorData::I8(v) => seq(s, v),
+            TensorData::I16(v) => seq(s, v),
+            TensorData::I32(v) => seq(s, v),
+            TensorData::I64(v) => seq(s, v),
+            TensorData::F32(v) => seq(s, v),
+            TensorData::F64(v) => seq(s, v),
+        }
+    }
+}
+
+struct JsonOutput<'a> {
+    output: &'a ResponseOutput,
+    binary_size: Option<usize>,
+}
+
+impl Serialize for JsonOutput<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = &self.output.tensor;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("name", &t.name)?;
+        m.serialize_entry("datatype", t.datatype().as_str())?;
+        m.serialize_entry("shape", &t.shape)?;
+        match self.binary_size {
+            Some(n) => m.serialize_entry("parameters", &serde_json::json!({ "binary_data_size": n }))?,
+            None => m.serialize_entry("data", &JsonData(&t.data))?,
+        }
+        m.end()
+    }
+}
+
+/// Encodes a response as JSON, followed by the binary outputs when any are binary.
+pub fn encode_response(response: &InferResponse) -> EncodedResponse {
+    let mut binary = Vec::new();
+    let mut outputs = Vec::with_capacity(response.outputs.len());
+    for output in &response.outputs {
+        let binary_size = output.binary.then(|| {
+            let before = binary.len();
+            encode_binary(&output.tensor.data, &mut binary);
+            binary.len() - before
+        });
+        outputs.push(JsonOutput { output, binary_size });
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        model_name: &'a str,
+        model_version: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        outputs: Vec<JsonOutput<'a>>,
+    }
+    let mut body = Vec::with_capacity(128 + binary.len());
+    serde_json::to_writer(
+        &mut body,
+        &Body {
+            model_name: &response.model_name,
+            model_version: &response.model_version,
+            id: response.id.as_deref(),
+            outputs,
+        },
+    )
+    .expect("serialising to a Vec cannot fail");
+    let any_binary = response.outputs.iter().any(|o| o.binary);
+    let json_len = any_binary.then_some(body.len());
+    body.extend_from_slice(&binary);
+    EncodedResponse { body, json_len }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> Result<InferRequest, ProtocolError> {
+        decode_request(body.as_bytes(), None)
+    }
+
+    #[test]
+    fn flat_and_nested_data_decode_to_the_same_tensor() {
+        let flat = one(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3.5,4]}]}"#).unwrap();
+        let nested = one(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[[1,2],[3.5,4]]}]}"#).unwrap();
+        assert_eq!(flat.inputs, nested.inputs);
+        assert_eq!(flat.inputs[0].data, TensorData::F32(vec![1.0, 2.0, 3.5, 4.0]));
+    }
+
+    #[test]
+    fn out_of_range_integers_are_rejected_with_the_type_named() {
+        let err = one(r#"{"inputs":[{"name":"x","datatype":"UINT8","shape":[1],"data":[256]}]}"#).unwrap_err();
+        assert!(err.to_string().contains("UINT8"), "{err}");
+        let err = one(r#"{"inputs":[{"name":"x","datatype":"INT32","shape":[1],"data":[1.5]}]}"#).unwrap_err();
+        assert!(err.to_string().contains("INT32"), "{err}");
+    }
+
+    #[test]
+    fn shape_and_data_length_must_agree() {
+        let err = one(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[3],"data":[1,2]}]}"#).unwrap_err();
+        assert!(err.to_string().contains("needs 3 elements but 2"), "{err}");
+    }
+
+    #[test]
+    fn negative_and_absurd_dimensions_are_rejected() {
+        let err = one(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[-1],"data":[]}]}"#).unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+        let err = one(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[4294967296,4294967296],"data":[]}]}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn binary_inputs_are_read_in_order_after_the_json_header() {
+        let header = r#"{"inputs":[{"name":"a","datatype":"INT32","shape":[2],"parameters":{"binary_data_size":8}},{"name":"s","datatype":"BYTES","shape":[2],"parameters":{"binary_data_size":11}}]}"#;
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(&7i32.to_le_bytes());
+        body.extend_from_slice(&(-1i32).to_le_bytes());
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.extend_from_slice(b"abc");
+        body.extend_from_slice(&0u32.to_le_bytes());
+        let req = decode_request(&body, Some(header.len())).unwrap();
+        assert_eq!(req.inputs[0].data, TensorData::I32(vec![7, -1]));
+        assert_eq!(req.inputs[1].data, TensorData::Bytes(vec![b"abc".to_vec(), vec![]]));
+    }
+
+    #[test]
+    fn truncated_binary_data_is_an_error_not_a_panic() {
+        let header = r#"{"inputs":[{"name":"a","datatype":"FP64","shape":[2],"parameters":{"binary_data_size":16}}]}"#;
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(&[0u8; 9]);
+        assert!(matches!(decode_request(&body, Some(header.len())), Err(ProtocolError::BadBinary(_))));
+        assert!(matches!(decode_request(&body, Some(body.len() + 1)), Err(ProtocolError::BadBinary(_))));
+    }
+
+    #[test]
+    fn responses_put_binary_outputs_after_the_json() {
+        let response = InferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            id: Some("r1".into()),
+            outputs: vec![
+                ResponseOutput { tensor: Tensor { name: "a".into(), shape: vec![2], data: TensorData::F32(vec![1.0, 2.0]) }, binary: true },
+                ResponseOutput { tensor: Tensor { name: "b".into(), shape: vec![1], data: TensorData::I64(vec![3]) }, binary: false },
+            ],
+        };
+        let enc = encode_response(&response);
+        let n = enc.json_len.unwrap();
+        let json: Value = serde_json::from_slice(&enc.body[..n]).unwrap();
+        assert_eq!(json["id"], "r1");
+        assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(json["outputs"][1]["data"], serde_json::json!([3]));
+        assert_eq!(&enc.body[n..n + 4], &1.0f32.to_le_bytes());
+    }
+}
