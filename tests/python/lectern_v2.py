@@ -241,3 +241,62 @@ def metric_value(samples, name: str, **labels) -> float | None:
     """Sum of the samples called `name` whose labels include `labels` (None if there are none)."""
     found = [v for n, l, v in samples if n == name and all(l.get(k) == str(x) for k, x in labels.items())]
     return sum(found) if found else None
+
+
+# --------------------------------------------------------------------------- the dtypes model
+
+# Two rows of three per datatype, chosen to hit wrap-around, extremes, integers above 2^53
+# (which a float-based JSON parser would corrupt), FP16 values, -0.0, and multi-byte UTF-8.
+DTYPE_VALUES = {
+    "BOOL": [[True, False, True], [False, False, True]],
+    "UINT8": [[0, 1, 200], [255, 128, 7]],
+    "UINT16": [[0, 1, 40000], [65535, 2, 3]],
+    "UINT32": [[0, 1, 3000000000], [4294967295, 5, 6]],
+    "UINT64": [[0, 1, 2**63 + 5], [2**64 - 1, 2**53 + 1, 7]],
+    "INT8": [[-128, -1, 0], [127, 100, -100]],
+    "INT16": [[-32768, -1, 0], [32767, 1000, -1000]],
+    "INT32": [[-2**31, -1, 0], [2**31 - 1, 123456, -123456]],
+    "INT64": [[-2**63, -(2**53) - 1, 0], [2**63 - 1, 2**53 + 1, 42]],
+    "FP16": [[0.5, -1.25, 30000.0], [3.140625, 0.0009765625, -0.0]],
+    "FP32": [[0.1, -2.5, 1.5e38], [3.1415927, 1e-30, -0.0]],
+    "FP64": [[0.1, -1e300, 1e-300], [3.141592653589793, 2.5, -0.0]],
+    "BYTES": [["", "héllo wörld", "a b"], ["tab\tnew\nline \"quoted\"", "emoji 🎉", "x" * 300]],
+}
+
+
+def dtypes_arrays(rows: int = 2) -> dict[str, np.ndarray]:
+    arrays = {}
+    for t in ALL_DATATYPES:
+        base = DTYPE_VALUES[t] * ((rows + 1) // 2)
+        arrays[t] = np.array(base[:rows], dtype=V2_TO_NUMPY[t])
+    return arrays
+
+
+def dtypes_reference(models_dir, arrays) -> dict[str, np.ndarray]:
+    feeds = {f"in_{t.lower()}": a for t, a in arrays.items()}
+    return ort_reference(model_file(models_dir, "dtypes"), feeds)
+
+
+# --------------------------------------------------------------------------- classification
+
+def check_classification(strings: np.ndarray, probs: np.ndarray, k: int, labels: list[str] | None):
+    n = probs.shape[0]
+    assert strings.shape == (n, k), f"classification shape {strings.shape}, wanted {(n, k)}"
+    for i in range(n):
+        order = np.argsort(-probs[i], kind="stable")
+        prev_score = None
+        for j in range(k):
+            text = to_bytes(strings[i, j]).decode("utf-8")
+            parts = text.split(":", 2)
+            assert len(parts) >= 2, f"not '<score>:<index>[:<label>]': {text!r}"
+            score, index = float(parts[0]), int(parts[1])
+            expected_idx = int(order[j])
+            if index != expected_idx:
+                # only acceptable for an exact tie in the reference
+                assert abs(probs[i, index] - probs[i, expected_idx]) < 1e-6, (i, j, text, probs[i])
+            assert abs(score - probs[i, index]) <= 1e-5, (text, probs[i])
+            if labels is not None:
+                assert len(parts) == 3 and parts[2] == labels[index], (text, labels)
+            if prev_score is not None:
+                assert score <= prev_score + 1e-7, f"not highest first: {strings[i]}"
+            prev_score = score

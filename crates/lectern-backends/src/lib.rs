@@ -1,0 +1,53 @@
+//! Inference engines behind one small trait.
+//!
+//! A [`Backend`] is a loaded, prepared model (load once); a [`Session`] is the per-instance
+//! state that runs it (run many). Both are synchronous: the runtime calls them from its own
+//! threads, never from the async executor.
+
+pub mod onnx;
+
+use lectern_core::{DataType, Tensor};
+
+/// The name, datatype and shape of one model input or output; `-1` marks a free dimension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+/// What a model takes and gives, in the order the backend expects and returns them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Signature {
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+}
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The model file is unusable (corrupt, unsupported operator, ...).
+    #[error("cannot load model: {0}")]
+    Load(String),
+    /// The engine refused or failed on these inputs.
+    #[error("inference failed: {0}")]
+    Inference(String),
+    /// An input's elements cannot be given to the engine (e.g. BYTES that are not UTF-8).
+    #[error("input '{input}': {message}")]
+    BadInput { input: String, message: String },
+}
+
+/// A prepared model, shared by all its instances.
+pub trait Backend: Send + Sync {
+    /// Inputs and outputs, in the order `Session::run` takes and returns them.
+    fn signature(&self) -> &Signature;
+    /// A new instance with its own working state.
+    fn session(&self) -> Result<Box<dyn Session>, BackendError>;
+}
+
+/// One instance of a model; not shared between threads.
+pub trait Session: Send {
+    /// Runs the model. `inputs` are in signature order and already checked against it;
+    /// the result holds every output, in signature order.
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+}

@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Comparative benchmark: V2 infer, one iris row, concurrency 32, one core per server.
+#
+#   bench/infer.sh                 # all servers: lectern, mlserver, fastapi, ceiling
+#   BENCH_SERVERS="mlserver fastapi" bench/infer.sh
+#
+# Each server runs alone, pinned to core $BENCH_SERVER_CPU (1); wrk runs pinned to
+# core $BENCH_WRK_CPU (0). Every server must answer the request body with a 200
+# carrying `outputs` before it is measured. Traffic goes to 127.0.0.1 only.
+#
+# Environment:
+#   BENCH_SERVERS      servers to run, in order (default: "lectern mlserver fastapi ceiling")
+#   BENCH_DURATION     seconds per measured run (default 15; capped at 60)
+#   BENCH_WARMUP       seconds of unmeasured warm-up per server (default 3)
+#   BENCH_CONNECTIONS  wrk connections (default 32); BENCH_THREADS wrk threads (default 2)
+#   BENCH_NICE         nice value for the server and wrk when run as root (default -19, so that
+#                      other work on the machine, e.g. a compile, gets ~1% of their cores;
+#                      "off" to leave it)
+#   BENCH_SKIP_SETUP=1 do not run bench/setup.sh
+#   BENCH_NO_BUILD=1   do not run cargo build (use the binaries already built)
+#   CARGO_TARGET_DIR   default $HOME/.cache/lectern/target
+#   LECTERN_BENCH_VENV default $HOME/.cache/lectern/bench-venv
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lectern/target}"
+VENV="${LECTERN_BENCH_VENV:-$HOME/.cache/lectern/bench-venv}"
+export LECTERN_BENCH_VENV="$VENV"
+SERVERS="${BENCH_SERVERS:-lectern mlserver fastapi ceiling}"
+DURATION="${BENCH_DURATION:-15}"
+WARMUP="${BENCH_WARMUP:-3}"
+CONNS="${BENCH_CONNECTIONS:-32}"
+THREADS="${BENCH_THREADS:-2}"
+SERVER_CPU="${BENCH_SERVER_CPU:-1}"
+WRK_CPU="${BENCH_WRK_CPU:-0}"
+MODEL="iris-logreg"
+ONNX="$ROOT/examples/models/$MODEL/1/model.onnx"
+BODY='{"inputs":[{"name":"X","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}'
+export BENCH_BODY="$BODY"
+
+if [ "$DURATION" -gt 60 ]; then DURATION=60; fi
+NICE_VALUE="${BENCH_NICE:--19}"
+PRIO=()
+if [ "$NICE_VALUE" != off ] && [ "$(id -u)" = 0 ]; then PRIO=(nice -n "$NICE_VALUE"); fi
+
+log() { echo "bench: $*" >&2; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/lectern-bench.XXXXXX")"
+SERVER_PID=""
+
+stop_server() {
+    if [ -n "$SERVER_PID" ]; then
+        # Each server is started with setsid: its pid is its process group.
+        kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+
+cleanup() {
+    stop_server
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# CPU seconds (user+system) used so far by every process in a process group.
+group_cpu_ticks() {
+    local pgid="$1" total=0 f stat rest
+    for f in /proc/[0-9]*/stat; do
+        read -r stat 2>/dev/null <"$f" || continue
+        rest="${stat##*) }"          # fields from 3 on: state ppid pgrp ...
+        set -- $rest
+        if [ "${3:-}" = "$pgid" ]; then
+            total=$((total + ${12} + ${13}))   # utime, stime
+        fi
+    done
+    echo "$total"
+}
+
+# Percent of the machine's CPU time busy over one second (before a run: other work).
+busy_pct() {
+    local a b
+    read -r -a a </proc/stat
+    sleep 1
+    read -r -a b </proc/stat
+    awk -v u="$(( b[1] + b[2] + b[3] + b[6] + b[7] + b[8] - a[1] - a[2] - a[3] - a[6] - a[7] - a[8] ))" \
+        -v i="$(( b[4] + b[5] - a[4] - a[5] ))" 'BEGIN { printf "%.0f", (u + i) ? 100 * u / (u + i) : 0 }'
+}
+
+# ---------------------------------------------------------------- preparation
+if [ "${BENCH_SKIP_SETUP:-0}" != 1 ]; then
+    "$ROOT/bench/setup.sh" >&2
+fi
+command -v wrk >/dev/null || { log "wrk missing: run bench/setup.sh"; exit 1; }
+[ -x "$VENV/bin/python" ] || { log "venv $VENV missing: run bench/setup.sh"; exit 1; }
+
+declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_BAD RESULT_CPU RESULT_NOTE RESULT_BUSY
+
+LECTERN_BIN="$CARGO_TARGET_DIR/release/lectern"
+CEILING_BIN="$CARGO_TARGET_DIR/release/lectern-bench-ceiling"
+
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+    for s in $SERVERS; do
+        case "$s" in
+        lectern)
+            log "building lectern (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+            if ! cargo build --release -p lectern >&2; then
+                log "lectern did not build: skipping it"
+                RESULT_NOTE[lectern]="build failed"
+            fi
+            ;;
+        ceiling)
+            log "building the ceiling (release)"
+            cargo build --release --manifest-path "$ROOT/bench/ceiling/Cargo.toml" >&2
+            ;;
+        esac
+    done
+fi
+
+# ---------------------------------------------------------------- servers
+# start_<server> PORT: starts it in its own process group, pinned to one core.
+start_lectern() {
+    local port="$1"
+    [ -x "$LECTERN_BIN" ] || { log "no $LECTERN_BIN"; return 1; }
+    RUST_LOG="${LECTERN_BENCH_RUST_LOG:-warn}" setsid "${PRIO[@]}" taskset -c "$SERVER_CPU" "$LECTERN_BIN" serve \
+        --models "$ROOT/examples/models" --listen "127.0.0.1:$port" --data "$WORK/lectern-data" \
+        >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+start_mlserver() {
+    local port="$1" grpc metrics
+    grpc="$(free_port)"
+    metrics="$(free_port)"
+    rm -rf "$WORK/mlserver"
+    "$VENV/bin/python" "$ROOT/bench/peers/train_iris.py" "$WORK/mlserver" "$port" "$grpc" "$metrics" >&2
+    (cd "$WORK/mlserver" && exec setsid "${PRIO[@]}" taskset -c "$SERVER_CPU" "$VENV/bin/mlserver" start "$WORK/mlserver") \
+        >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+start_fastapi() {
+    local port="$1"
+    setsid "${PRIO[@]}" taskset -c "$SERVER_CPU" "$VENV/bin/python" "$ROOT/bench/peers/fastapi_onnx.py" \
+        --model "$ONNX" --name "$MODEL" --port "$port" >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+start_ceiling() {
+    local port="$1"
+    [ -x "$CEILING_BIN" ] || { log "no $CEILING_BIN"; return 1; }
+    setsid "${PRIO[@]}" taskset -c "$SERVER_CPU" "$CEILING_BIN" "127.0.0.1:$port" >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+# Polls the infer URL until it answers 200 with `outputs` (or gives up).
+wait_ready() {
+    local url="$1" name="$2" code
+    for _ in $(seq 600); do   # up to 60 s (MLServer takes a few seconds)
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            log "$name exited during start-up; its log:"
+            tail -n 30 "$WORK/server.log" >&2
+            return 1
+        fi
+        code="$(curl -s -o "$WORK/response.json" -w '%{http_code}' --max-time 2 \
+            -H 'Content-Type: application/json' -X POST --data "$BODY" "$url" || true)"
+        if [ "$code" != "000" ] && [ -n "$code" ]; then
+            break
+        fi
+        sleep 0.1
+    done
+    if [ "$code" != 200 ]; then
+        log "$name answered HTTP $code instead of 200: $(head -c 400 "$WORK/response.json" 2>/dev/null)"
+        tail -n 30 "$WORK/server.log" >&2
+        return 1
+    fi
+    if ! python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert isinstance(d.get("outputs"), list) and d["outputs"], d' \
+        "$WORK/response.json" 2>/dev/null; then
+        log "$name answered 200 without outputs: $(head -c 400 "$WORK/response.json")"
+        return 1
+    fi
+    log "$name answers: $(head -c 300 "$WORK/response.json")"
+}
+
+run_one() {
+    local name="$1" port url out cpu0 cpu1 t0 t1 hz line
+    port="$(free_port)"
+    url="http://127.0.0.1:$port/v2/models/$MODEL/infer"
+    RESULT_BUSY[$name]="$(busy_pct)"
+    log "---- $name on core $SERVER_CPU, port $port (machine ${RESULT_BUSY[$name]}% busy before start)"
+    if [ "${RESULT_BUSY[$name]}" -gt 10 ]; then
+        log "warning: other processes are using the CPU; numbers will be low and noisy"
+    fi
+    if ! "start_$name" "$port"; then
+        RESULT_NOTE[$name]="${RESULT_NOTE[$name]:-did not start}"
+        return 0
+    fi
+    if ! wait_ready "$url" "$name"; then
+        RESULT_NOTE[$name]="not ready / bad response"
+        stop_server
+        return 0
+    fi
+    if [ "$WARMUP" -gt 0 ]; then
+        timeout $((WARMUP + 20)) "${PRIO[@]}" taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" \
+            -s "$ROOT/bench/post.lua" "$url" >/dev/null 2>&1 || true
+    fi
+    hz="$(getconf CLK_TCK)"
+    cpu0="$(group_cpu_ticks "$SERVER_PID")"
+    t0="$(date +%s.%N)"
+    out="$WORK/wrk-$name.txt"
+    log "load: $name, $DURATION s"
+    # wrk stops itself after -d; timeout is a backstop.
+    timeout $((DURATION + 30)) "${PRIO[@]}" taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
+        --timeout 5s --latency -s "$ROOT/bench/post.lua" "$url" >"$out" 2>&1 || true
+    t1="$(date +%s.%N)"
+    cpu1="$(group_cpu_ticks "$SERVER_PID")"
+    cat "$out" >&2
+    line="$(grep '^BENCH ' "$out" || true)"
+    stop_server
+    if [ -z "$line" ]; then
+        RESULT_NOTE[$name]="wrk failed"
+        return 0
+    fi
+    field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+    RESULT_RPS[$name]="$(field rps)"
+    RESULT_P50[$name]="$(field p50_us)"
+    RESULT_P99[$name]="$(field p99_us)"
+    RESULT_BAD[$name]="$(( $(field non2xx) + $(field socket_errors) ))"
+    RESULT_CPU[$name]="$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$hz" -v t0="$t0" -v t1="$t1" \
+        'BEGIN { printf "%.0f%%", 100 * (b - a) / hz / (t1 - t0) }')"
+}
+
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+for s in $SERVERS; do
+    case "$s" in
+    lectern | mlserver | fastapi | ceiling) ;;
+    *) log "unknown server $s"; exit 2 ;;
+    esac
+    if [ "$s" = lectern ] && [ -n "${RESULT_NOTE[lectern]:-}" ]; then continue; fi
+    run_one "$s"
+done
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---------------------------------------------------------------- report
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+label() {
+    case "$1" in
+    lectern) echo "Lectern" ;;
+    mlserver) echo "MLServer $("$VENV/bin/python" -c 'import mlserver; print(mlserver.__version__)' 2>/dev/null) (sklearn runtime)" ;;
+    fastapi) echo "FastAPI + onnxruntime $("$VENV/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)' 2>/dev/null)" ;;
+    ceiling) echo "ceiling (axum, parse JSON, fixed answer)" ;;
+    esac
+}
+
+echo
+echo "V2 infer, one row, concurrency $CONNS, one core each"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); wrk -t$THREADS -c$CONNS -d${DURATION}s (after ${WARMUP}s warm-up); ${PRIO[*]:-default priority}; load average before $LOAD_BEFORE, after $LOAD_AFTER"
+echo
+echo "| server | req/s | p50 | p99 | non-2xx/errors | server CPU | busy before |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+for s in $SERVERS; do
+    if [ -n "${RESULT_RPS[$s]:-}" ]; then
+        printf '| %s | %.0f | %s | %s | %s | %s | %s%% |\n' "$(label "$s")" "${RESULT_RPS[$s]}" \
+            "$(ms "${RESULT_P50[$s]}")" "$(ms "${RESULT_P99[$s]}")" "${RESULT_BAD[$s]}" "${RESULT_CPU[$s]}" \
+            "${RESULT_BUSY[$s]}"
+    else
+        printf '| %s | %s | | | | | |\n' "$(label "$s")" "${RESULT_NOTE[$s]:-not run}"
+    fi
+done
+echo
+
+best=""
+for s in mlserver fastapi; do
+    if [ -n "${RESULT_RPS[$s]:-}" ]; then
+        if [ -z "$best" ] || awk -v a="${RESULT_RPS[$s]}" -v b="${RESULT_RPS[$best]}" 'BEGIN { exit !(a > b) }'; then
+            best="$s"
+        fi
+    fi
+done
+if [ -n "${RESULT_RPS[lectern]:-}" ]; then
+    if [ -n "$best" ]; then
+        awk -v l="${RESULT_RPS[lectern]}" -v p="${RESULT_RPS[$best]}" -v lp="${RESULT_P99[lectern]}" \
+            -v pp="${RESULT_P99[$best]}" -v n="$(label "$best")" \
+            'BEGIN { printf "Lectern / best peer (%s): %.2fx req/s; p99 %.2f ms vs %.2f ms\n", n, l / p, lp / 1000, pp / 1000 }'
+    fi
+    if [ -n "${RESULT_RPS[ceiling]:-}" ]; then
+        awk -v l="${RESULT_RPS[lectern]}" -v c="${RESULT_RPS[ceiling]}" \
+            'BEGIN { printf "Lectern / ceiling: %.2f of the ceiling'"'"'s req/s\n", l / c }'
+    fi
+else
+    echo "Lectern: ${RESULT_NOTE[lectern]:-not run}; no ratio."
+    if [ -n "$best" ]; then echo "best peer: $(label "$best")"; fi
+fi

@@ -1,0 +1,223 @@
+//! A loaded model version: checks a request against the model's signature, queues it to the
+//! worker, and shapes the outputs the caller asked for.
+
+use crate::metrics::ModelMetrics;
+use crate::worker::{Job, JobError, SubmitError, Worker};
+use crate::RuntimeError;
+use lectern_backends::{Signature, TensorInfo};
+use lectern_core::{InferRequest, InferResponse, RequestedOutput, ResponseOutput, Tensor, TensorData};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A model version that is loaded and serving.
+pub struct LoadedModel {
+    pub name: String,
+    pub version: u64,
+    pub signature: Signature,
+    pub labels: Option<Vec<String>>,
+    /// Largest batch along the first dimension; `None`: not limited.
+    pub max_batch_size: Option<usize>,
+    pub metrics: Arc<ModelMetrics>,
+    worker: Worker,
+}
+
+impl LoadedModel {
+    pub(crate) fn new(
+        name: String,
+        version: u64,
+        signature: Signature,
+        labels: Option<Vec<String>>,
+        max_batch_size: Option<usize>,
+        metrics: Arc<ModelMetrics>,
+        worker: Worker,
+    ) -> Self {
+        LoadedModel { name, version, signature, labels, max_batch_size, metrics, worker }
+    }
+
+    /// Runs one request and counts it in the model's metrics.
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RuntimeError> {
+        let arrived = Instant::now();
+        let result = self.infer_uncounted(request, arrived).await;
+        let counter = if result.is_ok() { &self.metrics.success } else { &self.metrics.failure };
+        counter.fetch_add(1, Relaxed);
+        self.metrics.request_duration.observe(arrived.elapsed());
+        result
+    }
+
+    async fn infer_uncounted(&self, request: InferRequest, arrived: Instant) -> Result<InferResponse, RuntimeError> {
+        let outputs = self.requested_outputs(&request)?;
+        let rows = self.batch_rows(&request.inputs)?;
+        let inputs = self.order_inputs(request.inputs)?;
+        let (reply, answer) = oneshot::channel();
+        let deadline = (request.timeout_us > 0).then(|| arrived + Duration::from_micros(request.timeout_us));
+        let job = Job { inputs, rows, enqueued: arrived, deadline, reply };
+        match self.worker.submit(job) {
+            Ok(()) => {}
+            Err(SubmitError::Full) => {
+                self.metrics.queue_rejected.fetch_add(1, Relaxed);
+                return Err(RuntimeError::QueueFull(self.label()));
+            }
+            Err(SubmitError::Stopped) => return Err(RuntimeError::NotReady(self.label(), "it is unloading".into())),
+        }
+        let computed = match answer.await {
+            Ok(Ok(tensors)) => tensors,
+            Ok(Err(JobError::Backend(e))) => return Err(RuntimeError::Inference(self.label(), e.to_string())),
+            Ok(Err(JobError::Expired)) => return Err(RuntimeError::DeadlineExpired(request.timeout_us)),
+            Ok(Err(JobError::Stopped)) | Err(_) => {
+                return Err(RuntimeError::NotReady(self.label(), "it was unloaded".into()))
+            }
+        };
+        let outputs = self.shape_outputs(computed, &outputs, request.binary_output)?;
+        Ok(InferResponse {
+            model_name: self.name.clone(),
+            model_version: self.version.to_string(),
+            id: request.id,
+            outputs,
+        })
+    }
+
+    fn label(&self) -> String {
+        format!("{}:{}", self.name, self.version)
+    }
+
+    /// The outputs to return: what the caller listed, or all of them.
+    fn requested_outputs(&self, request: &InferRequest) -> Result<Vec<RequestedOutput>, RuntimeError> {
+        if request.outputs.is_empty() {
+            return Ok(self
+                .signature
+                .outputs
+                .iter()
+                .map(|o| RequestedOutput { name: o.name.clone(), ..Default::default() })
+                .collect());
+        }
+        for wanted in &request.outputs {
+            if !self.signature.outputs.iter().any(|o| o.name == wanted.name) {
+                return Err(RuntimeError::BadRequest(format!(
+                    "model '{}' has no output '{}' (outputs: {})",
+                    self.name,
+                    wanted.name,
+                    names(&self.signature.outputs)
+                )));
+            }
+        }
+        Ok(request.outputs.clone())
+    }
+
+    /// Puts the inputs in signature order, checking names, datatypes and shapes.
+    fn order_inputs(&self, mut given: Vec<Tensor>) -> Result<Vec<Tensor>, RuntimeError> {
+        if let Some(unknown) = given.iter().find(|t| !self.signature.inputs.iter().any(|i| i.name == t.name)) {
+            return Err(RuntimeError::BadRequest(format!(
+                "model '{}' has no input '{}' (inputs: {})",
+                self.name,
+                unknown.name,
+                names(&self.signature.inputs)
+            )));
+        }
+        let mut ordered = Vec::with_capacity(self.signature.inputs.len());
+        for info in &self.signature.inputs {
+            let ix = given.iter().position(|t| t.name == info.name).ok_or_else(|| {
+                RuntimeError::BadRequest(format!("input '{}' of model '{}' is missing", info.name, self.name))
+            })?;
+            let tensor = given.swap_remove(ix);
+            check_input(info, &tensor)?;
+            ordered.push(tensor);
+        }
+        Ok(ordered)
+    }
+
+    /// Rows in the request's batch (1 when the model has no batch dimension).
+    fn batch_rows(&self, inputs: &[Tensor]) -> Result<u64, RuntimeError> {
+        let Some(first) = inputs.first() else { return Ok(1) };
+        let rows = match self.max_batch_size {
+            Some(0) => return Ok(1),
+            _ => first.shape.first().copied().unwrap_or(1),
+        };
+        if let Some(max) = self.max_batch_size {
+            if rows > max {
+                return Err(RuntimeError::BadRequest(format!(
+                    "batch of {rows} rows is over the max_batch_size {max} of model '{}'",
+                    self.name
+                )));
+            }
+        }
+        Ok(rows as u64)
+    }
+
+    fn shape_outputs(
+        &self,
+        mut computed: Vec<Tensor>,
+        wanted: &[RequestedOutput],
+        binary_default: bool,
+    ) -> Result<Vec<ResponseOutput>, RuntimeError> {
+        let mut out = Vec::with_capacity(wanted.len());
+        for request in wanted {
+            let ix = computed.iter().position(|t| t.name == request.name).expect("checked against signature");
+            let tensor = if wanted.iter().filter(|w| w.name == request.name).count() > 1 {
+                computed[ix].clone()
+            } else {
+                computed.swap_remove(ix)
+            };
+            let tensor = match request.classification {
+                Some(k) => classify(&tensor, k, self.labels.as_deref())?,
+                None => tensor,
+            };
+            out.push(ResponseOutput { tensor, binary: request.binary.unwrap_or(binary_default) });
+        }
+        Ok(out)
+    }
+}
+
+fn names(infos: &[TensorInfo]) -> String {
+    infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn check_input(info: &TensorInfo, tensor: &Tensor) -> Result<(), RuntimeError> {
+    if tensor.datatype() != info.datatype {
+        return Err(RuntimeError::BadRequest(format!(
+            "input '{}' must be {}, not {}",
+            info.name,
+            info.datatype,
+            tensor.datatype()
+        )));
+    }
+    let fits = tensor.shape.len() == info.shape.len()
+        && tensor.shape.iter().zip(&info.shape).all(|(&got, &want)| want < 0 || got as i64 == want);
+    if !fits {
+        return Err(RuntimeError::BadRequest(format!(
+            "input '{}' has shape {:?} but the model expects {:?} (-1: any size)",
+            info.name, tensor.shape, info.shape
+        )));
+    }
+    Ok(())
+}
+
+/// Triton's classification extension: the top `k` entries of each row as
+/// `"<score>:<index>[:<label>]"` strings, highest first.
+pub fn classify(tensor: &Tensor, k: usize, labels: Option<&[String]>) -> Result<Tensor, RuntimeError> {
+    let scores = tensor.data.to_f64_vec().ok_or_else(|| {
+        RuntimeError::BadRequest(format!("output '{}' is BYTES and cannot be classified", tensor.name))
+    })?;
+    let classes = tensor.shape.last().copied().unwrap_or(1).max(1);
+    let k = k.min(classes);
+    let rows = scores.len() / classes;
+    let mut strings = Vec::with_capacity(rows * k);
+    for row in scores.chunks(classes) {
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        for &ix in order.iter().take(k) {
+            let text = match labels.and_then(|l| l.get(ix)) {
+                Some(label) => format!("{}:{ix}:{label}", row[ix] as f32),
+                None => format!("{}:{ix}", row[ix] as f32),
+            };
+            strings.push(text.into_bytes());
+        }
+    }
+    let mut shape = tensor.shape.clone();
+    match shape.last_mut() {
+        Some(last) => *last = k,
+        None => shape.push(k),
+    }
+    Ok(Tensor { name: tensor.name.clone(), shape, data: TensorData::Bytes(strings) })
+}

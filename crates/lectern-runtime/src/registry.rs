@@ -1,0 +1,314 @@
+//! The model repository on disk and the registry of what is loaded from it.
+//!
+//! Layout as Triton's: `<root>/<model>/<version>/model.onnx` with an optional
+//! `<root>/<model>/config.toml`. Loading a model builds every selected version first and
+//! swaps them in at once, so the versions already serving answer until the new ones are
+//! ready, and a failed load leaves them serving.
+
+use crate::metrics::MetricsRegistry;
+use crate::model::LoadedModel;
+use crate::worker::Worker;
+use crate::RuntimeError;
+use lectern_backends::onnx::OnnxBackend;
+use lectern_backends::Backend;
+use lectern_core::ModelConfig;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// The file name of a version's model inside its folder.
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// The state of one version of a model.
+#[derive(Clone)]
+pub enum VersionState {
+    Ready(Arc<LoadedModel>),
+    Unavailable(String),
+}
+
+/// A model known to the registry, with the versions it serves or failed to serve.
+#[derive(Clone, Default)]
+struct ModelEntry {
+    versions: BTreeMap<u64, VersionState>,
+    /// Why nothing is served, when `versions` is empty.
+    reason: Option<String>,
+}
+
+/// One row of the repository index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: Option<u64>,
+    pub ready: bool,
+    pub reason: String,
+}
+
+/// The loaded models of one repository folder.
+pub struct Registry {
+    root: PathBuf,
+    models: RwLock<BTreeMap<String, ModelEntry>>,
+    metrics: Arc<MetricsRegistry>,
+    /// Serialises loads and unloads; inference never takes it.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// A registry over the folder `root`; nothing is loaded yet.
+    pub fn new(root: PathBuf, metrics: Arc<MetricsRegistry>) -> Self {
+        Registry { root, models: RwLock::new(BTreeMap::new()), metrics, changes: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The metrics of every model version.
+    pub fn metrics(&self) -> &Arc<MetricsRegistry> {
+        &self.metrics
+    }
+
+    /// Loads every model folder, keeping whatever loads and recording why the rest did not.
+    pub async fn load_all(self: &Arc<Self>) -> Result<(), RuntimeError> {
+        let _guard = self.changes.lock().await;
+        let names = model_folders(&self.root)?;
+        for name in names {
+            let this = self.clone();
+            let folder = self.root.join(&name);
+            let model_name = name.clone();
+            let entry = tokio::task::spawn_blocking(move || this.build_entry(&model_name, &folder))
+                .await
+                .unwrap_or_else(|e| ModelEntry { reason: Some(format!("loader crashed: {e}")), ..Default::default() });
+            log_entry(&name, &entry);
+            self.write().insert(name, entry);
+        }
+        Ok(())
+    }
+
+    /// (Re)loads one model from its folder. All selected versions must load; otherwise the
+    /// versions already serving keep serving and the error says why.
+    pub async fn load(self: &Arc<Self>, name: &str) -> Result<(), RuntimeError> {
+        let folder = self.model_folder(name)?;
+        let _guard = self.changes.lock().await;
+        let this = self.clone();
+        let model_name = name.to_string();
+        let entry = tokio::task::spawn_blocking(move || this.build_entry(&model_name, &folder))
+            .await
+            .map_err(|e| RuntimeError::LoadFailed(name.to_string(), format!("loader crashed: {e}")))?;
+        if let Some(reason) = entry_failure(&entry) {
+            tracing::warn!(model = name, %reason, "load failed; previous versions keep serving");
+            return Err(RuntimeError::LoadFailed(name.to_string(), reason));
+        }
+        log_entry(name, &entry);
+        self.write().insert(name.to_string(), entry);
+        Ok(())
+    }
+
+    /// Stops serving every version of a model; in-flight requests still complete.
+    pub async fn unload(&self, name: &str) -> Result<(), RuntimeError> {
+        let _guard = self.changes.lock().await;
+        let mut models = self.write();
+        let entry = models.get_mut(name).ok_or_else(|| RuntimeError::ModelNotFound(name.to_string()))?;
+        entry.versions.clear();
+        entry.reason = Some("unloaded".into());
+        tracing::info!(model = name, "unloaded");
+        Ok(())
+    }
+
+    /// The model version to run: `version`, or the newest ready one.
+    pub fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedModel>, RuntimeError> {
+        let models = self.read();
+        let entry = models.get(name).ok_or_else(|| RuntimeError::ModelNotFound(name.to_string()))?;
+        match version {
+            Some(v) => match entry.versions.get(&v) {
+                Some(VersionState::Ready(m)) => Ok(m.clone()),
+                Some(VersionState::Unavailable(reason)) => Err(RuntimeError::NotReady(format!("{name}:{v}"), reason.clone())),
+                None => Err(RuntimeError::VersionNotFound(name.to_string(), v)),
+            },
+            None => entry
+                .versions
+                .values()
+                .rev()
+                .find_map(|s| match s {
+                    VersionState::Ready(m) => Some(m.clone()),
+                    VersionState::Unavailable(_) => None,
+                })
+                .ok_or_else(|| RuntimeError::NotReady(name.to_string(), not_ready_reason(entry))),
+        }
+    }
+
+    /// The versions of a model with their states (for metadata).
+    pub fn versions(&self, name: &str) -> Result<Vec<(u64, VersionState)>, RuntimeError> {
+        let models = self.read();
+        let entry = models.get(name).ok_or_else(|| RuntimeError::ModelNotFound(name.to_string()))?;
+        Ok(entry.versions.iter().map(|(v, s)| (*v, s.clone())).collect())
+    }
+
+    /// Every model and version with its state, as the repository index shows them.
+    pub fn index(&self) -> Vec<IndexEntry> {
+        let models = self.read();
+        let mut rows = Vec::new();
+        for (name, entry) in models.iter() {
+            if entry.versions.is_empty() {
+                rows.push(IndexEntry {
+                    name: name.clone(),
+                    version: None,
+                    ready: false,
+                    reason: entry.reason.clone().unwrap_or_default(),
+                });
+            }
+            for (version, state) in &entry.versions {
+                let (ready, reason) = match state {
+                    VersionState::Ready(_) => (true, String::new()),
+                    VersionState::Unavailable(r) => (false, r.clone()),
+                };
+                rows.push(IndexEntry { name: name.clone(), version: Some(*version), ready, reason });
+            }
+        }
+        rows
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ModelEntry>> {
+        self.models.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ModelEntry>> {
+        self.models.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn model_folder(&self, name: &str) -> Result<PathBuf, RuntimeError> {
+        let valid = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']);
+        let folder = self.root.join(name);
+        if !valid || !folder.is_dir() {
+            return Err(RuntimeError::ModelNotFound(name.to_string()));
+        }
+        Ok(folder)
+    }
+
+    /// Builds the entry of one model folder: every selected version, loaded or failed.
+    fn build_entry(&self, name: &str, folder: &Path) -> ModelEntry {
+        let failed = |reason: String| ModelEntry { versions: BTreeMap::new(), reason: Some(reason) };
+        let config = match ModelConfig::load(folder) {
+            Ok(c) => c,
+            Err(e) => return failed(e.to_string()),
+        };
+        let labels = match config.load_labels(folder) {
+            Ok(l) => l,
+            Err(e) => return failed(e.to_string()),
+        };
+        let available = match version_folders(folder) {
+            Ok(v) => v,
+            Err(e) => return failed(format!("cannot list {}: {e}", folder.display())),
+        };
+        let selected = config.version_policy().select(&available);
+        if selected.is_empty() {
+            return failed(format!("no version folder with a {MODEL_FILE} matches the version policy (found {available:?})"));
+        }
+        let versions = selected
+            .into_iter()
+            .map(|v| {
+                let state = match self.load_version(name, v, folder, &config, labels.clone()) {
+                    Ok(m) => VersionState::Ready(Arc::new(m)),
+                    Err(reason) => VersionState::Unavailable(reason),
+                };
+                (v, state)
+            })
+            .collect();
+        ModelEntry { versions, reason: None }
+    }
+
+    fn load_version(
+        &self,
+        name: &str,
+        version: u64,
+        folder: &Path,
+        config: &ModelConfig,
+        labels: Option<Vec<String>>,
+    ) -> Result<LoadedModel, String> {
+        let path = folder.join(version.to_string()).join(MODEL_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let backend = Arc::new(OnnxBackend::from_bytes(&bytes).map_err(|e| e.to_string())?);
+        let signature = apply_declared(backend.signature().clone(), config);
+        let session = backend.session().map_err(|e| e.to_string())?;
+        let metrics = self.metrics.model(name, &version.to_string());
+        let factory_backend = backend.clone();
+        let worker = Worker::start(
+            &format!("{name}:{version}"),
+            config.queue_capacity,
+            session,
+            Box::new(move || factory_backend.session()),
+            metrics.clone(),
+        )
+        .map_err(|e| format!("cannot start the model thread: {e}"))?;
+        Ok(LoadedModel::new(name.to_string(), version, signature, labels, config.max_batch_size, metrics, worker))
+    }
+}
+
+/// Fills in names and shapes declared in the config where the file's are missing.
+fn apply_declared(mut signature: lectern_backends::Signature, config: &ModelConfig) -> lectern_backends::Signature {
+    let pairs = signature.inputs.iter_mut().zip(&config.inputs).chain(signature.outputs.iter_mut().zip(&config.outputs));
+    for (info, spec) in pairs {
+        if info.name.is_empty() {
+            info.name = spec.name.clone();
+        }
+        if let Some(shape) = &spec.shape {
+            if shape.len() == info.shape.len() {
+                info.shape = shape.clone();
+            }
+        }
+    }
+    signature
+}
+
+fn entry_failure(entry: &ModelEntry) -> Option<String> {
+    if let Some(reason) = &entry.reason {
+        return Some(reason.clone());
+    }
+    let failures: Vec<String> = entry
+        .versions
+        .iter()
+        .filter_map(|(v, s)| match s {
+            VersionState::Unavailable(r) => Some(format!("version {v}: {r}")),
+            VersionState::Ready(_) => None,
+        })
+        .collect();
+    (!failures.is_empty()).then(|| failures.join("; "))
+}
+
+fn not_ready_reason(entry: &ModelEntry) -> String {
+    entry_failure(entry).unwrap_or_else(|| "no version is ready".into())
+}
+
+fn log_entry(name: &str, entry: &ModelEntry) {
+    for (version, state) in &entry.versions {
+        match state {
+            VersionState::Ready(_) => tracing::info!(model = name, version, "model ready"),
+            VersionState::Unavailable(reason) => tracing::warn!(model = name, version, %reason, "model unavailable"),
+        }
+    }
+    if let Some(reason) = &entry.reason {
+        tracing::warn!(model = name, %reason, "model unavailable");
+    }
+}
+
+/// Names of the model folders under `root`, sorted.
+fn model_folders(root: &Path) -> Result<Vec<String>, RuntimeError> {
+    let read = std::fs::read_dir(root)
+        .map_err(|e| RuntimeError::Repository(format!("cannot read model repository {}: {e}", root.display())))?;
+    let mut names: Vec<String> = read
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Version numbers of the folders holding a model file.
+fn version_folders(folder: &Path) -> std::io::Result<Vec<u64>> {
+    let mut versions: Vec<u64> = std::fs::read_dir(folder)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v: u64 = e.file_name().to_str()?.parse().ok()?;
+            (v > 0 && e.path().join(MODEL_FILE).is_file()).then_some(v)
+        })
+        .collect();
+    versions.sort_unstable();
+    Ok(versions)
+}
