@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # start_* functions are called indirectly ("start_$name")
 # Comparative benchmark: V2 infer, one iris row, concurrency 32, one core per server.
 #
 #   bench/infer.sh                 # all servers: lectern, mlserver, fastapi, ceiling
@@ -12,6 +13,8 @@
 #   BENCH_SERVERS      servers to run, in order (default: "lectern mlserver fastapi ceiling")
 #   BENCH_DURATION     seconds per measured run (default 15; capped at 60)
 #   BENCH_WARMUP       seconds of unmeasured warm-up per server (default 3)
+#   BENCH_ROUNDS       rounds over all servers (default 1); with more, each server's row is
+#                      its median round by req/s, and the req/s range is shown
 #   BENCH_CONNECTIONS  wrk connections (default 32); BENCH_THREADS wrk threads (default 2)
 #   BENCH_NICE         nice value for the server and wrk when run as root (default -19, so that
 #                      other work on the machine, e.g. a compile, gets ~1% of their cores;
@@ -31,6 +34,7 @@ export LECTERN_BENCH_VENV="$VENV"
 SERVERS="${BENCH_SERVERS:-lectern mlserver fastapi ceiling}"
 DURATION="${BENCH_DURATION:-15}"
 WARMUP="${BENCH_WARMUP:-3}"
+ROUNDS="${BENCH_ROUNDS:-1}"
 CONNS="${BENCH_CONNECTIONS:-32}"
 THREADS="${BENCH_THREADS:-2}"
 SERVER_CPU="${BENCH_SERVER_CPU:-1}"
@@ -41,14 +45,29 @@ BODY='{"inputs":[{"name":"X","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4
 export BENCH_BODY="$BODY"
 
 if [ "$DURATION" -gt 60 ]; then DURATION=60; fi
+for s in $SERVERS; do
+    case "$s" in
+    lectern | mlserver | fastapi | ceiling) ;;
+    *) echo "bench: unknown server $s (known: lectern mlserver fastapi ceiling)" >&2; exit 2 ;;
+    esac
+done
 NICE_VALUE="${BENCH_NICE:--19}"
 PRIO=()
-if [ "$NICE_VALUE" != off ] && [ "$(id -u)" = 0 ]; then PRIO=(nice -n "$NICE_VALUE"); fi
+if [ "$NICE_VALUE" != off ] && [ "$(id -u)" = 0 ]; then
+    # With autogroup scheduling (one group per session), a plain nice only weighs
+    # against the same session; so each measured process gets its own session
+    # (setsid) whose autogroup is given the nice value too.
+    # shellcheck disable=SC2016
+    PRIO=(setsid bash -c 'echo "$0" >/proc/self/autogroup 2>/dev/null || true; exec nice -n "$0" "$@"' "$NICE_VALUE")
+else
+    PRIO=(setsid)
+fi
 
 log() { echo "bench: $*" >&2; }
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/lectern-bench.XXXXXX")"
 SERVER_PID=""
+WRK_PID=""
 
 stop_server() {
     if [ -n "$SERVER_PID" ]; then
@@ -65,6 +84,7 @@ stop_server() {
 }
 
 cleanup() {
+    if [ -n "$WRK_PID" ]; then kill -TERM "$WRK_PID" 2>/dev/null || true; fi
     stop_server
     rm -rf "$WORK"
 }
@@ -81,6 +101,7 @@ group_cpu_ticks() {
     for f in /proc/[0-9]*/stat; do
         read -r stat 2>/dev/null <"$f" || continue
         rest="${stat##*) }"          # fields from 3 on: state ppid pgrp ...
+        # shellcheck disable=SC2086
         set -- $rest
         if [ "${3:-}" = "$pgid" ]; then
             total=$((total + ${12} + ${13}))   # utime, stime
@@ -106,7 +127,8 @@ fi
 command -v wrk >/dev/null || { log "wrk missing: run bench/setup.sh"; exit 1; }
 [ -x "$VENV/bin/python" ] || { log "venv $VENV missing: run bench/setup.sh"; exit 1; }
 
-declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_BAD RESULT_CPU RESULT_NOTE RESULT_BUSY
+declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_BAD RESULT_CPU RESULT_NOTE RESULT_BUSY RESULT_RANGE
+declare -A R_RPS R_P50 R_P99 R_BAD R_CPU R_BUSY
 
 LECTERN_BIN="$CARGO_TARGET_DIR/release/lectern"
 CEILING_BIN="$CARGO_TARGET_DIR/release/lectern-bench-ceiling"
@@ -134,7 +156,7 @@ fi
 start_lectern() {
     local port="$1"
     [ -x "$LECTERN_BIN" ] || { log "no $LECTERN_BIN"; return 1; }
-    RUST_LOG="${LECTERN_BENCH_RUST_LOG:-warn}" setsid "${PRIO[@]}" taskset -c "$SERVER_CPU" "$LECTERN_BIN" serve \
+    "${PRIO[@]}" taskset -c "$SERVER_CPU" "$LECTERN_BIN" serve \
         --models "$ROOT/examples/models" --listen "127.0.0.1:$port" --data "$WORK/lectern-data" \
         >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
@@ -146,14 +168,14 @@ start_mlserver() {
     metrics="$(free_port)"
     rm -rf "$WORK/mlserver"
     "$VENV/bin/python" "$ROOT/bench/peers/train_iris.py" "$WORK/mlserver" "$port" "$grpc" "$metrics" >&2
-    (cd "$WORK/mlserver" && exec setsid "${PRIO[@]}" taskset -c "$SERVER_CPU" "$VENV/bin/mlserver" start "$WORK/mlserver") \
+    (cd "$WORK/mlserver" && exec "${PRIO[@]}" taskset -c "$SERVER_CPU" "$VENV/bin/mlserver" start "$WORK/mlserver") \
         >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
 }
 
 start_fastapi() {
     local port="$1"
-    setsid "${PRIO[@]}" taskset -c "$SERVER_CPU" "$VENV/bin/python" "$ROOT/bench/peers/fastapi_onnx.py" \
+    "${PRIO[@]}" taskset -c "$SERVER_CPU" "$VENV/bin/python" "$ROOT/bench/peers/fastapi_onnx.py" \
         --model "$ONNX" --name "$MODEL" --port "$port" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
 }
@@ -161,11 +183,23 @@ start_fastapi() {
 start_ceiling() {
     local port="$1"
     [ -x "$CEILING_BIN" ] || { log "no $CEILING_BIN"; return 1; }
-    setsid "${PRIO[@]}" taskset -c "$SERVER_CPU" "$CEILING_BIN" "127.0.0.1:$port" >"$WORK/server.log" 2>&1 &
+    "${PRIO[@]}" taskset -c "$SERVER_CPU" "$CEILING_BIN" "127.0.0.1:$port" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
 }
 
-# Polls the infer URL until it answers 200 with `outputs` (or gives up).
+# run_wrk SECONDS OUTFILE URL: one bounded wrk run (in the background, so that a signal
+# to this script stops it at once).
+run_wrk() {
+    local secs="$1" out="$2" url="$3"
+    timeout $((secs + 30)) "${PRIO[@]}" taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" \
+        --timeout 5s --latency -s "$ROOT/bench/post.lua" "$url" >"$out" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || true
+    WRK_PID=""
+}
+
+# Polls the infer URL until it answers 200 (or gives up after 60 s), then checks
+# that the answer carries `outputs`.
 wait_ready() {
     local url="$1" name="$2" code
     for _ in $(seq 600); do   # up to 60 s (MLServer takes a few seconds)
@@ -176,7 +210,9 @@ wait_ready() {
         fi
         code="$(curl -s -o "$WORK/response.json" -w '%{http_code}' --max-time 2 \
             -H 'Content-Type: application/json' -X POST --data "$BODY" "$url" || true)"
-        if [ "$code" != "000" ] && [ -n "$code" ]; then
+        # Keep polling through start-up answers (a server may listen before its
+        # models are loaded, and answer 404/400/503 meanwhile).
+        if [ "$code" = 200 ]; then
             break
         fi
         sleep 0.1
@@ -194,14 +230,19 @@ wait_ready() {
     log "$name answers: $(head -c 300 "$WORK/response.json")"
 }
 
+# run_one SERVER ROUND: one measured run; results go to R_*["SERVER#ROUND"].
 run_one() {
-    local name="$1" port url out cpu0 cpu1 t0 t1 hz line
+    local name="$1" round="$2" key="$1#$2" port url out cpu0 cpu1 t0 t1 hz line
     port="$(free_port)"
     url="http://127.0.0.1:$port/v2/models/$MODEL/infer"
-    RESULT_BUSY[$name]="$(busy_pct)"
-    log "---- $name on core $SERVER_CPU, port $port (machine ${RESULT_BUSY[$name]}% busy before start)"
-    if [ "${RESULT_BUSY[$name]}" -gt 10 ]; then
-        log "warning: other processes are using the CPU; numbers will be low and noisy"
+    R_BUSY[$key]="$(busy_pct)"
+    log "---- $name (round $round/$ROUNDS) on core $SERVER_CPU, port $port (machine ${R_BUSY[$key]}% busy before start)"
+    if [ "${R_BUSY[$key]}" -gt 10 ]; then
+        if [ "${#PRIO[@]}" -gt 1 ]; then
+            log "note: other processes are using the CPU; the server and wrk run at nice $NICE_VALUE, so they should matter little"
+        else
+            log "warning: other processes are using the CPU; numbers will be low and noisy"
+        fi
     fi
     if ! "start_$name" "$port"; then
         RESULT_NOTE[$name]="${RESULT_NOTE[$name]:-did not start}"
@@ -213,17 +254,15 @@ run_one() {
         return 0
     fi
     if [ "$WARMUP" -gt 0 ]; then
-        timeout $((WARMUP + 20)) "${PRIO[@]}" taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" \
-            -s "$ROOT/bench/post.lua" "$url" >/dev/null 2>&1 || true
+        run_wrk "$WARMUP" /dev/null "$url"
     fi
     hz="$(getconf CLK_TCK)"
     cpu0="$(group_cpu_ticks "$SERVER_PID")"
     t0="$(date +%s.%N)"
-    out="$WORK/wrk-$name.txt"
+    out="$WORK/wrk-$name-$round.txt"
     log "load: $name, $DURATION s"
     # wrk stops itself after -d; timeout is a backstop.
-    timeout $((DURATION + 30)) "${PRIO[@]}" taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
-        --timeout 5s --latency -s "$ROOT/bench/post.lua" "$url" >"$out" 2>&1 || true
+    run_wrk "$DURATION" "$out" "$url"
     t1="$(date +%s.%N)"
     cpu1="$(group_cpu_ticks "$SERVER_PID")"
     cat "$out" >&2
@@ -234,30 +273,52 @@ run_one() {
         return 0
     fi
     field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
-    RESULT_RPS[$name]="$(field rps)"
-    RESULT_P50[$name]="$(field p50_us)"
-    RESULT_P99[$name]="$(field p99_us)"
-    RESULT_BAD[$name]="$(( $(field non2xx) + $(field socket_errors) ))"
-    RESULT_CPU[$name]="$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$hz" -v t0="$t0" -v t1="$t1" \
+    R_RPS[$key]="$(field rps)"
+    R_P50[$key]="$(field p50_us)"
+    R_P99[$key]="$(field p99_us)"
+    R_BAD[$key]="$(( $(field non2xx) + $(field socket_errors) ))"
+    if [ "${R_BAD[$key]}" != 0 ]; then
+        log "warning: $name had ${R_BAD[$key]} non-2xx answers or socket errors: its numbers are not valid"
+    fi
+    R_CPU[$key]="$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$hz" -v t0="$t0" -v t1="$t1" \
         'BEGIN { printf "%.0f%%", 100 * (b - a) / hz / (t1 - t0) }')"
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-for s in $SERVERS; do
-    case "$s" in
-    lectern | mlserver | fastapi | ceiling) ;;
-    *) log "unknown server $s"; exit 2 ;;
-    esac
-    if [ "$s" = lectern ] && [ -n "${RESULT_NOTE[lectern]:-}" ]; then continue; fi
-    run_one "$s"
+for round in $(seq "$ROUNDS"); do
+    for s in $SERVERS; do
+        if [ "$s" = lectern ] && [ "${RESULT_NOTE[lectern]:-}" = "build failed" ]; then continue; fi
+        run_one "$s" "$round"
+    done
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Each server's row: its median round by req/s (lower median for an even count).
+for s in $SERVERS; do
+    keys="$(for r in $(seq "$ROUNDS"); do
+        if [ -n "${R_RPS[$s#$r]:-}" ]; then echo "${R_RPS[$s#$r]} $s#$r"; fi
+    done | sort -n)"
+    [ -n "$keys" ] || continue
+    n="$(wc -l <<<"$keys")"
+    mid="$(sed -n "$(( (n + 1) / 2 ))p" <<<"$keys" | cut -d' ' -f2)"
+    RESULT_RPS[$s]="${R_RPS[$mid]}"
+    RESULT_P50[$s]="${R_P50[$mid]}"
+    RESULT_P99[$s]="${R_P99[$mid]}"
+    RESULT_CPU[$s]="${R_CPU[$mid]}"
+    RESULT_BUSY[$s]="${R_BUSY[$mid]}"
+    bad=0
+    for r in $(seq "$ROUNDS"); do bad=$(( bad + ${R_BAD[$s#$r]:-0} )); done
+    RESULT_BAD[$s]="$bad"
+    RESULT_RANGE[$s]="$(awk -v lo="$(head -1 <<<"$keys" | cut -d' ' -f1)" -v hi="$(tail -1 <<<"$keys" | cut -d' ' -f1)" \
+        'BEGIN { printf "%.0f-%.0f", lo, hi }')"
+    if [ "$n" -lt "$ROUNDS" ]; then RESULT_NOTE[$s]="$((ROUNDS - n)) of $ROUNDS rounds failed"; fi
+done
 
 # ---------------------------------------------------------------- report
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 label() {
     case "$1" in
-    lectern) echo "Lectern" ;;
+    lectern) echo "Lectern $("$LECTERN_BIN" --version 2>/dev/null | awk '{ print $2 }')" ;;
     mlserver) echo "MLServer $("$VENV/bin/python" -c 'import mlserver; print(mlserver.__version__)' 2>/dev/null) (sklearn runtime)" ;;
     fastapi) echo "FastAPI + onnxruntime $("$VENV/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)' 2>/dev/null)" ;;
     ceiling) echo "ceiling (axum, parse JSON, fixed answer)" ;;
@@ -266,19 +327,29 @@ label() {
 
 echo
 echo "V2 infer, one row, concurrency $CONNS, one core each"
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); wrk -t$THREADS -c$CONNS -d${DURATION}s (after ${WARMUP}s warm-up); ${PRIO[*]:-default priority}; load average before $LOAD_BEFORE, after $LOAD_AFTER"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); wrk -t$THREADS -c$CONNS -d${DURATION}s (after ${WARMUP}s warm-up), $ROUNDS round(s); priority: nice ${NICE_VALUE} (process and autogroup); load average before $LOAD_BEFORE, after $LOAD_AFTER"
 echo
-echo "| server | req/s | p50 | p99 | non-2xx/errors | server CPU | busy before |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+RANGE_HEAD="" RANGE_SEP=""
+if [ "$ROUNDS" -gt 1 ]; then RANGE_HEAD=" req/s range |" RANGE_SEP=" ---: |"; fi
+echo "| server | req/s |$RANGE_HEAD p50 | p99 | non-2xx/errors | server CPU | busy before |"
+echo "| --- | ---: |$RANGE_SEP ---: | ---: | ---: | ---: | ---: |"
 for s in $SERVERS; do
     if [ -n "${RESULT_RPS[$s]:-}" ]; then
-        printf '| %s | %.0f | %s | %s | %s | %s | %s%% |\n' "$(label "$s")" "${RESULT_RPS[$s]}" \
-            "$(ms "${RESULT_P50[$s]}")" "$(ms "${RESULT_P99[$s]}")" "${RESULT_BAD[$s]}" "${RESULT_CPU[$s]}" \
-            "${RESULT_BUSY[$s]}"
+        range=""
+        if [ "$ROUNDS" -gt 1 ]; then range=" ${RESULT_RANGE[$s]} |"; fi
+        printf '| %s | %.0f |%s %s | %s | %s | %s | %s%% |\n' "$(label "$s")${RESULT_NOTE[$s]:+ (${RESULT_NOTE[$s]})}" \
+            "${RESULT_RPS[$s]}" "$range" "$(ms "${RESULT_P50[$s]}")" "$(ms "${RESULT_P99[$s]}")" \
+            "${RESULT_BAD[$s]}" "${RESULT_CPU[$s]}" "${RESULT_BUSY[$s]}"
     else
-        printf '| %s | %s | | | | | |\n' "$(label "$s")" "${RESULT_NOTE[$s]:-not run}"
+        range=""
+        if [ "$ROUNDS" -gt 1 ]; then range=" |"; fi
+        printf '| %s | %s |%s | | | | |\n' "$(label "$s")" "${RESULT_NOTE[$s]:-not run}" "$range"
     fi
 done
+echo
+echo "server CPU: the server's CPU time / wall time during the run (100% = its core was the"
+echo "limit; below that, wrk on its one core was). busy before: whole-machine CPU use in the"
+echo "second before the server started (other work; the server and wrk run at nice $NICE_VALUE)."
 echo
 
 best=""
@@ -303,3 +374,10 @@ else
     echo "Lectern: ${RESULT_NOTE[lectern]:-not run}; no ratio."
     if [ -n "$best" ]; then echo "best peer: $(label "$best")"; fi
 fi
+
+status=0
+for s in $SERVERS; do
+    if [ -z "${RESULT_RPS[$s]:-}" ] || [ "${RESULT_BAD[$s]:-0}" != 0 ]; then status=1; fi
+done
+if [ "$status" != 0 ]; then log "some servers have no valid result (see the table)"; fi
+exit "$status"

@@ -245,22 +245,35 @@ def metric_value(samples, name: str, **labels) -> float | None:
 
 # --------------------------------------------------------------------------- the dtypes model
 
-# Two rows of three per datatype, chosen to hit wrap-around, extremes, integers above 2^53
-# (which a float-based JSON parser would corrupt), FP16 values, -0.0, and multi-byte UTF-8.
+# Two rows of three per datatype: extremes that survive `x + x` without overflow, integers
+# above 2^53 (which a float-based JSON parser would corrupt), FP16 values, -0.0, multi-byte
+# UTF-8. Wrap-around on overflow has its own test (DTYPE_WRAP_VALUES).
 DTYPE_VALUES = {
     "BOOL": [[True, False, True], [False, False, True]],
-    "UINT8": [[0, 1, 200], [255, 128, 7]],
-    "UINT16": [[0, 1, 40000], [65535, 2, 3]],
-    "UINT32": [[0, 1, 3000000000], [4294967295, 5, 6]],
-    "UINT64": [[0, 1, 2**63 + 5], [2**64 - 1, 2**53 + 1, 7]],
-    "INT8": [[-128, -1, 0], [127, 100, -100]],
-    "INT16": [[-32768, -1, 0], [32767, 1000, -1000]],
-    "INT32": [[-2**31, -1, 0], [2**31 - 1, 123456, -123456]],
-    "INT64": [[-2**63, -(2**53) - 1, 0], [2**63 - 1, 2**53 + 1, 42]],
+    "UINT8": [[0, 1, 127], [100, 64, 7]],
+    "UINT16": [[0, 1, 32767], [30000, 2, 3]],
+    "UINT32": [[0, 1, 2**31 - 1], [1500000000, 5, 6]],
+    "UINT64": [[0, 1, 2**63 - 1], [2**62 + 5, 2**53 + 1, 7]],
+    "INT8": [[-64, -1, 0], [63, 50, -50]],
+    "INT16": [[-16384, -1, 0], [16383, 1000, -1000]],
+    "INT32": [[-2**30, -1, 0], [2**30 - 1, 123456, -123456]],
+    "INT64": [[-2**62, -(2**53) - 1, 0], [2**62 - 1, 2**53 + 1, 42]],
     "FP16": [[0.5, -1.25, 30000.0], [3.140625, 0.0009765625, -0.0]],
     "FP32": [[0.1, -2.5, 1.5e38], [3.1415927, 1e-30, -0.0]],
     "FP64": [[0.1, -1e300, 1e-300], [3.141592653589793, 2.5, -0.0]],
     "BYTES": [["", "héllo wörld", "a b"], ["tab\tnew\nline \"quoted\"", "emoji 🎉", "x" * 300]],
+}
+
+# Integer values whose doubling overflows: ONNX Add (and onnxruntime) wrap around.
+DTYPE_WRAP_VALUES = {
+    "UINT8": [[200, 255, 128], [129, 1, 0]],
+    "UINT16": [[40000, 65535, 32768], [1, 2, 3]],
+    "UINT32": [[3000000000, 4294967295, 2**31], [1, 2, 3]],
+    "UINT64": [[2**63 + 5, 2**64 - 1, 2**63], [1, 2, 3]],
+    "INT8": [[-128, 127, 100], [-100, 1, 2]],
+    "INT16": [[-32768, 32767, 20000], [-20000, 1, 2]],
+    "INT32": [[-2**31, 2**31 - 1, 2**30], [-2**30 - 1, 1, 2]],
+    "INT64": [[-2**63, 2**63 - 1, 2**62], [-2**62 - 1, 1, 2]],
 }
 
 

@@ -23,6 +23,7 @@ from lectern_v2 import (
     binary_input,
     binary_output_names,
     check_classification,
+    DTYPE_WRAP_VALUES,
     dtypes_arrays,
     dtypes_reference,
     binary_request,
@@ -223,7 +224,8 @@ def test_model_ready_answers_name_and_ready_true(server):
                  "/v2/models/iris-logreg/versions/2/ready"):
         resp = server.get(path)
         assert resp.status_code == 200, (path, resp.text)
-        assert resp.json() == {"name": "iris-logreg", "ready": True}
+        body = resp.json()
+        assert body["name"] == "iris-logreg" and body["ready"] is True, (path, body)
 
 
 def test_model_ready_of_an_unknown_model_or_version_is_404(server):
@@ -251,6 +253,22 @@ def test_every_datatype_round_trips_through_json_with_flat_data(server):
     assert all(isinstance(v, bool) for v in np.asarray(out_bool["data"]).reshape(-1).tolist()), out_bool
     out_bytes = next(o for o in header["outputs"] if o["name"] == "out_bytes")
     assert all(isinstance(v, str) for v in np.asarray(out_bytes["data"], dtype=object).reshape(-1)), out_bytes
+
+
+@pytest.mark.parametrize("encoding", ["json", "binary"])
+def test_integer_addition_wraps_around_on_overflow_like_onnxruntime(server, encoding):
+    arrays = dtypes_arrays()
+    for t, v in DTYPE_WRAP_VALUES.items():
+        arrays[t] = np.array(v, dtype=V2_TO_NUMPY[t])
+    if encoding == "json":
+        resp = infer(server, "dtypes", dtypes_json_request(arrays))
+    else:
+        inputs, blobs = zip(*(binary_input(f"in_{t.lower()}", a, t) for t, a in arrays.items()))
+        body, headers = binary_request({"inputs": list(inputs)}, list(blobs))
+        resp = infer(server, "dtypes", data=body, headers=headers)
+    assert resp.status_code == 200, resp.text
+    header, outputs = parse_infer_response(resp)
+    assert_dtypes_outputs(header, outputs, dtypes_reference(server.models_dir, arrays))
 
 
 def test_every_datatype_round_trips_through_json_with_nested_data(server):
@@ -525,9 +543,7 @@ def test_unload_makes_a_model_unready_and_load_brings_it_back(start_server):
     assert resp.json() == {}
 
     assert_error(srv.get("/v2/models/iris-forest/ready"), 400)
-    assert_error(srv.get("/v2/models/iris-forest/versions/1/ready"), 400)
     assert_error(infer(srv, "iris-forest", iris_request(x)), 400)
-    assert_error(infer(srv, "iris-forest", iris_request(x), version=1), 400)
 
     entries = entries_for(index_entries(srv), "iris-forest")
     assert len(entries) == 1, entries
@@ -544,12 +560,21 @@ def test_unload_makes_a_model_unready_and_load_brings_it_back(start_server):
     resp = srv.post("/v2/repository/models/iris-forest/load")
     assert resp.status_code == 200, resp.text
     assert resp.json() == {}
-    assert srv.get("/v2/models/iris-forest/ready").json() == {"name": "iris-forest", "ready": True}
+    body = srv.get("/v2/models/iris-forest/ready").json()
+    assert body["name"] == "iris-forest" and body["ready"] is True, body
     header, outputs = infer_ok(srv, "iris-forest", iris_request(x))
     assert np.array_equal(outputs["output_label"], ref["output_label"])
     np.testing.assert_allclose(outputs["output_probability"], ref["output_probability"], rtol=0, atol=1e-5)
     entries = entries_for(index_entries(srv, {"ready": True}), "iris-forest")
     assert [(str(e["version"]), e["state"]) for e in entries] == [("1", "READY")]
+
+
+def test_versioned_urls_of_an_unloaded_model_answer_400_not_ready(start_server):
+    # contract: `/v2/models/{m}[/versions/{v}]/ready` -> 400 when known but not ready (unloaded)
+    srv = start_server()
+    assert srv.post("/v2/repository/models/iris-forest/unload").status_code == 200
+    assert_error(srv.get("/v2/models/iris-forest/versions/1/ready"), 400)
+    assert_error(infer(srv, "iris-forest", iris_request(IRIS_ROWS), version=1), 400)
 
 
 def test_load_and_unload_accept_a_tritonclient_style_json_body(start_server):

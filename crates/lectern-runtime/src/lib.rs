@@ -6,6 +6,7 @@ pub mod model;
 pub mod registry;
 pub mod worker;
 
+pub use lectern_backends::{Signature, TensorInfo};
 pub use metrics::{MetricsRegistry, ModelMetrics};
 pub use model::LoadedModel;
 pub use registry::{IndexEntry, Registry, VersionState};

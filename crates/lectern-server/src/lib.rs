@@ -1,0 +1,35 @@
+//! Lectern's HTTP layer: the V2 (Open Inference Protocol) routes, the repository extension,
+//! Prometheus metrics and request ids, over the runtime.
+
+mod error;
+mod request_id;
+mod routes;
+
+pub use error::{status_of, ApiError};
+
+use axum::Router;
+use lectern_runtime::Registry;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// How the HTTP layer behaves (not what it serves).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub settings: HttpSettings,
+    /// Set once the start-up load of the repository has finished.
+    pub ready: AtomicBool,
+}
+
+/// The whole HTTP application.
+pub fn router(state: Arc<AppState>) -> Router {
+    routes::router()
+        .layer(axum::middleware::from_fn(request_id::assign))
+        .with_state(state)
+}

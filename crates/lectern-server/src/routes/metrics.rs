@@ -1,0 +1,66 @@
+//! `GET /metrics`: Prometheus text exposition of every model version's metrics.
+
+use crate::AppState;
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
+use lectern_runtime::metrics::Histogram;
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+const COUNTERS: [(&str, &str); 6] = [
+    ("lectern_inference_request_success_total", "Inference requests answered successfully."),
+    ("lectern_inference_request_failure_total", "Inference requests that failed."),
+    ("lectern_inference_count_total", "Rows inferred (a batch of 8 counts 8)."),
+    ("lectern_inference_exec_count_total", "Model executions (a batch counts 1)."),
+    ("lectern_inference_queue_rejected_total", "Requests refused because the model's queue was full."),
+    ("lectern_inference_deadline_expired_total", "Requests whose timeout passed while queued; never computed."),
+];
+
+const HISTOGRAMS: [(&str, &str); 3] = [
+    ("lectern_inference_request_duration_seconds", "Whole inference request time."),
+    ("lectern_inference_queue_duration_seconds", "Time a request waited in the model's queue."),
+    ("lectern_inference_compute_duration_seconds", "Time the engine spent computing."),
+];
+
+/// Renders all metrics as Prometheus text.
+pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let models = state.registry.metrics().all();
+    let mut out = String::with_capacity(4096);
+    for (ix, (name, help)) in COUNTERS.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for ((model, version), m) in &models {
+            let value = [&m.success, &m.failure, &m.inference_count, &m.exec_count, &m.queue_rejected, &m.deadline_expired][ix]
+                .load(Relaxed);
+            let _ = writeln!(out, "{name}{{model=\"{}\",version=\"{version}\"}} {value}", escape(model));
+        }
+    }
+    let name = "lectern_inference_queue_depth";
+    let _ = writeln!(out, "# HELP {name} Requests waiting in the model's queue now.\n# TYPE {name} gauge");
+    for ((model, version), m) in &models {
+        let _ = writeln!(out, "{name}{{model=\"{}\",version=\"{version}\"}} {}", escape(model), m.queue_depth.load(Relaxed));
+    }
+    for (ix, (name, help)) in HISTOGRAMS.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for ((model, version), m) in &models {
+            let h = [&m.request_duration, &m.queue_duration, &m.compute_duration][ix];
+            write_histogram(&mut out, name, &format!("model=\"{}\",version=\"{version}\"", escape(model)), h);
+        }
+    }
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], out)
+}
+
+fn write_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let (buckets, count, sum) = h.snapshot();
+    for (le, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,51 @@
+//! Route table. Each resource has its own file.
+
+mod health;
+mod infer;
+mod metrics;
+mod models;
+mod repository;
+
+use crate::{ApiError, AppState};
+use axum::http::{StatusCode, Uri};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v2", get(health::server_metadata))
+        .route("/v2/health/live", get(health::live))
+        .route("/v2/health/ready", get(health::ready))
+        .route("/v2/models/{model}", get(models::metadata))
+        .route("/v2/models/{model}/versions/{version}", get(models::version_metadata))
+        .route("/v2/models/{model}/ready", get(models::ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(models::version_ready))
+        .route("/v2/models/{model}/infer", post(infer::infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer::version_infer))
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route("/v2/repository/models/{model}/unload", post(repository::unload))
+        .route("/metrics", get(metrics::render))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed on {}", uri.path()))
+}
+
+/// Parses the `{version}` path segment.
+pub(crate) fn parse_version(model: &str, version: &str) -> Result<u64, ApiError> {
+    match version.parse::<u64>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("model '{model}' has no version '{version}' (versions are positive integers)"),
+        )),
+    }
+}
