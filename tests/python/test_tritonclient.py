@@ -117,12 +117,12 @@ def test_tritonclient_requested_outputs_honour_binary_data(client, server, input
     x = cancer_x()[::37]
     outputs = [httpclient.InferRequestedOutput("output_label", binary_data=label_binary),
                httpclient.InferRequestedOutput("output_probability", binary_data=probs_binary)]
-    result = client.infer("cancer-tree", [fp32_input("X", x, binary=input_binary)], outputs=outputs)
+    result = client.infer("cancer-scaled-logreg", [fp32_input("X", x, binary=input_binary)], outputs=outputs)
     by_name = {o["name"]: o for o in result.get_response()["outputs"]}
     assert set(by_name) == {"output_label", "output_probability"}
     for name, binary in (("output_label", label_binary), ("output_probability", probs_binary)):
         assert ("binary_data_size" in (by_name[name].get("parameters") or {})) == binary, by_name[name]
-    ref = ort_reference(model_file(server.models_dir, "cancer-tree"), {"X": x})
+    ref = ort_reference(model_file(server.models_dir, "cancer-scaled-logreg"), {"X": x})
     assert np.array_equal(result.as_numpy("output_label"), ref["output_label"])
     np.testing.assert_allclose(result.as_numpy("output_probability"), ref["output_probability"], rtol=0, atol=1e-5)
 

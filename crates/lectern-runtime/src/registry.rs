@@ -118,6 +118,7 @@ impl Registry {
             Some(v) => match entry.versions.get(&v) {
                 Some(VersionState::Ready(m)) => Ok(m.clone()),
                 Some(VersionState::Unavailable(reason)) => Err(RuntimeError::NotReady(format!("{name}:{v}"), reason.clone())),
+                None if entry.versions.is_empty() => Err(RuntimeError::NotReady(format!("{name}:{v}"), not_ready_reason(entry))),
                 None => Err(RuntimeError::VersionNotFound(name.to_string(), v)),
             },
             None => entry

@@ -6,7 +6,10 @@
 //!   and carries the `[N, classes]` probability tensor, as onnxruntime gives with
 //!   `zipmap=False`;
 //! - `Scaler` becomes `Cast` + `Sub` + `Mul`;
-//! - `ArrayFeatureExtractor` becomes `Reshape` + `Gather` on the last axis.
+//! - `ArrayFeatureExtractor` becomes `Reshape` + `Gather` on the last axis;
+//! - a binary `TreeEnsembleClassifier` whose weights all sit on one class (what skl2onnx
+//!   writes for a two-class tree) gets its label from `ArgMax` over its probabilities, as
+//!   onnxruntime does; tract would answer the first class for every row.
 
 use tract_onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType as PbType, type_proto, AttributeProto, GraphProto,
@@ -31,6 +34,9 @@ pub fn make_runnable(graph: &mut GraphProto) -> Result<(), String> {
             ("ai.onnx.ml", "ZipMap") => replace_zipmap(graph, node)?,
             ("ai.onnx.ml", "Scaler") => replace_scaler(graph, node)?,
             ("ai.onnx.ml", "ArrayFeatureExtractor") => replace_array_feature_extractor(graph, node)?,
+            ("ai.onnx.ml", "TreeEnsembleClassifier") if is_single_column_binary(&node) => {
+                relabel_binary_tree_classifier(graph, node)?
+            }
             _ => graph.node.push(node),
         }
     }
@@ -121,5 +127,47 @@ fn replace_array_feature_extractor(graph: &mut GraphProto, afe: NodeProto) -> Re
     });
     graph.node.push(node("Reshape", &[&afe.input[1], &flat_shape], &flat, vec![]));
     graph.node.push(node("Gather", &[&afe.input[0], &flat], &out, vec![int_attribute("axis", -1)]));
+    Ok(())
+}
+
+fn ints(node: &NodeProto, name: &str) -> Vec<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone()).unwrap_or_default()
+}
+
+fn strings(node: &NodeProto, name: &str) -> Vec<Vec<u8>> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.strings.clone()).unwrap_or_default()
+}
+
+fn is_single_column_binary(node: &NodeProto) -> bool {
+    let classes = ints(node, "classlabels_int64s").len().max(strings(node, "classlabels_strings").len());
+    let ids = ints(node, "class_ids");
+    classes == 2 && !ids.is_empty() && ids.iter().all(|&c| c == ids[0]) && node.output.len() == 2
+}
+
+fn relabel_binary_tree_classifier(graph: &mut GraphProto, mut tree: NodeProto) -> Result<(), String> {
+    let label = std::mem::replace(&mut tree.output[0], String::new());
+    tree.output[0] = format!("{label}_lectern_unused");
+    let probabilities = tree.output[1].clone();
+    let (classes, argmax) = (format!("{label}_lectern_classes"), format!("{label}_lectern_argmax"));
+    let labels_int = ints(&tree, "classlabels_int64s");
+    graph.initializer.push(if labels_int.is_empty() {
+        TensorProto {
+            name: classes.clone(),
+            dims: vec![2],
+            data_type: PbType::String as i32,
+            string_data: strings(&tree, "classlabels_strings"),
+            ..Default::default()
+        }
+    } else {
+        TensorProto { name: classes.clone(), dims: vec![2], data_type: PbType::Int64 as i32, int64_data: labels_int, ..Default::default() }
+    });
+    graph.node.push(tree);
+    graph.node.push(node(
+        "ArgMax",
+        &[&probabilities],
+        &argmax,
+        vec![int_attribute("axis", 1), int_attribute("keepdims", 0)],
+    ));
+    graph.node.push(node("Gather", &[&classes, &argmax], &label, vec![int_attribute("axis", 0)]));
     Ok(())
 }
