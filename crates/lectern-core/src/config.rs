@@ -45,6 +45,24 @@ impl VersionPolicy {
     }
 }
 
+/// How requests are grouped into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchingMode {
+    /// Take what is queued; wait for more only when recent load says more is coming.
+    #[default]
+    Adaptive,
+    /// Always wait up to `max_queue_delay_us` for the batch to fill.
+    Fixed,
+    /// One request per execution.
+    Off,
+}
+
+/// Default cap of the batching window.
+pub const DEFAULT_MAX_QUEUE_DELAY_US: u64 = 1000;
+/// Default batch size for models whose inputs all have a free first dimension.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 64;
+
 /// The parsed `config.toml` of one model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +85,18 @@ pub struct ModelConfig {
     /// Bound of the model's request queue.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// How requests are grouped into batches.
+    #[serde(default)]
+    pub batching: BatchingMode,
+    /// Longest a request waits for others to join its batch, in microseconds.
+    #[serde(default = "default_max_queue_delay_us")]
+    pub max_queue_delay_us: u64,
+    /// Parallel copies of the model (default: one per core, at most 4).
+    #[serde(default)]
+    pub instances: Option<usize>,
+    /// Inference engine: `tract` (default) or `ort`.
+    #[serde(default = "default_engine")]
+    pub engine: String,
     /// Inputs, when the model file lacks names, datatypes or shapes.
     #[serde(default)]
     pub inputs: Vec<TensorSpec>,
@@ -77,6 +107,14 @@ pub struct ModelConfig {
 
 fn default_platform() -> String {
     "onnx".into()
+}
+
+fn default_max_queue_delay_us() -> u64 {
+    DEFAULT_MAX_QUEUE_DELAY_US
+}
+
+fn default_engine() -> String {
+    "tract".into()
 }
 
 fn default_queue_capacity() -> usize {
@@ -126,6 +164,12 @@ impl ModelConfig {
         if self.latest == Some(0) {
             return Err("'latest' must be at least 1".into());
         }
+        if self.instances == Some(0) {
+            return Err("'instances' must be at least 1".into());
+        }
+        if !matches!(self.engine.as_str(), "tract" | "ort") {
+            return Err(format!("engine '{}' is not known (expected 'tract' or 'ort')", self.engine));
+        }
         if self.queue_capacity == 0 {
             return Err("'queue_capacity' must be at least 1".into());
         }
@@ -135,6 +179,11 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+
+    /// Instances to run: the configured number, else one per core (at most 4).
+    pub fn instance_count(&self) -> usize {
+        self.instances.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4))
     }
 
     /// Reads `<folder>/config.toml`; a missing file gives the defaults.

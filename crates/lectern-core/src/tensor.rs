@@ -132,6 +132,12 @@ macro_rules! for_each_variant {
     };
 }
 
+impl Default for TensorData {
+    fn default() -> Self {
+        TensorData::F32(Vec::new())
+    }
+}
+
 impl TensorData {
     /// The datatype of these elements.
     pub fn datatype(&self) -> DataType {
@@ -183,7 +189,7 @@ impl TensorData {
 }
 
 /// A named tensor: the unit that crosses the protocol and the backends.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Tensor {
     pub name: String,
     pub shape: Vec<usize>,
@@ -194,6 +200,91 @@ impl Tensor {
     /// The datatype of the elements.
     pub fn datatype(&self) -> DataType {
         self.data.datatype()
+    }
+}
+
+/// Builds a `TensorData` of the same variant as `like` from a function of its vector type.
+macro_rules! map_same_variant {
+    ($like:expr, $v:ident => $body:expr) => {
+        match $like {
+            TensorData::Bool($v) => TensorData::Bool($body),
+            TensorData::U8($v) => TensorData::U8($body),
+            TensorData::U16($v) => TensorData::U16($body),
+            TensorData::U32($v) => TensorData::U32($body),
+            TensorData::U64($v) => TensorData::U64($body),
+            TensorData::I8($v) => TensorData::I8($body),
+            TensorData::I16($v) => TensorData::I16($body),
+            TensorData::I32($v) => TensorData::I32($body),
+            TensorData::I64($v) => TensorData::I64($body),
+            TensorData::F16($v) => TensorData::F16($body),
+            TensorData::F32($v) => TensorData::F32($body),
+            TensorData::F64($v) => TensorData::F64($body),
+            TensorData::Bytes($v) => TensorData::Bytes($body),
+        }
+    };
+}
+
+impl TensorData {
+    /// Appends `other` when it is of the same datatype; false otherwise.
+    fn append(&mut self, other: TensorData) -> bool {
+        macro_rules! both {
+            ($($var:ident),*) => {
+                match (self, other) {
+                    $((TensorData::$var(a), TensorData::$var(b)) => { a.extend(b); true })*
+                    _ => false,
+                }
+            };
+        }
+        both!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, Bytes)
+    }
+
+    /// Elements `start..end`, as a new vector of the same datatype.
+    fn range(&self, start: usize, end: usize) -> TensorData {
+        map_same_variant!(self, v => v[start..end].to_vec())
+    }
+}
+
+impl Tensor {
+    /// Joins tensors along the first dimension. `None` if they differ in datatype or in
+    /// any other dimension, or have no first dimension.
+    pub fn concat_rows(parts: Vec<Tensor>) -> Option<Tensor> {
+        let mut parts = parts.into_iter();
+        let mut joined = parts.next()?;
+        if joined.shape.is_empty() {
+            return None;
+        }
+        for part in parts {
+            if part.shape.len() != joined.shape.len() || part.shape[1..] != joined.shape[1..] {
+                return None;
+            }
+            joined.shape[0] += part.shape[0];
+            if !joined.data.append(part.data) {
+                return None;
+            }
+        }
+        Some(joined)
+    }
+
+    /// Splits along the first dimension into consecutive parts of `rows` rows each.
+    /// `None` if the rows do not add up to the first dimension.
+    pub fn split_rows(&self, rows: &[usize]) -> Option<Vec<Tensor>> {
+        let total = *self.shape.first()?;
+        if rows.iter().sum::<usize>() != total {
+            return None;
+        }
+        let per_row = if total == 0 { 0 } else { self.data.len() / total };
+        let mut start = 0;
+        Some(
+            rows.iter()
+                .map(|&n| {
+                    let mut shape = self.shape.clone();
+                    shape[0] = n;
+                    let data = self.data.range(start * per_row, (start + n) * per_row);
+                    start += n;
+                    Tensor { name: self.name.clone(), shape, data }
+                })
+                .collect(),
+        )
     }
 }
 
@@ -212,6 +303,18 @@ mod tests {
             assert_eq!(d.as_str().parse::<DataType>().unwrap(), d);
         }
         assert!("FLOAT".parse::<DataType>().is_err());
+    }
+
+    #[test]
+    fn rows_split_back_into_the_tensors_that_were_joined() {
+        let a = Tensor { name: "x".into(), shape: vec![1, 2], data: TensorData::F32(vec![1.0, 2.0]) };
+        let b = Tensor { name: "x".into(), shape: vec![2, 2], data: TensorData::F32(vec![3.0, 4.0, 5.0, 6.0]) };
+        let joined = Tensor::concat_rows(vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(joined.shape, vec![3, 2]);
+        assert_eq!(joined.split_rows(&[1, 2]).unwrap(), vec![a.clone(), b]);
+        let wrong = Tensor { name: "x".into(), shape: vec![1, 3], data: TensorData::F32(vec![0.0; 3]) };
+        assert!(Tensor::concat_rows(vec![a.clone(), wrong]).is_none());
+        assert!(joined.split_rows(&[1, 1]).is_none());
     }
 
     #[test]

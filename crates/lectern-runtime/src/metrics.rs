@@ -44,6 +44,42 @@ impl Histogram {
     }
 }
 
+/// Upper bounds of the batch-size histogram buckets (rows per execution).
+pub const BATCH_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// A fixed-bucket histogram of batch sizes.
+#[derive(Default)]
+pub struct BatchHistogram {
+    buckets: [AtomicU64; BATCH_BUCKETS.len()],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl BatchHistogram {
+    /// Records one execution of `rows` rows.
+    pub fn observe(&self, rows: u64) {
+        if let Some(ix) = BATCH_BUCKETS.iter().position(|&b| rows <= b) {
+            self.buckets[ix].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum.fetch_add(rows, Relaxed);
+    }
+
+    /// Cumulative counts per bucket, total count and sum of rows.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut running = 0;
+        let buckets = BATCH_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&le, c)| {
+                running += c.load(Relaxed);
+                (le as f64, running)
+            })
+            .collect();
+        (buckets, self.count.load(Relaxed), self.sum.load(Relaxed) as f64)
+    }
+}
+
 /// Counters of one model version; they survive reloads of the same version.
 #[derive(Default)]
 pub struct ModelMetrics {
@@ -67,6 +103,8 @@ pub struct ModelMetrics {
     pub queue_duration: Histogram,
     /// Time the engine spent computing.
     pub compute_duration: Histogram,
+    /// Rows per execution.
+    pub batch_size: BatchHistogram,
 }
 
 /// All model metrics of the process, keyed by (model, version).

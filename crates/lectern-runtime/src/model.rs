@@ -17,8 +17,8 @@ pub struct LoadedModel {
     pub version: u64,
     pub signature: Signature,
     pub labels: Option<Vec<String>>,
-    /// Largest batch along the first dimension; `None`: not limited.
-    pub max_batch_size: Option<usize>,
+    /// Largest batch along the first dimension; 0: the model has no batch dimension.
+    pub max_batch_size: usize,
     pub metrics: Arc<ModelMetrics>,
     worker: Worker,
 }
@@ -29,7 +29,7 @@ impl LoadedModel {
         version: u64,
         signature: Signature,
         labels: Option<Vec<String>>,
-        max_batch_size: Option<usize>,
+        max_batch_size: usize,
         metrics: Arc<ModelMetrics>,
         worker: Worker,
     ) -> Self {
@@ -52,22 +52,16 @@ impl LoadedModel {
         let inputs = self.order_inputs(request.inputs)?;
         let (reply, answer) = oneshot::channel();
         let deadline = (request.timeout_us > 0).then(|| arrived + Duration::from_micros(request.timeout_us));
-        let job = Job { inputs, rows, enqueued: arrived, deadline, reply };
-        match self.worker.submit(job) {
-            Ok(()) => {}
-            Err(SubmitError::Full) => {
-                self.metrics.queue_rejected.fetch_add(1, Relaxed);
-                return Err(RuntimeError::QueueFull(self.label()));
-            }
-            Err(SubmitError::Stopped) => return Err(RuntimeError::NotReady(self.label(), "it is unloading".into())),
+        let job = Job { inputs, rows, priority: request.priority, enqueued: arrived, deadline, reply };
+        if let Err(SubmitError::Full) = self.worker.submit(job) {
+            self.metrics.queue_rejected.fetch_add(1, Relaxed);
+            return Err(RuntimeError::QueueFull(self.label()));
         }
         let computed = match answer.await {
             Ok(Ok(tensors)) => tensors,
             Ok(Err(JobError::Backend(e))) => return Err(RuntimeError::Inference(self.label(), e.to_string())),
             Ok(Err(JobError::Expired)) => return Err(RuntimeError::DeadlineExpired(request.timeout_us)),
-            Ok(Err(JobError::Stopped)) | Err(_) => {
-                return Err(RuntimeError::NotReady(self.label(), "it was unloaded".into()))
-            }
+            Err(_) => return Err(RuntimeError::NotReady(self.label(), "it was unloaded".into())),
         };
         let outputs = self.shape_outputs(computed, &outputs, request.binary_output)?;
         Ok(InferResponse {
@@ -128,21 +122,19 @@ impl LoadedModel {
     }
 
     /// Rows in the request's batch (1 when the model has no batch dimension).
-    fn batch_rows(&self, inputs: &[Tensor]) -> Result<u64, RuntimeError> {
-        let Some(first) = inputs.first() else { return Ok(1) };
-        let rows = match self.max_batch_size {
-            Some(0) => return Ok(1),
-            _ => first.shape.first().copied().unwrap_or(1),
+    fn batch_rows(&self, inputs: &[Tensor]) -> Result<usize, RuntimeError> {
+        let max = self.max_batch_size;
+        let rows = match inputs.first() {
+            Some(first) if max > 0 => first.shape.first().copied().unwrap_or(1),
+            _ => return Ok(1),
         };
-        if let Some(max) = self.max_batch_size {
-            if rows > max {
-                return Err(RuntimeError::BadRequest(format!(
-                    "batch of {rows} rows is over the max_batch_size {max} of model '{}'",
-                    self.name
-                )));
-            }
+        if rows > max {
+            return Err(RuntimeError::BadRequest(format!(
+                "batch of {rows} rows is over the max_batch_size {max} of model '{}'",
+                self.name
+            )));
         }
-        Ok(rows as u64)
+        Ok(rows)
     }
 
     fn shape_outputs(

@@ -7,11 +7,13 @@
 
 use crate::metrics::MetricsRegistry;
 use crate::model::LoadedModel;
-use crate::worker::Worker;
+use crate::worker::{SchedulerConfig, Worker};
 use crate::RuntimeError;
 use lectern_backends::onnx::OnnxBackend;
 use lectern_backends::Backend;
+use lectern_core::config::DEFAULT_MAX_BATCH_SIZE;
 use lectern_core::ModelConfig;
+use std::time::Duration;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -223,20 +225,29 @@ impl Registry {
     ) -> Result<LoadedModel, String> {
         let path = folder.join(version.to_string()).join(MODEL_FILE);
         let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let backend = Arc::new(OnnxBackend::from_bytes(&bytes).map_err(|e| e.to_string())?);
+        let backend: Arc<dyn Backend> = Arc::new(OnnxBackend::from_bytes(&bytes).map_err(|e| e.to_string())?);
         let signature = apply_declared(backend.signature().clone(), config);
-        let session = backend.session().map_err(|e| e.to_string())?;
+        let max_batch_size = config.max_batch_size.unwrap_or_else(|| default_max_batch_size(&signature));
         let metrics = self.metrics.model(name, &version.to_string());
-        let factory_backend = backend.clone();
-        let worker = Worker::start(
-            &format!("{name}:{version}"),
-            config.queue_capacity,
-            session,
-            Box::new(move || factory_backend.session()),
-            metrics.clone(),
-        )
-        .map_err(|e| format!("cannot start the model thread: {e}"))?;
-        Ok(LoadedModel::new(name.to_string(), version, signature, labels, config.max_batch_size, metrics, worker))
+        let scheduler = SchedulerConfig {
+            capacity: config.queue_capacity,
+            instances: config.instance_count(),
+            max_batch_size,
+            mode: config.batching,
+            max_delay: Duration::from_micros(config.max_queue_delay_us),
+        };
+        let worker = Worker::start(&format!("{name}:{version}"), scheduler, backend, metrics.clone())?;
+        Ok(LoadedModel::new(name.to_string(), version, signature, labels, max_batch_size, metrics, worker))
+    }
+}
+
+/// Batching is on by default only when every input and output has a free first dimension.
+fn default_max_batch_size(signature: &lectern_backends::Signature) -> usize {
+    let free_first = |infos: &[lectern_backends::TensorInfo]| infos.iter().all(|i| i.shape.first() == Some(&-1));
+    if free_first(&signature.inputs) && free_first(&signature.outputs) {
+        DEFAULT_MAX_BATCH_SIZE
+    } else {
+        0
     }
 }
 

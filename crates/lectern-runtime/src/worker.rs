@@ -1,17 +1,20 @@
-//! The queue and thread that run one loaded model version off the async runtime.
+//! The queue and threads that run one loaded model version off the async runtime.
 //!
-//! Requests go into a bounded channel; a full channel is reported at once so the caller can
-//! answer 503 instead of letting the queue grow. The thread owns the engine session, checks
-//! each request's deadline before computing it, and survives a panic inside the engine.
+//! Requests wait in a bounded priority queue; a full queue is reported at once so the caller
+//! can answer 503 instead of letting it grow. Each instance is a thread with its own engine
+//! session. An instance takes the highest-priority request, gathers compatible requests into
+//! one batch (dynamic batching), drops those whose deadline passed without computing them,
+//! runs the batch and hands every caller its own rows. A panic inside the engine fails that
+//! batch and the instance carries on with a fresh session.
 
 use crate::metrics::ModelMetrics;
-use lectern_backends::{BackendError, Session};
-use lectern_core::Tensor;
+use lectern_backends::{Backend, BackendError, Session};
+use lectern_core::{BatchingMode, Tensor};
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// What a worker answers for one job.
@@ -21,98 +24,342 @@ pub enum JobError {
     Backend(BackendError),
     /// The request's deadline passed while it waited; it was not computed.
     Expired,
-    /// The worker is gone (the model was unloaded while the job waited).
-    Stopped,
 }
 
 /// One request for the worker.
 pub struct Job {
     pub inputs: Vec<Tensor>,
-    pub rows: u64,
+    /// Rows along the batch dimension (1 when the model has none).
+    pub rows: usize,
+    /// Queue level: 1 is served first; 0 (default) is served after every explicit level.
+    pub priority: u64,
     pub enqueued: Instant,
     pub deadline: Option<Instant>,
     pub reply: oneshot::Sender<Result<Vec<Tensor>, JobError>>,
+}
+
+impl Job {
+    fn queue_level(&self) -> u64 {
+        if self.priority == 0 {
+            u64::MAX
+        } else {
+            self.priority
+        }
+    }
+
+    /// The dimensions after the first of every input: requests batch only when these agree.
+    fn batch_key(&self) -> Option<Vec<&[usize]>> {
+        self.inputs
+            .iter()
+            .map(|t| match t.shape.split_first() {
+                Some((&rows, rest)) if rows == self.rows => Some(rest),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now > d)
+    }
 }
 
 /// Why a job could not be queued.
 pub enum SubmitError {
     /// The queue is at capacity.
     Full,
-    /// The worker thread has stopped.
-    Stopped,
 }
 
-/// Handle to a model version's worker; dropping the last handle stops the thread.
-pub struct Worker {
-    queue: SyncSender<Job>,
+/// How a worker schedules its model.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Bound of the queue.
+    pub capacity: usize,
+    /// Parallel instances (threads with a session each).
+    pub instances: usize,
+    /// Largest batch in rows; 0 or 1 disables batching.
+    pub max_batch_size: usize,
+    pub mode: BatchingMode,
+    /// Longest wait for a batch to fill.
+    pub max_delay: Duration,
+}
+
+#[derive(Default)]
+struct Queue {
+    levels: BTreeMap<u64, VecDeque<Job>>,
+    len: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn push(&mut self, job: Job) {
+        self.levels.entry(job.queue_level()).or_default().push_back(job);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        let mut level = self.levels.first_entry()?;
+        let job = level.get_mut().pop_front();
+        if level.get().is_empty() {
+            level.remove();
+        }
+        self.len -= job.is_some() as usize;
+        job
+    }
+
+    /// Removes, in priority order, the jobs that fit `key` within `room` rows.
+    fn take_compatible(&mut self, key: &[&[usize]], room: &mut usize, into: &mut Vec<Job>) {
+        for queue in self.levels.values_mut() {
+            let mut ix = 0;
+            while ix < queue.len() && *room > 0 {
+                let job = &queue[ix];
+                if job.rows <= *room && job.batch_key().as_deref() == Some(key) {
+                    let job = queue.remove(ix).expect("index in range");
+                    *room -= job.rows;
+                    into.push(job);
+                } else {
+                    ix += 1;
+                }
+            }
+        }
+        self.levels.retain(|_, q| !q.is_empty());
+        self.len = self.levels.values().map(VecDeque::len).sum();
+    }
+}
+
+/// Running averages that drive the adaptive window.
+#[derive(Default)]
+struct Load {
+    /// Rows per execution, times 16.
+    rows_x16: AtomicU64,
+    /// Nanoseconds per execution.
+    compute_ns: AtomicU64,
+}
+
+impl Load {
+    fn record(&self, rows: usize, compute: Duration) {
+        let ema = |cell: &AtomicU64, x: u64| {
+            let old = cell.load(Relaxed);
+            cell.store(if old == 0 { x } else { old - old / 8 + x / 8 }, Relaxed);
+        };
+        ema(&self.rows_x16, rows as u64 * 16);
+        ema(&self.compute_ns, compute.as_nanos() as u64);
+    }
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    arrived: Condvar,
+    config: SchedulerConfig,
     metrics: Arc<ModelMetrics>,
+    load: Load,
+    /// Cleared when a batch's outputs could not be split by rows: the model does not batch.
+    batchable: AtomicBool,
 }
 
-/// Builds a fresh session after a panic poisoned the old one.
-pub type SessionFactory = Box<dyn Fn() -> Result<Box<dyn Session>, BackendError> + Send>;
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn batching(&self) -> bool {
+        self.config.max_batch_size > 1 && self.config.mode != BatchingMode::Off && self.batchable.load(Relaxed)
+    }
+
+    /// How long to hold a batch of `rows` open for more requests.
+    fn window(&self, rows: usize) -> Duration {
+        match self.config.mode {
+            BatchingMode::Off => Duration::ZERO,
+            BatchingMode::Fixed => self.config.max_delay,
+            BatchingMode::Adaptive => {
+                // Wait only when recent batches were bigger than this one, and then no longer
+                // than half a computation: idle models never wait.
+                let typical_x16 = self.load.rows_x16.load(Relaxed);
+                if typical_x16 <= (rows as u64) * 16 + 8 {
+                    return Duration::ZERO;
+                }
+                Duration::from_nanos(self.load.compute_ns.load(Relaxed) / 2).min(self.config.max_delay)
+            }
+        }
+    }
+
+    fn expire(&self, job: Job) {
+        self.metrics.deadline_expired.fetch_add(1, Relaxed);
+        let _ = job.reply.send(Err(JobError::Expired));
+    }
+
+    /// Blocks until there is work; `None` once the worker is closed and drained.
+    fn next_batch(&self) -> Option<Vec<Job>> {
+        let mut queue = self.lock();
+        let first = loop {
+            match queue.pop() {
+                Some(job) if job.expired(Instant::now()) => self.expire(job),
+                Some(job) => break job,
+                None if queue.closed => return None,
+                None => queue = self.arrived.wait(queue).unwrap_or_else(|e| e.into_inner()),
+            }
+        };
+        let key: Option<Vec<Vec<usize>>> = first.batch_key().map(|k| k.into_iter().map(<[usize]>::to_vec).collect());
+        let (Some(key), true) = (key, self.batching()) else { return Some(vec![first]) };
+        let key: Vec<&[usize]> = key.iter().map(Vec::as_slice).collect();
+        let mut room = self.config.max_batch_size.saturating_sub(first.rows);
+        let mut batch = vec![first];
+        queue.take_compatible(&key, &mut room, &mut batch);
+        let until = Instant::now() + self.window(self.config.max_batch_size - room);
+        while room > 0 && !queue.closed {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            queue = self.arrived.wait_timeout(queue, until - now).unwrap_or_else(|e| e.into_inner()).0;
+            queue.take_compatible(&key, &mut room, &mut batch);
+        }
+        drop(queue);
+        let now = Instant::now();
+        let (live, expired): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| !j.expired(now));
+        expired.into_iter().for_each(|j| self.expire(j));
+        Some(live)
+    }
+}
+
+/// Handle to a model version's instances; dropping it lets them finish the queue and stop.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
 
 impl Worker {
-    /// Starts the worker thread for `label` (used as the thread name).
+    /// Starts `config.instances` threads named after `label`, each with its own session.
     pub fn start(
         label: &str,
-        capacity: usize,
-        session: Box<dyn Session>,
-        new_session: SessionFactory,
+        config: SchedulerConfig,
+        backend: Arc<dyn Backend>,
         metrics: Arc<ModelMetrics>,
-    ) -> std::io::Result<Worker> {
-        let (queue, jobs) = sync_channel(capacity);
-        let thread_metrics = metrics.clone();
-        std::thread::Builder::new()
-            .name(format!("model-{label}"))
-            .spawn(move || run(jobs, session, new_session, thread_metrics))?;
-        Ok(Worker { queue, metrics })
+    ) -> Result<Worker, String> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            arrived: Condvar::new(),
+            config,
+            metrics,
+            load: Load::default(),
+            batchable: AtomicBool::new(true),
+        });
+        let worker = Worker { shared: shared.clone() };
+        for ix in 0..shared.config.instances.max(1) {
+            let session = backend.session().map_err(|e| e.to_string())?;
+            let (shared, backend) = (shared.clone(), backend.clone());
+            std::thread::Builder::new()
+                .name(format!("model-{label}-{ix}"))
+                .spawn(move || run_instance(&shared, session, &*backend))
+                .map_err(|e| format!("cannot start a model thread: {e}"))?;
+        }
+        Ok(worker)
     }
 
     /// Queues a job without waiting.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
-        self.metrics.queue_depth.fetch_add(1, Relaxed);
-        match self.queue.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.metrics.queue_depth.fetch_sub(1, Relaxed);
-                Err(match e {
-                    TrySendError::Full(_) => SubmitError::Full,
-                    TrySendError::Disconnected(_) => SubmitError::Stopped,
-                })
-            }
+        let mut queue = self.shared.lock();
+        if queue.len >= self.shared.config.capacity {
+            return Err(SubmitError::Full);
+        }
+        queue.push(job);
+        self.shared.metrics.queue_depth.store(queue.len as u64, Relaxed);
+        drop(queue);
+        self.shared.arrived.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.arrived.notify_all();
+    }
+}
+
+fn run_instance(shared: &Shared, mut session: Box<dyn Session>, backend: &dyn Backend) {
+    while let Some(batch) = shared.next_batch() {
+        shared.metrics.queue_depth.store(shared.lock().len as u64, Relaxed);
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        for job in &batch {
+            shared.metrics.queue_duration.observe(started - job.enqueued);
+        }
+        if batch.len() == 1 {
+            let job = batch.into_iter().next().expect("one job");
+            let result = run_guarded(shared, &mut session, backend, job.inputs, job.rows);
+            let _ = job.reply.send(result.map_err(JobError::Backend));
+        } else {
+            run_batch(shared, &mut session, backend, batch);
         }
     }
 }
 
-fn run(jobs: Receiver<Job>, mut session: Box<dyn Session>, new_session: SessionFactory, metrics: Arc<ModelMetrics>) {
-    for job in jobs {
-        metrics.queue_depth.fetch_sub(1, Relaxed);
-        let started = Instant::now();
-        metrics.queue_duration.observe(started - job.enqueued);
-        if job.deadline.is_some_and(|d| started > d) {
-            metrics.deadline_expired.fetch_add(1, Relaxed);
-            let _ = job.reply.send(Err(JobError::Expired));
-            continue;
+/// Runs jobs as one execution and hands each its own rows of every output.
+fn run_batch(shared: &Shared, session: &mut Box<dyn Session>, backend: &dyn Backend, batch: Vec<Job>) {
+    let rows: Vec<usize> = batch.iter().map(|j| j.rows).collect();
+    let total: usize = rows.iter().sum();
+    let (mut inputs_per_job, replies): (Vec<Vec<Tensor>>, Vec<_>) =
+        batch.into_iter().map(|j| (j.inputs, j.reply)).unzip();
+    let inputs: Option<Vec<Tensor>> = (0..inputs_per_job[0].len())
+        .map(|i| Tensor::concat_rows(inputs_per_job.iter_mut().map(|inputs| std::mem::take(&mut inputs[i])).collect()))
+        .collect();
+    let fail_all = |replies: Vec<oneshot::Sender<_>>, message: String| {
+        for reply in replies {
+            let _ = reply.send(Err(JobError::Backend(BackendError::Inference(message.clone()))));
         }
-        let result = match catch_unwind(AssertUnwindSafe(|| session.run(job.inputs))) {
-            Ok(result) => result.map_err(JobError::Backend),
-            Err(panic) => {
-                let message = panic_message(&panic);
-                tracing::error!(%message, "model engine panicked; starting a new session");
-                match new_session() {
-                    Ok(fresh) => session = fresh,
-                    Err(e) => tracing::error!(error = %e, "cannot rebuild the session"),
-                }
-                Err(JobError::Backend(BackendError::Inference(format!("the engine failed: {message}"))))
-            }
-        };
-        metrics.compute_duration.observe(started.elapsed());
-        metrics.exec_count.fetch_add(1, Relaxed);
-        if result.is_ok() {
-            metrics.inference_count.fetch_add(job.rows, Relaxed);
-        }
-        let _ = job.reply.send(result);
+    };
+    let Some(inputs) = inputs else {
+        return fail_all(replies, "requests could not be joined into a batch".into());
+    };
+    let outputs = match run_guarded(shared, session, backend, inputs, total) {
+        Ok(outputs) => outputs,
+        Err(e) => return fail_all(replies, e.to_string()),
+    };
+    let split: Option<Vec<Vec<Tensor>>> = outputs.iter().map(|o| o.split_rows(&rows)).collect();
+    let Some(per_output) = split else {
+        tracing::warn!("the model's outputs have no batch dimension; set max_batch_size = 0 for it");
+        shared.batchable.store(false, Relaxed);
+        return fail_all(replies, "the model's outputs cannot be split by rows; batching is now off for it".into());
+    };
+    let mut per_output: Vec<std::vec::IntoIter<Tensor>> = per_output.into_iter().map(Vec::into_iter).collect();
+    for reply in replies {
+        let mine = per_output.iter_mut().map(|parts| parts.next().expect("one part per job")).collect();
+        let _ = reply.send(Ok(mine));
     }
+}
+
+/// One execution, timed and counted, surviving a panic of the engine.
+fn run_guarded(
+    shared: &Shared,
+    session: &mut Box<dyn Session>,
+    backend: &dyn Backend,
+    inputs: Vec<Tensor>,
+    rows: usize,
+) -> Result<Vec<Tensor>, BackendError> {
+    let started = Instant::now();
+    let result = match catch_unwind(AssertUnwindSafe(|| session.run(inputs))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            tracing::error!(%message, "model engine panicked; starting a new session");
+            match backend.session() {
+                Ok(fresh) => *session = fresh,
+                Err(e) => tracing::error!(error = %e, "cannot rebuild the session"),
+            }
+            Err(BackendError::Inference(format!("the engine failed: {message}")))
+        }
+    };
+    let compute = started.elapsed();
+    let m = &shared.metrics;
+    m.compute_duration.observe(compute);
+    m.exec_count.fetch_add(1, Relaxed);
+    m.batch_size.observe(rows as u64);
+    shared.load.record(rows, compute);
+    if result.is_ok() {
+        m.inference_count.fetch_add(rows as u64, Relaxed);
+    }
+    result
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

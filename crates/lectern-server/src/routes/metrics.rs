@@ -4,7 +4,6 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
-use lectern_runtime::metrics::Histogram;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -45,14 +44,19 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for ((model, version), m) in &models {
             let h = [&m.request_duration, &m.queue_duration, &m.compute_duration][ix];
-            write_histogram(&mut out, name, &format!("model=\"{}\",version=\"{version}\"", escape(model)), h);
+            write_histogram(&mut out, name, &format!("model=\"{}\",version=\"{version}\"", escape(model)), h.snapshot());
         }
+    }
+    let name = "lectern_inference_batch_size";
+    let _ = writeln!(out, "# HELP {name} Rows per model execution.\n# TYPE {name} histogram");
+    for ((model, version), m) in &models {
+        write_histogram(&mut out, name, &format!("model=\"{}\",version=\"{version}\"", escape(model)), m.batch_size.snapshot());
     }
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], out)
 }
 
-fn write_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
-    let (buckets, count, sum) = h.snapshot();
+fn write_histogram(out: &mut String, name: &str, labels: &str, snapshot: (Vec<(f64, u64)>, u64, f64)) {
+    let (buckets, count, sum) = snapshot;
     for (le, n) in buckets {
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
     }
