@@ -5,8 +5,11 @@
 //! threads, never from the async executor.
 
 pub mod onnx;
+#[cfg(feature = "ort")]
+pub mod ort;
 
 use lectern_core::{DataType, Tensor};
+use std::sync::Arc;
 
 /// The name, datatype and shape of one model input or output; `-1` marks a free dimension.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,4 +53,50 @@ pub trait Session: Send {
     /// Runs the model. `inputs` are in signature order and already checked against it;
     /// the result holds every output, in signature order.
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+}
+
+/// The engine a model runs on unless its config names another.
+pub const DEFAULT_ENGINE: &str = "tract";
+
+/// The engines this build can run, by the name a model's config gives them.
+pub const ENGINES: &[&str] = &[
+    "tract",
+    #[cfg(feature = "ort")]
+    "ort",
+];
+
+/// Loads an ONNX model on the named engine: `"tract"` (pure Rust, the default) or `"ort"`
+/// (ONNX Runtime, in builds with the `ort` cargo feature).
+pub fn load_backend(engine: &str, bytes: &[u8]) -> Result<Arc<dyn Backend>, BackendError> {
+    match engine {
+        "tract" => Ok(Arc::new(onnx::OnnxBackend::from_bytes(bytes)?)),
+        #[cfg(feature = "ort")]
+        "ort" => Ok(Arc::new(ort::OrtBackend::from_bytes(bytes)?)),
+        #[cfg(not(feature = "ort"))]
+        "ort" => Err(BackendError::Load(
+            "engine 'ort' (ONNX Runtime) is not in this build: build Lectern with the cargo feature \
+             `ort` (lectern-backends/ort)"
+                .into(),
+        )),
+        other => Err(BackendError::Load(format!(
+            "unknown engine '{other}' (this build has: {})",
+            ENGINES.join(", ")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_are_chosen_by_name() {
+        let unknown = load_backend("tensorrt", b"").err().expect("unknown engine").to_string();
+        assert!(unknown.contains("unknown engine 'tensorrt'"), "{unknown}");
+        assert!(load_backend("tract", b"not a model").is_err());
+        if !cfg!(feature = "ort") {
+            let missing = load_backend("ort", b"").err().expect("no ort").to_string();
+            assert!(missing.contains("cargo feature `ort`"), "{missing}");
+        }
+    }
 }

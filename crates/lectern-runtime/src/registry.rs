@@ -9,8 +9,6 @@ use crate::metrics::MetricsRegistry;
 use crate::model::LoadedModel;
 use crate::worker::{SchedulerConfig, Worker};
 use crate::RuntimeError;
-use lectern_backends::onnx::OnnxBackend;
-use lectern_backends::Backend;
 use lectern_core::config::DEFAULT_MAX_BATCH_SIZE;
 use lectern_core::ModelConfig;
 use std::time::Duration;
@@ -225,7 +223,7 @@ impl Registry {
     ) -> Result<LoadedModel, String> {
         let path = folder.join(version.to_string()).join(MODEL_FILE);
         let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let backend: Arc<dyn Backend> = Arc::new(OnnxBackend::from_bytes(&bytes).map_err(|e| e.to_string())?);
+        let backend = lectern_backends::load_backend(&config.engine, &bytes).map_err(|e| e.to_string())?;
         let signature = apply_declared(backend.signature().clone(), config);
         let max_batch_size = config.max_batch_size.unwrap_or_else(|| default_max_batch_size(&signature));
         let metrics = self.metrics.model(name, &version.to_string());

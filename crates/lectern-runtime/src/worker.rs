@@ -83,6 +83,10 @@ pub struct SchedulerConfig {
     pub max_delay: Duration,
 }
 
+/// Below this compute time per execution the adaptive window stays at zero: waking a
+/// thread again costs more than it could save.
+const HEAVY_COMPUTE: Duration = Duration::from_micros(200);
+
 #[derive(Default)]
 struct Queue {
     levels: BTreeMap<u64, VecDeque<Job>>,
@@ -171,15 +175,23 @@ impl Shared {
             BatchingMode::Off => Duration::ZERO,
             BatchingMode::Fixed => self.config.max_delay,
             BatchingMode::Adaptive => {
-                // Wait only when recent batches were bigger than this one, and then no longer
-                // than half a computation: idle models never wait.
+                // Greedy by default: take what is queued and go. Under steady load requests
+                // pile up while a batch computes, so batches form without any wait, and an
+                // idle model never waits. Hold a batch open only for heavy models whose
+                // recent batches were at least twice this one, and then for at most a
+                // quarter of a computation: that much delay buys a batch twice as large.
                 let typical_x16 = self.load.rows_x16.load(Relaxed);
-                if typical_x16 <= (rows as u64) * 16 + 8 {
+                let compute = Duration::from_nanos(self.load.compute_ns.load(Relaxed));
+                if typical_x16 < (rows as u64) * 32 || compute < HEAVY_COMPUTE {
                     return Duration::ZERO;
                 }
-                Duration::from_nanos(self.load.compute_ns.load(Relaxed) / 2).min(self.config.max_delay)
+                (compute / 4).min(self.config.max_delay)
             }
         }
+    }
+
+    fn publish_depth(&self, queue: &Queue) {
+        self.metrics.queue_depth.store(queue.len as u64, Relaxed);
     }
 
     fn expire(&self, job: Job) {
@@ -195,11 +207,17 @@ impl Shared {
                 Some(job) if job.expired(Instant::now()) => self.expire(job),
                 Some(job) => break job,
                 None if queue.closed => return None,
-                None => queue = self.arrived.wait(queue).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    self.publish_depth(&queue);
+                    queue = self.arrived.wait(queue).unwrap_or_else(|e| e.into_inner())
+                }
             }
         };
         let key: Option<Vec<Vec<usize>>> = first.batch_key().map(|k| k.into_iter().map(<[usize]>::to_vec).collect());
-        let (Some(key), true) = (key, self.batching()) else { return Some(vec![first]) };
+        let (Some(key), true) = (key, self.batching()) else {
+            self.publish_depth(&queue);
+            return Some(vec![first]);
+        };
         let key: Vec<&[usize]> = key.iter().map(Vec::as_slice).collect();
         let mut room = self.config.max_batch_size.saturating_sub(first.rows);
         let mut batch = vec![first];
@@ -213,6 +231,7 @@ impl Shared {
             queue = self.arrived.wait_timeout(queue, until - now).unwrap_or_else(|e| e.into_inner()).0;
             queue.take_compatible(&key, &mut room, &mut batch);
         }
+        self.publish_depth(&queue);
         drop(queue);
         let now = Instant::now();
         let (live, expired): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| !j.expired(now));
@@ -261,7 +280,7 @@ impl Worker {
             return Err(SubmitError::Full);
         }
         queue.push(job);
-        self.shared.metrics.queue_depth.store(queue.len as u64, Relaxed);
+        self.shared.publish_depth(&queue);
         drop(queue);
         self.shared.arrived.notify_one();
         Ok(())
@@ -277,7 +296,6 @@ impl Drop for Worker {
 
 fn run_instance(shared: &Shared, mut session: Box<dyn Session>, backend: &dyn Backend) {
     while let Some(batch) = shared.next_batch() {
-        shared.metrics.queue_depth.store(shared.lock().len as u64, Relaxed);
         if batch.is_empty() {
             continue;
         }
