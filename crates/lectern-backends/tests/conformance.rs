@@ -62,6 +62,7 @@ fn load(engine: &str, model: &str, version: u32) -> Arc<dyn Backend> {
     load_backend(engine, &bytes).unwrap_or_else(|e| panic!("{engine}: {model} v{version}: {e}"))
 }
 
+/// Runs one batch on a new instance; `engine` names the engine and model in messages.
 fn run(engine: &str, backend: &dyn Backend, inputs: Vec<Tensor>) -> Vec<Tensor> {
     let outputs = backend
         .session()
@@ -135,6 +136,51 @@ fn every_bundled_model_has_the_same_signature_on_every_engine() {
         assert!(!reference.inputs.is_empty() && !reference.outputs.is_empty(), "{model}: {reference:?}");
         for (engine, signature) in &signatures[1..] {
             assert_eq!(signature, reference, "{model} v{version}: {engine} vs {first}");
+        }
+    }
+}
+
+fn empty(datatype: DataType) -> TensorData {
+    match datatype {
+        DataType::Bool => TensorData::Bool(vec![]),
+        DataType::U8 => TensorData::U8(vec![]),
+        DataType::U16 => TensorData::U16(vec![]),
+        DataType::U32 => TensorData::U32(vec![]),
+        DataType::U64 => TensorData::U64(vec![]),
+        DataType::I8 => TensorData::I8(vec![]),
+        DataType::I16 => TensorData::I16(vec![]),
+        DataType::I32 => TensorData::I32(vec![]),
+        DataType::I64 => TensorData::I64(vec![]),
+        DataType::F16 => TensorData::F16(vec![]),
+        DataType::F32 => TensorData::F32(vec![]),
+        DataType::F64 => TensorData::F64(vec![]),
+        DataType::Bytes => TensorData::Bytes(vec![]),
+    }
+}
+
+#[test]
+fn a_batch_of_no_rows_answers_empty_outputs_on_every_engine() {
+    for (model, version) in bundled() {
+        let mut answers = Vec::new();
+        for &engine in ENGINES {
+            let backend = load(engine, &model, version);
+            let inputs = backend
+                .signature()
+                .inputs
+                .iter()
+                .map(|i| {
+                    let shape = i.shape.iter().enumerate().map(|(ix, &d)| if ix == 0 || d < 0 { 0 } else { d as usize }).collect();
+                    Tensor { name: i.name.clone(), shape, data: empty(i.datatype) }
+                })
+                .collect();
+            let outputs = run(&format!("{engine}: {model} v{version}, no rows"), &*backend, inputs);
+            for out in &outputs {
+                assert_eq!(out.shape.first(), Some(&0), "{engine}: {model} v{version}: {} {:?}", out.name, out.shape);
+            }
+            answers.push((engine, outputs));
+        }
+        for (engine, outputs) in &answers[1..] {
+            assert_same_outputs(&format!("{engine} vs tract: {model} v{version}, no rows"), outputs, &answers[0].1);
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! The ONNX Runtime shared library is loaded at run time, once per process: `$ORT_DYLIB_PATH`,
 //! else the one in the `onnxruntime` Python wheel (see [`dylib`]). Nothing is downloaded or
-//! linked at build time. The library must be ONNX Runtime 1.24 or newer (the `ort` crate's
-//! `api-24`).
+//! linked at build time. The library must be ONNX Runtime 1.17 or newer (the API version the
+//! `ort` crate asks for without `api-*` features); `ort` 2.0.0-rc.15 was made for 1.31.
 //!
 //! Models get the same treatment as on tract where the two would differ: a final `ZipMap`
 //! answers the `[N, classes]` FP32 probabilities instead of a list of maps (see [`zipmap`]).
@@ -32,7 +32,13 @@ pub fn environment() -> Result<&'static Environment, BackendError> {
             let path = dylib::locate()?;
             let builder = ::ort::init_from(&path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
             tracing::info!(library = %path.display(), "loaded ONNX Runtime");
-            builder.with_name("lectern").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+            let environment = builder.with_name("lectern").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+            // ONNX Runtime's failures come back as errors, which the caller reports; its own log
+            // would print them again on stderr. `ORT_LOG=warning` (or info, ...) brings it back.
+            if std::env::var_os("ORT_LOG").is_none() {
+                environment.set_log_level(::ort::logging::LogLevel::Fatal);
+            }
+            Ok(environment)
         })
         .as_ref()
         .map_err(|e| BackendError::Load(e.clone()))
@@ -114,11 +120,17 @@ struct OrtInstance {
 
 impl Session for OrtInstance {
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        let rows: Vec<usize> = inputs.iter().map(|t| t.shape.first().copied().unwrap_or(1)).collect();
         let values = inputs
             .into_iter()
             .map(|t| convert::to_ort(t).map(SessionInputValue::from))
             .collect::<Result<Vec<_>, _>>()?;
-        let results = self.session.run(&values[..]).map_err(|e| BackendError::Inference(format!("{e}")))?;
+        let results = match self.session.run(&values[..]) {
+            Ok(results) => results,
+            // Some ONNX-ML kernels (ArrayFeatureExtractor, behind skl2onnx's labels) refuse a batch
+            // of no rows, which tract answers with empty outputs: answer those too.
+            Err(e) => return empty_outputs(&self.outputs, &rows).ok_or_else(|| BackendError::Inference(format!("{e}"))),
+        };
         if results.len() != self.outputs.len() {
             return Err(BackendError::Inference(format!(
                 "ONNX Runtime gave {} outputs, the model declares {}",
@@ -128,4 +140,24 @@ impl Session for OrtInstance {
         }
         results.values().zip(&self.outputs).map(|(value, info)| convert::from_ort(&info.name, &value)).collect()
     }
+}
+
+/// Empty outputs for a batch of no rows (every input `[0, ...]`), when every output's shape
+/// is `[N, known...]`; `None` otherwise.
+fn empty_outputs(outputs: &[TensorInfo], rows: &[usize]) -> Option<Vec<Tensor>> {
+    if rows.is_empty() || rows.iter().any(|&r| r != 0) {
+        return None;
+    }
+    outputs
+        .iter()
+        .map(|info| {
+            let (batch, rest) = info.shape.split_first()?;
+            let rest: Vec<usize> = rest.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<_>>()?;
+            (*batch < 0).then(|| Tensor {
+                name: info.name.clone(),
+                shape: std::iter::once(0).chain(rest).collect(),
+                data: convert::empty(info.datatype),
+            })
+        })
+        .collect()
 }
