@@ -128,7 +128,7 @@ fn identity(zipmap: &NodeProto) -> NodeProto {
 /// The graph output of a replaced ZipMap: FP32 `[N, classes]` (`[N, ?]` if unknown).
 fn probabilities(zipmap: &ZipMap) -> ValueInfoProto {
     let dim = |value| tensor_shape_proto::Dimension { value, ..Default::default() };
-    let classes = (zipmap.classes > 0).then(|| tensor_shape_proto::dimension::Value::DimValue(zipmap.classes as i64));
+    let classes = (zipmap.classes > 0).then_some(tensor_shape_proto::dimension::Value::DimValue(zipmap.classes as i64));
     ValueInfoProto {
         name: zipmap.output.clone(),
         r#type: Some(TypeProto {
