@@ -11,8 +11,8 @@
 #   adaptive: nothing said: max_batch_size 64 and the adaptive window are the defaults
 # Each case gets a fresh server pinned to core $BENCH_SERVER_CPU (1), warmed up, then loaded
 # with wrk pinned to core $BENCH_WRK_CPU (0), at concurrency 64 (wrk -t2 -c64) and 1
-# (wrk -t1 -c1). Rounds are interleaved (off, adaptive, off, adaptive, ...) and each figure
-# is the median over the rounds.
+# (wrk -t1 -c1). Rounds are interleaved (off then adaptive, then adaptive then off, ...) and
+# each figure is the median over the rounds.
 #
 # Targets (issue 5):
 #   concurrency 64: adaptive >= 3x the req/s of off, with p99 <= 2x off's p99
@@ -99,13 +99,16 @@ run_wrk() {
     WRK_PID=""
 }
 
-# Sum of a metric's samples for the model in a /metrics dump.
+# Sum of a metric's samples for the model in a /metrics dump (metric_float: not rounded).
 metric_sum() {
     awk -v n="$2{" -v m="model=\"$MODEL\"" 'index($0, n) == 1 && index($0, m) { s += $NF } END { printf "%.0f", s }' "$1"
 }
+metric_float() {
+    awk -v n="$2{" -v m="model=\"$MODEL\"" 'index($0, n) == 1 && index($0, m) { s += $NF } END { printf "%.9f", s }' "$1"
+}
 
 # shellcheck disable=SC2034  # read through the nameref in median()
-declare -A R_RPS R_P50 R_P99 R_BAD R_CPU R_ROWS R_BUSY
+declare -A R_RPS R_P50 R_P99 R_BAD R_CPU R_ROWS R_BUSY R_COMPUTE
 INVALID=0
 
 # measure MODE CONC ROUND: one measured run on a fresh server. Returns 1 if the server
@@ -157,6 +160,10 @@ measure() {
     execs=$(( $(metric_sum "$WORK/metrics1" lectern_inference_batch_size_count) - $(metric_sum "$WORK/metrics0" lectern_inference_batch_size_count) ))
     rows=$(( $(metric_sum "$WORK/metrics1" lectern_inference_batch_size_sum) - $(metric_sum "$WORK/metrics0" lectern_inference_batch_size_sum) ))
     R_ROWS[$key]="$(awk -v r="$rows" -v e="$execs" 'BEGIN { if (e > 0) printf "%.2f", r / e; else print "?" }')"
+    # model compute per request (microseconds): what batching can save at most
+    R_COMPUTE[$key]="$(awk -v a="$(metric_float "$WORK/metrics1" lectern_inference_compute_duration_seconds_sum)" \
+        -v b="$(metric_float "$WORK/metrics0" lectern_inference_compute_duration_seconds_sum)" -v r="$rows" \
+        'BEGIN { if (r > 0) printf "%.1f", 1e6 * (a - b) / r; else print "?" }')"
 }
 
 # run_one MODE CONC ROUND: a measured run, tried up to 3 times.
@@ -173,8 +180,12 @@ run_one() {
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$ROUNDS"); do
+    # Odd rounds run off first, even rounds adaptive first: drift within a round (other work
+    # on the machine, the CPU's clock) then favours neither.
+    order="$MODES"
+    if [ $((round % 2)) = 0 ]; then order="$(tr ' ' '\n' <<<"$MODES" | tac | tr '\n' ' ')"; fi
     for conc in $CONCURRENCIES; do
-        for mode in $MODES; do
+        for mode in $order; do
             run_one "$mode" "$conc" "$round"
         done
     done
@@ -192,7 +203,7 @@ median() {
     sed -n "$(( ($(wc -l <<<"$vals") + 1) / 2 ))p" <<<"$vals"
 }
 
-declare -A M_RPS M_P50 M_P99 M_CPU M_ROWS M_RANGE
+declare -A M_RPS M_P50 M_P99 M_CPU M_ROWS M_RANGE M_COMPUTE M_BUSY
 for conc in $CONCURRENCIES; do
     for mode in $MODES; do
         k="$mode@$conc"
@@ -201,6 +212,8 @@ for conc in $CONCURRENCIES; do
         M_P99[$k]="$(median R_P99 "$mode" "$conc")"
         M_CPU[$k]="$(median R_CPU "$mode" "$conc")"
         M_ROWS[$k]="$(median R_ROWS "$mode" "$conc")"
+        M_COMPUTE[$k]="$(median R_COMPUTE "$mode" "$conc")"
+        M_BUSY[$k]="$(for r in $(seq "$ROUNDS"); do echo "${R_BUSY[$mode@$conc#$r]:-}"; done | grep . | sort -n | tail -1)"
         M_RANGE[$k]="$(for r in $(seq "$ROUNDS"); do echo "${R_RPS[$mode@$conc#$r]:-}"; done | grep . | sort -g |
             awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.0f-%.0f", lo, hi }')"
     done
@@ -212,19 +225,24 @@ echo
 echo "Dynamic batching: $MODEL (MLPClassifier 64-32-10, 2,410 parameters), one row per request, server on one core"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); Lectern $(lectern_version); wrk -c64 (-t2) and -c1 (-t1), ${DURATION}s runs after ${WARMUP}s warm-up, $ROUNDS round(s), medians; nice $NICE_VALUE; load average before $LOAD_BEFORE, after $LOAD_AFTER"
 echo
-echo "| batching | concurrency | req/s | req/s range | p50 | p99 | rows/execution | server CPU |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| batching | concurrency | req/s | req/s range | p50 | p99 | rows/execution | compute/row | server CPU | busy before |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for conc in $CONCURRENCIES; do
     for mode in $MODES; do
         k="$mode@$conc"
         if [ -n "${M_RPS[$k]}" ]; then
-            printf '| %s | %s | %.0f | %s | %s | %s | %s | %s%% |\n' "$mode" "$conc" "${M_RPS[$k]}" "${M_RANGE[$k]}" \
-                "$(ms "${M_P50[$k]}")" "$(ms "${M_P99[$k]}")" "${M_ROWS[$k]:-?}" "${M_CPU[$k]}"
+            printf '| %s | %s | %.0f | %s | %s | %s | %s | %s µs | %s%% | %s%% |\n' "$mode" "$conc" "${M_RPS[$k]}" "${M_RANGE[$k]}" \
+                "$(ms "${M_P50[$k]}")" "$(ms "${M_P99[$k]}")" "${M_ROWS[$k]:-?}" "${M_COMPUTE[$k]:-?}" "${M_CPU[$k]}" "${M_BUSY[$k]}"
         else
-            printf '| %s | %s | no valid run | | | | | |\n' "$mode" "$conc"
+            printf '| %s | %s | no valid run | | | | | | | |\n' "$mode" "$conc"
         fi
     done
 done
+echo
+echo "rows/execution and compute/row (model time per row, from lectern_inference_batch_size and"
+echo "lectern_inference_compute_duration_seconds); server CPU: its CPU time over the run's wall time"
+echo "(100%: its core was the limit); busy before: the highest whole-machine CPU use in the second"
+echo "before a round's server started (other work on the machine; measured processes run at nice $NICE_VALUE)."
 echo
 
 status=0

@@ -229,23 +229,28 @@ START_MAX="$(printf '%s\n' "${STARTUPS[@]}" | sort -g | tail -1)"
 OVER20="$(awk -v a="$RSS20" -v b="$RSS0" -v w="$WEIGHTS20" 'BEGIN { printf "%.0f", (a - b - w / 1024) / 20 }')"
 OVER20W="$(awk -v a="$W20" -v b="$RSS0" -v w="$WEIGHTS20" 'BEGIN { printf "%.0f", (a - b - w / 1024) / 20 }')"
 OVER50="$(awk -v a="$RSS50" -v b="$RSS0" -v w="$WEIGHTS50" 'BEGIN { printf "%.0f", (a - b - w / 1024) / 50 }')"
+# marginal: what the 30 models from 20 to 50 cost each (one-off costs of the first model,
+# such as engine code paged in and allocator arenas, drop out)
+MARGINAL="$(awk -v a="$RSS50" -v b="$RSS20" -v w50="$WEIGHTS50" -v w20="$WEIGHTS20" 'BEGIN { printf "%.0f", (a - b - (w50 - w20) / 1024) / 30 }')"
 
 echo
 echo "Resource budget: release binary, Lectern $(lectern_version)"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); server CPUs: ${CPUS:-all ($(nproc))}; memory read ${SETTLE}s after ready; load average before $LOAD_BEFORE, after $LOAD_AFTER"
 echo
-echo "| models | weights (served files) | RSS idle | RSS after one request each | peak RSS (VmHWM) | threads | start-up to ready |"
+echo "| models | weights (served files) | RSS idle (anon + file) | RSS after one request each | peak RSS (VmHWM) | threads | start-up to ready |"
 echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-printf '| 0 | 0 | %s | - | %s | %s | %.0f ms |\n' "$(mb "$RSS0")" "$(mb "$(field "$R0" 'idle["VmHWM"]')")" \
+split() { echo "$(mb "$(field "$1" 'idle["RssAnon"]')") + $(mb "$(field "$1" 'idle["RssFile"]')")"; }
+printf '| 0 | 0 | %s (%s) | - | %s | %s | %.0f ms |\n' "$(mb "$RSS0")" "$(split "$R0")" "$(mb "$(field "$R0" 'idle["VmHWM"]')")" \
     "$(field "$R0" 'idle["Threads"]')" "$(awk -v s="$(field "$R0" startup_s)" 'BEGIN { print s * 1000 }')"
-printf '| 20 | %s | %s | %s | %s | %s | %.0f ms |\n' "$(mb "$((WEIGHTS20 / 1024))")" "$(mb "$RSS20")" "$(mb "$W20")" \
+printf '| 20 | %s | %s (%s) | %s | %s | %s | %.0f ms |\n' "$(mb "$((WEIGHTS20 / 1024))")" "$(mb "$RSS20")" "$(split "$R20")" "$(mb "$W20")" \
     "$(mb "$(field "$R20" 'warm["VmHWM"]')")" "$(field "$R20" 'warm["Threads"]')" \
     "$(awk -v s="$(field "$R20" startup_s)" 'BEGIN { print s * 1000 }')"
-printf '| 50 | %s | %s | %s | %s | %s | %.0f ms median, %.0f ms worst of %s |\n' "$(mb "$((WEIGHTS50 / 1024))")" "$(mb "$RSS50")" \
-    "$(mb "$W50")" "$(mb "$(field "$R50" 'warm["VmHWM"]')")" "$(field "$R50" 'warm["Threads"]')" \
+printf '| 50 | %s | %s (%s) | %s | %s | %s | %.0f ms median, %.0f ms worst of %s |\n' "$(mb "$((WEIGHTS50 / 1024))")" "$(mb "$RSS50")" \
+    "$(split "$R50")" "$(mb "$W50")" "$(mb "$(field "$R50" 'warm["VmHWM"]')")" "$(field "$R50" 'warm["Threads"]')" \
     "$(awk -v s="$START_MED" 'BEGIN { print s * 1000 }')" "$(awk -v s="$START_MAX" 'BEGIN { print s * 1000 }')" "$STARTS"
 echo
 echo "per-model overhead beyond weights: $(mb "$OVER20") idle, $(mb "$OVER20W") after one request each (20 models); $(mb "$OVER50") idle (50 models)"
+echo "marginal cost of a model beyond weights (from 20 to 50 models, idle): $(mb "$MARGINAL")"
 echo
 
 verdict() { if [ "$1" = 1 ]; then echo PASS; else echo FAIL; fi; }

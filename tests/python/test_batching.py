@@ -23,6 +23,8 @@ import requests
 from onnx import TensorProto, helper, numpy_helper
 
 from lectern_v2 import (
+    ALL_DATATYPES,
+    V2_TO_NUMPY,
     binary_input,
     binary_output_names,
     binary_request,
@@ -35,12 +37,13 @@ from lectern_v2 import (
     ort_reference,
     parse_infer_response,
     parse_metrics,
+    to_bytes,
 )
 
 MLP = "digits-mlp"
 SLOW = "slow"
 SLOW_WIDTH = 512
-SLOW_LAYERS = 128
+SLOW_LAYERS = 192
 # Large enough for the occupying requests of a fast machine (rows are calibrated per server).
 SLOW_MAX_BATCH = 4096
 WAIT_S = 20.0          # backstop for anything the tests wait on
@@ -177,7 +180,7 @@ def check_slow_answer(srv, resp: requests.Response, x: np.ndarray):
     assert resp.status_code == 200, f"{resp.status_code}: {resp.text[:500]}"
     _, outputs = parse_infer_response(resp)
     ref = ort_reference(model_file(srv.models_dir, SLOW), {"x": x})["y"]
-    # 128 layers of float32 MatMul + Tanh: engines differ by rounding, not by rows.
+    # SLOW_LAYERS layers of float32 MatMul + Tanh: engines differ by rounding, not by rows.
     np.testing.assert_allclose(outputs["y"], ref, rtol=1e-3, atol=1e-2)
 
 
@@ -301,8 +304,9 @@ def make_calls(n: int, seed: int, max_rows: int = 5) -> list[Call]:
     return calls
 
 
-def fire_concurrently(srv, model: str, calls: list[Call]) -> list[requests.Response | BaseException]:
-    """Sends every call at once (one thread each, released together) and returns the answers."""
+def fire_concurrently(srv, model: str, calls: list) -> list[requests.Response | BaseException]:
+    """Sends every call (anything with `body` and `headers`) at once, one thread each, released
+    together, and returns the answers in the same order."""
     results: list = [None] * len(calls)
     barrier = threading.Barrier(len(calls))
 
@@ -396,12 +400,11 @@ def test_adaptive_batching_takes_the_queued_requests_together_when_the_model_fre
     srv = start_server(prepare=lambda m: add_slow_model(
         m, f"max_batch_size = {SLOW_MAX_BATCH}\ninstances = 1\n"))   # batching: the default
     speed = calibrate(srv)
-    x0 = slow_rows(speed.rows_for(1.5), seed=10)
+    x0 = slow_rows(speed.rows_for(2.0), seed=10)
     smalls = [slow_rows(1 + i % 4, seed=100 + i) for i in range(12)]
     before = metrics(srv)
 
-    occupier = Background(post_slow, srv, x0)
-    wait_queue_depth_or_busy(srv, occupier)
+    occupier = start_occupier(srv, x0)
     small_calls = [Background(post_slow, srv, x, id=f"small-{i}") for i, x in enumerate(smalls)]
     reached = wait_queue_depth(srv, SLOW, len(smalls), while_running=occupier)
     queued_while_busy = reached is not None and not occupier.finished()
@@ -425,17 +428,27 @@ def test_adaptive_batching_takes_the_queued_requests_together_when_the_model_fre
         f"{execs} executions for 1 occupying + {len(smalls)} queued requests: the queued ones were not batched")
 
 
-def wait_queue_depth_or_busy(srv, occupier: Background):
-    """Waits until the occupying request has reached the server: it shows as queue depth >= 1,
-    or (once the worker took it) as an execution in progress; we cannot see the latter directly,
-    so allow a short grace period after which a request sent now lands behind it."""
+def queue_exits(srv, model: str) -> float:
+    """Requests that have left the queue so far (the count of the queue-duration histogram,
+    observed when a request leaves the queue for an execution)."""
+    return metric(metrics(srv), "lectern_inference_queue_duration_seconds_count", model)
+
+
+def start_occupier(srv, x: np.ndarray) -> Background:
+    """Sends a long request and returns once it is at the server: waiting in the queue (depth
+    >= 1) or taken for execution (the queue-duration count grew). Should neither show, gives it
+    a grace period of 0.25 s, after which a request sent now lands behind it anyway."""
+    exits = queue_exits(srv, SLOW)
+    occupier = Background(post_slow, srv, x)
     deadline = time.monotonic() + 0.25
-    while time.monotonic() < deadline:
-        depth = queue_depth(srv, SLOW)
-        if depth:
-            return
-        time.sleep(0.003)
+    while time.monotonic() < deadline and not occupier.finished():
+        samples = metrics(srv)
+        if (metric(samples, "lectern_inference_queue_depth", SLOW) >= 1
+                or metric(samples, "lectern_inference_queue_duration_seconds_count", SLOW) > exits):
+            break
+        time.sleep(0.002)
     assert not occupier.finished(), "the occupying request already finished (calibration far off)"
+    return occupier
 
 
 # =========================================================================== every caller gets its own rows
@@ -474,6 +487,123 @@ def test_batching_off_runs_every_request_alone(start_server):
     assert n == len(calls) and rows == sum(len(c.rows) for c in calls), (n, rows)
 
 
+@dataclass
+class Raw:
+    body: bytes
+    headers: dict
+
+
+def dtypes_caller_arrays(i: int, n: int) -> dict[str, np.ndarray]:
+    """n rows of 3 values per datatype, distinct per caller i (floats and strings carry i)."""
+    arrays = {}
+    for t in ALL_DATATYPES:
+        if t == "BYTES":
+            a = np.empty((n, 3), dtype=object)
+            a[:] = [[f"caller {i} row {r} col {j} é🎉" for j in range(3)] for r in range(n)]
+        elif t == "BOOL":
+            a = np.array([[(i + r + j) % 3 == 0 for j in range(3)] for r in range(n)])
+        elif t.startswith("FP"):
+            a = np.array([[i + r * 0.25 + j * 0.125 for j in range(3)] for r in range(n)], dtype=V2_TO_NUMPY[t])
+        else:
+            a = np.array([[(i * 7 + r * 3 + j) % 60 for j in range(3)] for r in range(n)], dtype=V2_TO_NUMPY[t])
+        arrays[t] = a
+    return arrays
+
+
+def test_every_datatype_is_batched_and_split_back_per_caller(start_server):
+    """The dtypes model (one [N, 3] input per V2 datatype, BYTES included) made batchable:
+    32 concurrent callers with 1..4 rows each get exactly their own rows of every output."""
+    config = 'max_batch_size = 16\nbatching = "fixed"\nmax_queue_delay_us = 100000\ninstances = 1\n'
+    srv = start_server(prepare=lambda m: (m / "dtypes" / "config.toml").write_text(config))
+    calls, expected = [], []
+    for i in range(32):
+        n = 1 + i % 4
+        arrays = dtypes_caller_arrays(i, n)
+        header: dict = {"id": f"dt-{i}"}
+        if i % 3 == 1:
+            header["parameters"] = {"binary_data_output": True}
+        if i % 2 == 0:
+            specs, blobs = zip(*(binary_input(f"in_{t.lower()}", a, t) for t, a in arrays.items()))
+            header["inputs"] = list(specs)
+            calls.append(Raw(*binary_request(header, list(blobs))))
+        else:
+            header["inputs"] = [json_input(f"in_{t.lower()}", a, t) for t, a in arrays.items()]
+            calls.append(Raw(json.dumps(header).encode(), {"Content-Type": "application/json"}))
+        feeds = {f"in_{t.lower()}": a for t, a in arrays.items()}
+        expected.append(ort_reference(model_file(srv.models_dir, "dtypes"), feeds))
+    before = metrics(srv)
+    answers = fire_concurrently(srv, "dtypes", calls)
+    after = metrics(srv)
+    for i, (resp, ref) in enumerate(zip(answers, expected)):
+        assert not isinstance(resp, BaseException), f"caller {i}: {resp!r}"
+        assert resp.status_code == 200, f"caller {i}: {resp.status_code} {resp.text[:500]}"
+        header, outputs = parse_infer_response(resp)
+        assert header.get("id") == f"dt-{i}", header.get("id")
+        assert sorted(outputs) == sorted(ref), (i, sorted(outputs))
+        for name, want in ref.items():
+            got = outputs[name]
+            assert list(got.shape) == list(want.shape), (i, name, got.shape, want.shape)
+            if want.dtype == object:
+                assert [to_bytes(v) for v in got.reshape(-1)] == [to_bytes(v) for v in want.reshape(-1)], (i, name)
+            else:
+                assert got.dtype == want.dtype and np.array_equal(got, want), (i, name, got.tolist(), want.tolist())
+    execs = (metric(after, "lectern_inference_exec_count_total", "dtypes")
+             - metric(before, "lectern_inference_exec_count_total", "dtypes"))
+    assert execs < len(calls), f"{execs} executions for {len(calls)} requests: nothing was batched"
+
+
+def build_rowsum_model(path: Path, dims=("batch", "width")):
+    """x FP32 [N, W] (both free) -> y = sum over W, FP32 [N, 1]. `dims`: the ONNX names of the
+    two free dimensions (None: anonymous, as some exporters write them)."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)], "rowsum",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0], 1])],
+        initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("dims", [pytest.param(("batch", "width"), id="named-dims"),
+                                  pytest.param((None, None), id="anonymous-dims")])
+def test_requests_with_different_non_batch_dimensions_are_not_mixed(start_server, dims):
+    """Only requests whose inputs agree after the first dimension may share a batch: callers
+    sending rows of widths 2, 3, 5 and 8 at once all get their own sums. The model's metadata
+    is [-1, -1] either way; whether ONNX names its free dimensions must not matter."""
+    def prepare(models: Path):
+        build_rowsum_model(models / "rowsum" / "1" / "model.onnx", dims)
+        (models / "rowsum" / "config.toml").write_text(
+            'max_batch_size = 32\nbatching = "fixed"\nmax_queue_delay_us = 100000\ninstances = 1\n')
+
+    srv = start_server(prepare=prepare)
+    rng = np.random.default_rng(5)
+    xs = [rng.uniform(-10, 10, (1 + i % 4, (2, 3, 5, 8)[i % 4 if i % 8 < 4 else (i // 2) % 4])).astype(np.float32)
+          for i in range(40)]
+    calls = []
+    for i, x in enumerate(xs):
+        if i % 2:
+            spec, blob = binary_input("x", x, "FP32")
+            calls.append(Raw(*binary_request({"inputs": [spec]}, [blob])))
+        else:
+            calls.append(Raw(json.dumps({"inputs": [json_input("x", x, "FP32")]}).encode(), {}))
+    before = metrics(srv)
+    answers = fire_concurrently(srv, "rowsum", calls)
+    after = metrics(srv)
+    for i, (resp, x) in enumerate(zip(answers, xs)):
+        assert not isinstance(resp, BaseException), f"caller {i}: {resp!r}"
+        assert resp.status_code == 200, f"caller {i} (shape {x.shape}): {resp.status_code} {resp.text[:500]}"
+        _, outputs = parse_infer_response(resp)
+        np.testing.assert_allclose(outputs["y"], x.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-4,
+                                   err_msg=f"caller {i} (shape {x.shape})")
+    execs = (metric(after, "lectern_inference_exec_count_total", "rowsum")
+             - metric(before, "lectern_inference_exec_count_total", "rowsum"))
+    widths = {x.shape[1] for x in xs}
+    assert len(widths) <= execs < len(xs), f"{execs} executions for {len(xs)} requests of {len(widths)} widths"
+
+
 # =========================================================================== max_batch_size
 
 def test_a_request_over_max_batch_size_is_refused_with_400(start_server):
@@ -505,8 +635,7 @@ def test_expired_deadlines_are_answered_408_and_never_computed(start_server):
 
     # Two long requests: while the second waits in the queue the first is computing, so
     # anything sent now waits for at least ~0.8 s, far over its 1 ms timeout.
-    first = Background(post_slow, srv, busy[0])
-    wait_queue_depth_or_busy(srv, first)
+    first = start_occupier(srv, busy[0])
     second = Background(post_slow, srv, busy[1])
     wait_queue_depth(srv, SLOW, 1)
     assert not first.finished(), "the first long request finished before the test could queue behind it"
@@ -550,8 +679,7 @@ def test_the_queue_depth_gauge_returns_to_0_when_the_last_queued_requests_expire
     srv = start_server(prepare=lambda m: add_slow_model(m, slow_config(batching="off", instances=1)))
     speed = calibrate(srv)
     busy = slow_rows(speed.rows_for(0.8), seed=23)
-    first = Background(post_slow, srv, busy)
-    wait_queue_depth_or_busy(srv, first)
+    first = start_occupier(srv, busy)
     expiring = [Background(post_slow, srv, slow_rows(1, seed=24 + i), parameters={"timeout": 1000})
                 for i in range(3)]
     wait_queue_depth(srv, SLOW, 3)
@@ -573,8 +701,7 @@ def test_priority_requests_leave_the_queue_before_default_ones(start_server):
     occupying = slow_rows(speed.rows_for(1.5), seed=50)
     step_rows = speed.rows_for(0.08)
 
-    occupier = Background(post_slow, srv, occupying)
-    wait_queue_depth_or_busy(srv, occupier)
+    occupier = start_occupier(srv, occupying)
 
     calls: list[tuple[str, Background, np.ndarray]] = []
     n_default = 6
@@ -617,8 +744,7 @@ def test_a_full_queue_answers_503_with_retry_after_1_while_the_model_is_busy(sta
     speed = calibrate(srv)
     occupying = slow_rows(speed.rows_for(1.5), seed=80)
     before = metrics(srv)
-    occupier = Background(post_slow, srv, occupying)
-    wait_queue_depth_or_busy(srv, occupier)
+    occupier = start_occupier(srv, occupying)
 
     n = 12
     xs = [slow_rows(2, seed=90 + i) for i in range(n)]

@@ -332,6 +332,7 @@ fn run_batch(shared: &Shared, session: &mut Box<dyn Session>, backend: &dyn Back
     };
     let outputs = match run_guarded(shared, session, backend, inputs, total) {
         Ok(outputs) => outputs,
+        Err(BackendError::Inference(message)) => return fail_all(replies, message),
         Err(e) => return fail_all(replies, e.to_string()),
     };
     let split: Option<Vec<Vec<Tensor>>> = outputs.iter().map(|o| o.split_rows(&rows)).collect();

@@ -5,15 +5,16 @@ use lectern_core::{DataType, Tensor as LTensor, TensorData};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{DimFact, GenericFactoid, InferenceFact, ShapeFactoid};
 
-/// Replaces every unknown dimension of an input fact with `symbol`, so that the model can
-/// be typed and optimised once for any batch size.
-pub fn with_free_dims_as(mut fact: InferenceFact, symbol: &Symbol) -> InferenceFact {
+/// Replaces every unknown dimension of an input fact with the symbol `symbol_for(axis)`, so
+/// that the model can be typed and optimised once for any size.
+pub fn with_free_dims(mut fact: InferenceFact, symbol_for: impl Fn(usize) -> Symbol) -> InferenceFact {
     if let GenericFactoid::Only(_) = fact.shape.rank() {
         let dims: TVec<DimFact> = fact
             .shape
             .dims()
-            .map(|d| match d {
-                GenericFactoid::Any => DimFact::from(TDim::from(symbol.clone())),
+            .enumerate()
+            .map(|(axis, d)| match d {
+                GenericFactoid::Any => DimFact::from(TDim::from(symbol_for(axis))),
                 known => known.clone(),
             })
             .collect();

@@ -28,10 +28,15 @@ impl OnnxBackend {
         let output_names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
 
         let mut model = onnx.model_for_proto_model(&proto).map_err(load)?;
-        let batch = model.symbols.sym("N");
+        // Unnamed free dimensions: the first one of every input is the shared batch size
+        // `N`; every other one is a size of its own.
         for ix in 0..model.inputs.len() {
             let fact = model.input_fact(ix).map_err(load)?.clone();
-            model.set_input_fact(ix, convert::with_free_dims_as(fact, &batch)).map_err(load)?;
+            let symbols = model.symbols.clone();
+            let fact = convert::with_free_dims(fact, |axis| {
+                symbols.sym(&if axis == 0 { "N".to_string() } else { format!("lectern_in{ix}_d{axis}") })
+            });
+            model.set_input_fact(ix, fact).map_err(load)?;
         }
         let typed = model.into_typed().map_err(load)?;
         let signature = Signature {
