@@ -51,74 +51,10 @@ for s in $SERVERS; do
     *) echo "bench: unknown server $s (known: lectern mlserver fastapi ceiling)" >&2; exit 2 ;;
     esac
 done
-NICE_VALUE="${BENCH_NICE:--19}"
-PRIO=()
-if [ "$NICE_VALUE" != off ] && [ "$(id -u)" = 0 ]; then
-    # With autogroup scheduling (one group per session), a plain nice only weighs
-    # against the same session; so each measured process gets its own session
-    # (setsid) whose autogroup is given the nice value too.
-    # shellcheck disable=SC2016
-    PRIO=(setsid bash -c 'echo "$0" >/proc/self/autogroup 2>/dev/null || true; exec nice -n "$0" "$@"' "$NICE_VALUE")
-else
-    PRIO=(setsid)
-fi
-
-log() { echo "bench: $*" >&2; }
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/lectern-bench.XXXXXX")"
-SERVER_PID=""
-WRK_PID=""
-
-stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        # Each server is started with setsid: its pid is its process group.
-        kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
-}
-
-cleanup() {
-    if [ -n "$WRK_PID" ]; then kill -TERM "$WRK_PID" 2>/dev/null || true; fi
-    stop_server
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# CPU seconds (user+system) used so far by every process in a process group.
-group_cpu_ticks() {
-    local pgid="$1" total=0 f stat rest
-    for f in /proc/[0-9]*/stat; do
-        read -r stat 2>/dev/null <"$f" || continue
-        rest="${stat##*) }"          # fields from 3 on: state ppid pgrp ...
-        # shellcheck disable=SC2086
-        set -- $rest
-        if [ "${3:-}" = "$pgid" ]; then
-            total=$((total + ${12} + ${13}))   # utime, stime
-        fi
-    done
-    echo "$total"
-}
-
-# Percent of the machine's CPU time busy over one second (before a run: other work).
-busy_pct() {
-    local a b
-    read -r -a a </proc/stat
-    sleep 1
-    read -r -a b </proc/stat
-    awk -v u="$(( b[1] + b[2] + b[3] + b[6] + b[7] + b[8] - a[1] - a[2] - a[3] - a[6] - a[7] - a[8] ))" \
-        -v i="$(( b[4] + b[5] - a[4] - a[5] ))" 'BEGIN { printf "%.0f", (u + i) ? 100 * u / (u + i) : 0 }'
-}
+# Shared helpers: PRIO, log, WORK, stop_server, the EXIT trap, free_port, group_cpu_ticks,
+# busy_pct (see bench/lib.sh).
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- preparation
 if [ "${BENCH_SKIP_SETUP:-0}" != 1 ]; then

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034  # the variables are for the scripts that source this
-# Helpers shared by bench/batching.sh and bench/budget.sh (sourced, not run). They follow
+# Helpers shared by the bench/*.sh scripts (sourced, not run). They follow
 # bench/infer.sh: release build in $CARGO_TARGET_DIR (default $HOME/.cache/lectern/target),
 # BENCH_NO_BUILD=1 to skip it, each server in its own session (setsid) so that its process
 # group can be stopped, nice -19 for measured processes when run as root (BENCH_NICE).
