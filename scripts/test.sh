@@ -28,6 +28,13 @@ fi
 step "cargo build"
 cargo build --workspace --locked
 
+step "cargo clippy (warnings are errors)"
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  echo "clippy is not installed; skipped"
+fi
+
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

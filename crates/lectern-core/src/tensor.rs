@@ -272,7 +272,7 @@ impl Tensor {
         if rows.iter().sum::<usize>() != total {
             return None;
         }
-        let per_row = if total == 0 { 0 } else { self.data.len() / total };
+        let per_row = self.data.len().checked_div(total).unwrap_or(0);
         let mut start = 0;
         Some(
             rows.iter()

@@ -145,7 +145,7 @@ fn is_single_column_binary(node: &NodeProto) -> bool {
 }
 
 fn relabel_binary_tree_classifier(graph: &mut GraphProto, mut tree: NodeProto) -> Result<(), String> {
-    let label = std::mem::replace(&mut tree.output[0], String::new());
+    let label = std::mem::take(&mut tree.output[0]);
     tree.output[0] = format!("{label}_lectern_unused");
     let probabilities = tree.output[1].clone();
     let (classes, argmax) = (format!("{label}_lectern_classes"), format!("{label}_lectern_argmax"));
