@@ -140,24 +140,6 @@ fn every_bundled_model_has_the_same_signature_on_every_engine() {
     }
 }
 
-fn empty(datatype: DataType) -> TensorData {
-    match datatype {
-        DataType::Bool => TensorData::Bool(vec![]),
-        DataType::U8 => TensorData::U8(vec![]),
-        DataType::U16 => TensorData::U16(vec![]),
-        DataType::U32 => TensorData::U32(vec![]),
-        DataType::U64 => TensorData::U64(vec![]),
-        DataType::I8 => TensorData::I8(vec![]),
-        DataType::I16 => TensorData::I16(vec![]),
-        DataType::I32 => TensorData::I32(vec![]),
-        DataType::I64 => TensorData::I64(vec![]),
-        DataType::F16 => TensorData::F16(vec![]),
-        DataType::F32 => TensorData::F32(vec![]),
-        DataType::F64 => TensorData::F64(vec![]),
-        DataType::Bytes => TensorData::Bytes(vec![]),
-    }
-}
-
 #[test]
 fn a_batch_of_no_rows_answers_empty_outputs_on_every_engine() {
     for (model, version) in bundled() {
@@ -170,7 +152,7 @@ fn a_batch_of_no_rows_answers_empty_outputs_on_every_engine() {
                 .iter()
                 .map(|i| {
                     let shape = i.shape.iter().enumerate().map(|(ix, &d)| if ix == 0 || d < 0 { 0 } else { d as usize }).collect();
-                    Tensor { name: i.name.clone(), shape, data: empty(i.datatype) }
+                    Tensor { name: i.name.clone(), shape, data: TensorData::empty(i.datatype) }
                 })
                 .collect();
             let outputs = run(&format!("{engine}: {model} v{version}, no rows"), &*backend, inputs);

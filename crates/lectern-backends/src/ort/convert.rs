@@ -116,22 +116,3 @@ pub fn from_ort(name: &str, value: &DynValue) -> Result<LTensor, BackendError> {
     let shape = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
     Ok(LTensor { name: name.to_string(), shape, data })
 }
-
-/// No elements of `datatype`.
-pub fn empty(datatype: DataType) -> TensorData {
-    match datatype {
-        DataType::Bool => TensorData::Bool(vec![]),
-        DataType::U8 => TensorData::U8(vec![]),
-        DataType::U16 => TensorData::U16(vec![]),
-        DataType::U32 => TensorData::U32(vec![]),
-        DataType::U64 => TensorData::U64(vec![]),
-        DataType::I8 => TensorData::I8(vec![]),
-        DataType::I16 => TensorData::I16(vec![]),
-        DataType::I32 => TensorData::I32(vec![]),
-        DataType::I64 => TensorData::I64(vec![]),
-        DataType::F16 => TensorData::F16(vec![]),
-        DataType::F32 => TensorData::F32(vec![]),
-        DataType::F64 => TensorData::F64(vec![]),
-        DataType::Bytes => TensorData::Bytes(vec![]),
-    }
-}

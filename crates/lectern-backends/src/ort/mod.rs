@@ -16,7 +16,7 @@ mod zipmap;
 use crate::{Backend, BackendError, Session, Signature, TensorInfo};
 use ::ort::environment::Environment;
 use ::ort::session::{builder::GraphOptimizationLevel, Session as OrtSession, SessionInputValue};
-use lectern_core::Tensor;
+use lectern_core::{Tensor, TensorData};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Intra-op threads per session unless told otherwise.
@@ -156,7 +156,7 @@ fn empty_outputs(outputs: &[TensorInfo], rows: &[usize]) -> Option<Vec<Tensor>> 
             (*batch < 0).then(|| Tensor {
                 name: info.name.clone(),
                 shape: std::iter::once(0).chain(rest).collect(),
-                data: convert::empty(info.datatype),
+                data: TensorData::empty(info.datatype),
             })
         })
         .collect()
