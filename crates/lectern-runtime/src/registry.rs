@@ -68,12 +68,10 @@ impl Registry {
         let _guard = self.changes.lock().await;
         let names = model_folders(&self.root)?;
         for name in names {
-            let this = self.clone();
-            let folder = self.root.join(&name);
-            let model_name = name.clone();
-            let entry = tokio::task::spawn_blocking(move || this.build_entry(&model_name, &folder))
+            let entry = self
+                .build_entry_off_runtime(&name, self.root.join(&name))
                 .await
-                .unwrap_or_else(|e| ModelEntry { reason: Some(format!("loader crashed: {e}")), ..Default::default() });
+                .unwrap_or_else(|reason| ModelEntry { reason: Some(reason), ..Default::default() });
             log_entry(&name, &entry);
             self.write().insert(name, entry);
         }
@@ -85,11 +83,10 @@ impl Registry {
     pub async fn load(self: &Arc<Self>, name: &str) -> Result<(), RuntimeError> {
         let folder = self.model_folder(name)?;
         let _guard = self.changes.lock().await;
-        let this = self.clone();
-        let model_name = name.to_string();
-        let entry = tokio::task::spawn_blocking(move || this.build_entry(&model_name, &folder))
+        let entry = self
+            .build_entry_off_runtime(name, folder)
             .await
-            .map_err(|e| RuntimeError::LoadFailed(name.to_string(), format!("loader crashed: {e}")))?;
+            .map_err(|reason| RuntimeError::LoadFailed(name.to_string(), reason))?;
         if let Some(reason) = entry_failure(&entry) {
             tracing::warn!(model = name, %reason, "load failed; previous versions keep serving");
             return Err(RuntimeError::LoadFailed(name.to_string(), reason));
@@ -179,6 +176,14 @@ impl Registry {
             return Err(RuntimeError::ModelNotFound(name.to_string()));
         }
         Ok(folder)
+    }
+
+    /// [`Self::build_entry`] on the blocking pool: loading parses and optimises model files.
+    async fn build_entry_off_runtime(self: &Arc<Self>, name: &str, folder: PathBuf) -> Result<ModelEntry, String> {
+        let (this, name) = (self.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || this.build_entry(&name, &folder))
+            .await
+            .map_err(|e| format!("loader crashed: {e}"))
     }
 
     /// Builds the entry of one model folder: every selected version, loaded or failed.

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -16,14 +17,18 @@ struct IndexRequest {
     ready: bool,
 }
 
+/// Parses a JSON body that may be left empty (then `T::default()`).
+fn optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))
+}
+
 /// `POST /v2/repository/index`
 pub async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
-    let request: IndexRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        IndexRequest::default()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))?
-    };
+    let request: IndexRequest = optional_json(&bytes)?;
     let rows: Vec<Value> = state
         .registry
         .index()
@@ -52,9 +57,7 @@ pub async fn load(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        serde_json::from_slice::<Value>(&bytes).map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))?;
-    }
+    optional_json::<Value>(&bytes)?;
     state.registry.load(&model).await?;
     Ok(Json(json!({})))
 }
