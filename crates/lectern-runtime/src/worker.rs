@@ -47,15 +47,24 @@ impl Job {
         }
     }
 
-    /// The dimensions after the first of every input: requests batch only when these agree.
-    fn batch_key(&self) -> Option<Vec<&[usize]>> {
+    /// The dimensions after the first of every input, when every input has `rows` rows:
+    /// requests batch only when these agree.
+    fn batch_key(&self) -> Option<Vec<Vec<usize>>> {
         self.inputs
             .iter()
             .map(|t| match t.shape.split_first() {
-                Some((&rows, rest)) if rows == self.rows => Some(rest),
+                Some((&rows, rest)) if rows == self.rows => Some(rest.to_vec()),
                 _ => None,
             })
             .collect()
+    }
+
+    /// True when this job's `batch_key` is `key` (without building it).
+    fn matches(&self, key: &[Vec<usize>]) -> bool {
+        self.inputs.len() == key.len()
+            && self.inputs.iter().zip(key).all(|(t, k)| {
+                t.shape.split_first().is_some_and(|(&rows, rest)| rows == self.rows && rest == k.as_slice())
+            })
     }
 
     fn expired(&self, now: Instant) -> bool {
@@ -111,12 +120,12 @@ impl Queue {
     }
 
     /// Removes, in priority order, the jobs that fit `key` within `room` rows.
-    fn take_compatible(&mut self, key: &[&[usize]], room: &mut usize, into: &mut Vec<Job>) {
+    fn take_compatible(&mut self, key: &[Vec<usize>], room: &mut usize, into: &mut Vec<Job>) {
         for queue in self.levels.values_mut() {
             let mut ix = 0;
             while ix < queue.len() && *room > 0 {
                 let job = &queue[ix];
-                if job.rows <= *room && job.batch_key().as_deref() == Some(key) {
+                if job.rows <= *room && job.matches(key) {
                     let job = queue.remove(ix).expect("index in range");
                     *room -= job.rows;
                     into.push(job);
@@ -213,12 +222,10 @@ impl Shared {
                 }
             }
         };
-        let key: Option<Vec<Vec<usize>>> = first.batch_key().map(|k| k.into_iter().map(<[usize]>::to_vec).collect());
-        let (Some(key), true) = (key, self.batching()) else {
+        let Some(key) = first.batch_key().filter(|_| self.batching()) else {
             self.publish_depth(&queue);
             return Some(vec![first]);
         };
-        let key: Vec<&[usize]> = key.iter().map(Vec::as_slice).collect();
         let mut room = self.config.max_batch_size.saturating_sub(first.rows);
         let mut batch = vec![first];
         queue.take_compatible(&key, &mut room, &mut batch);
