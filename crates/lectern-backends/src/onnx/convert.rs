@@ -98,8 +98,8 @@ pub fn to_tract(tensor: LTensor) -> Result<TValue, BackendError> {
     })
 }
 
-fn slice<T: Datum + Clone>(value: &TValue) -> TractResult<Vec<T>> {
-    Ok(value.try_as_plain_ram()?.as_slice::<T>()?.to_vec())
+fn slice<T: Datum + Clone>(tensor: &Tensor) -> TractResult<Vec<T>> {
+    Ok(tensor.try_as_plain_ram()?.as_slice::<T>()?.to_vec())
 }
 
 /// A tract value as a Lectern tensor named `name`.
@@ -121,7 +121,7 @@ pub fn from_tract(name: &str, value: &TValue) -> Result<LTensor, BackendError> {
         DatumType::String => TensorData::Bytes(
             value.try_as_plain_ram().map_err(fail)?.as_slice::<String>().map_err(fail)?.iter().map(|s| s.as_bytes().to_vec()).collect(),
         ),
-        DatumType::TDim => TensorData::I64(slice(&value.cast_to::<i64>().map_err(fail)?.into_owned().into_tvalue()).map_err(fail)?),
+        DatumType::TDim => TensorData::I64(slice::<i64>(&*value.cast_to::<i64>().map_err(fail)?).map_err(fail)?),
         other => return Err(BackendError::Inference(format!("output '{name}' has type {other:?}, which the V2 protocol cannot carry"))),
     };
     Ok(LTensor { name: name.to_string(), shape: value.shape().to_vec(), data })
