@@ -103,7 +103,68 @@ pub struct ModelConfig {
     /// Outputs, when the model file lacks them.
     #[serde(default)]
     pub outputs: Vec<TensorSpec>,
+    /// How an image becomes the model's input tensor (pipelines' image steps).
+    #[serde(default)]
+    pub image: Option<ImageSpec>,
 }
+
+/// Colour channels of an image input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorMode {
+    Gray,
+    Rgb,
+}
+
+impl ColorMode {
+    /// Channels per pixel.
+    pub fn channels(self) -> usize {
+        match self {
+            ColorMode::Gray => 1,
+            ColorMode::Rgb => 3,
+        }
+    }
+}
+
+/// Order of the image tensor's dimensions after the batch dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageLayout {
+    /// `[N, H*W*C]`, pixels row by row, channels interleaved.
+    Flat,
+    /// `[N, H, W, C]`.
+    Nhwc,
+    /// `[N, C, H, W]`.
+    Nchw,
+}
+
+/// The `[image]` table of a model's config: how a decoded picture becomes an input row.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub width: u32,
+    pub height: u32,
+    pub mode: ColorMode,
+    #[serde(default = "default_layout")]
+    pub layout: ImageLayout,
+    /// A pixel value 0..255 maps linearly onto `[low, high]`.
+    #[serde(default = "default_range")]
+    pub range: [f32; 2],
+    /// `255 - pixel` first: dark ink on light paper becomes high values.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+fn default_layout() -> ImageLayout {
+    ImageLayout::Flat
+}
+
+fn default_range() -> [f32; 2] {
+    [0.0, 1.0]
+}
+
+/// Largest image side accepted in a config (the tensor grows with its square).
+pub const MAX_IMAGE_SIDE: u32 = 4096;
 
 fn default_platform() -> String {
     "onnx".into()
@@ -173,6 +234,15 @@ impl ModelConfig {
         if self.queue_capacity == 0 {
             return Err("'queue_capacity' must be at least 1".into());
         }
+        if let Some(image) = &self.image {
+            let side_ok = |s: u32| (1..=MAX_IMAGE_SIDE).contains(&s);
+            if !side_ok(image.width) || !side_ok(image.height) {
+                return Err(format!("[image] width and height must be between 1 and {MAX_IMAGE_SIDE}"));
+            }
+            if !image.range.iter().all(|v| v.is_finite()) {
+                return Err("[image] range must hold two finite numbers".into());
+            }
+        }
         if let Some(labels) = &self.labels {
             if labels.contains("..") || Path::new(labels).is_absolute() {
                 return Err("'labels' must be a file inside the model folder".into());
@@ -228,6 +298,10 @@ mod tests {
         assert!(ModelConfig::parse("latest = 1\nversions = [1]", "c").is_err());
         assert!(ModelConfig::parse("lattest = 1", "c").is_err());
         assert!(ModelConfig::parse("[[inputs]]\nname='X'\ndatatype='FLOAT'", "c").is_err());
+        assert!(ModelConfig::parse("[image]\nwidth=0\nheight=8\nmode='gray'", "c").is_err());
+        assert!(ModelConfig::parse("[image]\nwidth=8\nheight=8\nmode='cmyk'", "c").is_err());
+        let c = ModelConfig::parse("[image]\nwidth=8\nheight=8\nmode='gray'\nrange=[0.0,16.0]", "c").unwrap();
+        assert_eq!(c.image.unwrap().layout, ImageLayout::Flat);
         let c = ModelConfig::parse("[[inputs]]\nname='X'\ndatatype='FP32'\nshape=[-1,4]", "c").unwrap();
         assert_eq!(c.inputs[0].datatype, Some(DataType::F32));
     }

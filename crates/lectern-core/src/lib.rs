@@ -5,7 +5,9 @@ pub mod config;
 pub mod protocol;
 pub mod tensor;
 
-pub use config::{BatchingMode, ConfigError, ModelConfig, TensorSpec, VersionPolicy};
+pub use config::{
+    BatchingMode, ColorMode, ConfigError, ImageLayout, ImageSpec, ModelConfig, TensorSpec, VersionPolicy,
+};
 pub use protocol::{
     decode_request, encode_response, EncodedResponse, InferRequest, InferResponse, ProtocolError,
     RequestedOutput, ResponseOutput,

@@ -187,6 +187,26 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// `values` cast to `datatype` (as a C cast: floats to integers truncate and saturate);
+    /// `None` for BYTES.
+    pub fn from_f64(datatype: DataType, values: &[f64]) -> Option<TensorData> {
+        Some(match datatype {
+            DataType::Bool => TensorData::Bool(values.iter().map(|&x| x != 0.0).collect()),
+            DataType::U8 => TensorData::U8(values.iter().map(|&x| x as u8).collect()),
+            DataType::U16 => TensorData::U16(values.iter().map(|&x| x as u16).collect()),
+            DataType::U32 => TensorData::U32(values.iter().map(|&x| x as u32).collect()),
+            DataType::U64 => TensorData::U64(values.iter().map(|&x| x as u64).collect()),
+            DataType::I8 => TensorData::I8(values.iter().map(|&x| x as i8).collect()),
+            DataType::I16 => TensorData::I16(values.iter().map(|&x| x as i16).collect()),
+            DataType::I32 => TensorData::I32(values.iter().map(|&x| x as i32).collect()),
+            DataType::I64 => TensorData::I64(values.iter().map(|&x| x as i64).collect()),
+            DataType::F16 => TensorData::F16(values.iter().map(|&x| f16::from_f64(x)).collect()),
+            DataType::F32 => TensorData::F32(values.iter().map(|&x| x as f32).collect()),
+            DataType::F64 => TensorData::F64(values.to_vec()),
+            DataType::Bytes => return None,
+        })
+    }
+
     /// Elements as f64, for scoring outputs (classification); `None` for BYTES.
     pub fn to_f64_vec(&self) -> Option<Vec<f64>> {
         Some(match self {

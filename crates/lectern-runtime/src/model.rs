@@ -5,7 +5,7 @@ use crate::metrics::ModelMetrics;
 use crate::worker::{Job, JobError, SubmitError, Worker};
 use crate::RuntimeError;
 use lectern_backends::{Signature, TensorInfo};
-use lectern_core::{InferRequest, InferResponse, RequestedOutput, ResponseOutput, Tensor, TensorData};
+use lectern_core::{ImageSpec, InferRequest, InferResponse, RequestedOutput, ResponseOutput, Tensor, TensorData};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ pub struct LoadedModel {
     pub version: u64,
     pub signature: Signature,
     pub labels: Option<Vec<String>>,
+    /// How pictures become this model's input, when its config says.
+    pub image: Option<ImageSpec>,
     /// Largest batch along the first dimension; 0: the model has no batch dimension.
     pub max_batch_size: usize,
     pub metrics: Arc<ModelMetrics>,
@@ -28,12 +30,18 @@ impl LoadedModel {
         name: String,
         version: u64,
         signature: Signature,
-        labels: Option<Vec<String>>,
         max_batch_size: usize,
         metrics: Arc<ModelMetrics>,
         worker: Worker,
     ) -> Self {
-        LoadedModel { name, version, signature, labels, max_batch_size, metrics, worker }
+        LoadedModel { name, version, signature, labels: None, image: None, max_batch_size, metrics, worker }
+    }
+
+    /// Adds the class names and the image conversion from the model's config.
+    pub(crate) fn described(mut self, labels: Option<Vec<String>>, image: Option<ImageSpec>) -> Self {
+        self.labels = labels;
+        self.image = image;
+        self
     }
 
     /// Runs one request and counts it in the model's metrics.

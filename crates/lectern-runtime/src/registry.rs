@@ -240,7 +240,8 @@ impl Registry {
             max_delay: Duration::from_micros(config.max_queue_delay_us),
         };
         let worker = Worker::start(&format!("{name}:{version}"), scheduler, backend, metrics.clone())?;
-        Ok(LoadedModel::new(name.to_string(), version, signature, labels, max_batch_size, metrics, worker))
+        Ok(LoadedModel::new(name.to_string(), version, signature, max_batch_size, metrics, worker)
+            .described(labels, config.image.clone()))
     }
 }
 

@@ -41,6 +41,12 @@ impl From<RuntimeError> for ApiError {
     }
 }
 
+impl From<lectern_pipeline::PipelineError> for ApiError {
+    fn from(e: lectern_pipeline::PipelineError) -> Self {
+        ApiError::new(status_of(e.kind()), e.to_string())
+    }
+}
+
 impl From<lectern_core::ProtocolError> for ApiError {
     fn from(e: lectern_core::ProtocolError) -> Self {
         ApiError::bad_request(e.to_string())

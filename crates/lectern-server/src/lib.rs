@@ -8,9 +8,10 @@ mod routes;
 pub use error::{status_of, ApiError};
 
 use axum::Router;
+use lectern_pipeline::Engine;
 use lectern_runtime::Registry;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// How the HTTP layer behaves (not what it serves).
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct AppState {
     pub settings: HttpSettings,
     /// Set once the start-up load of the repository has finished.
     pub ready: AtomicBool,
+    /// The pipelines of the config file, set once the models they name are loaded.
+    pub pipelines: OnceLock<Arc<Engine>>,
 }
 
 /// The whole HTTP application.

@@ -14,7 +14,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Flags of `lectern serve`; each may also come from the environment or the config file.
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
-    /// Config file (TOML) with [server], [repository] and [storage] sections.
+    /// Config file (TOML): [server], [repository], [storage], [llm.*] and [pipelines.*].
     #[arg(long, env = "LECTERN_CONFIG")]
     pub config: Option<PathBuf>,
     /// Model repository folder: <model>/<version>/model.onnx [default: ./models]
@@ -43,6 +43,12 @@ struct FileSettings {
     repository: FileRepository,
     #[serde(default)]
     storage: FileStorage,
+    /// LLM servers: read by the pipeline engine, accepted here.
+    #[serde(default, rename = "llm")]
+    _llm: Option<toml::Table>,
+    /// Pipelines: read by the pipeline engine, accepted here.
+    #[serde(default, rename = "pipelines")]
+    _pipelines: Option<toml::Table>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -67,6 +73,8 @@ struct FileStorage {
 /// The resolved settings of `lectern serve`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeSettings {
+    /// The config file, whose `[llm]` and `[pipelines]` tables the pipeline engine reads.
+    pub config: Option<PathBuf>,
     pub listen: String,
     pub models: PathBuf,
     pub data: PathBuf,
@@ -85,6 +93,7 @@ impl ServeSettings {
         let base = args.config.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
         let from_file = |p: Option<PathBuf>| p.map(|p| base.join(p));
         let settings = ServeSettings {
+            config: args.config.clone(),
             listen: args.listen.or(file.server.listen).unwrap_or_else(|| DEFAULT_LISTEN.into()),
             models: args.models.or(from_file(file.repository.models)).unwrap_or_else(|| "models".into()),
             data: args.data.or(from_file(file.storage.data)).unwrap_or_else(|| "lectern-data".into()),

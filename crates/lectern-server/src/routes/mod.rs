@@ -4,6 +4,7 @@ mod health;
 mod infer;
 mod metrics;
 mod models;
+mod pipelines;
 mod repository;
 
 use crate::{ApiError, AppState};
@@ -26,6 +27,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route("/v2/repository/models/{model}/unload", post(repository::unload))
+        .route("/v1/pipelines", get(pipelines::list))
+        .route("/v1/pipelines/{name}", post(pipelines::run))
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

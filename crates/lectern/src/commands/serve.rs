@@ -2,11 +2,13 @@
 
 use crate::settings::{ServeArgs, ServeSettings};
 use anyhow::Context;
+use lectern_pipeline::Engine;
 use lectern_runtime::{MetricsRegistry, Registry};
 use lectern_server::{AppState, HttpSettings};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 /// Runs the server with the resolved settings.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -38,12 +40,19 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         registry: registry.clone(),
         settings: HttpSettings { max_body_bytes: settings.max_body_bytes },
         ready: AtomicBool::new(false),
+        pipelines: OnceLock::new(),
     });
     let app = lectern_server::router(state.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
     });
     registry.load_all().await.context("cannot load the model repository")?;
+    let engine = pipelines(settings.config.as_deref(), registry.clone())?;
+    if engine.pipelines().next().is_some() {
+        let names: Vec<&str> = engine.pipelines().map(|p| p.name.as_str()).collect();
+        tracing::info!(pipelines = %names.join(", "), "pipelines ready");
+    }
+    let _ = state.pipelines.set(Arc::new(engine));
     state.ready.store(true, Ordering::Release);
     tracing::info!(%address, models = %settings.models.display(), "ready");
     println!("lectern listening on http://{address}");
@@ -51,6 +60,14 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     server.await.context("server task failed")?.context("server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The pipelines of the config file, checked against the loaded models.
+fn pipelines(config: Option<&Path>, registry: Arc<Registry>) -> anyhow::Result<Engine> {
+    let Some(path) = config else { return Ok(Engine::build("", "(no config file)", Path::new("."), registry)?) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Engine::build(&text, &path.display().to_string(), base, registry).context("invalid pipeline configuration")
 }
 
 async fn shutdown_signal() {

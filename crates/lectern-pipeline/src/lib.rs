@@ -1,0 +1,59 @@
+//! Pipelines: declarative cascades of models, routes and LLM helpers, declared in TOML and run
+//! per request (and per item under `for_each`). Nothing here knows about the HTTP server.
+
+mod catalog;
+mod expr;
+mod image;
+pub mod llm;
+mod plan;
+mod run;
+mod spec;
+
+pub use catalog::{Catalog, Resource};
+pub use plan::{Pipeline, Step, StepKind};
+pub use run::{Engine, PipelineRequest};
+pub use spec::PipelineFile;
+
+use lectern_runtime::{ErrorKind, RuntimeError};
+
+/// What can go wrong building or running a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The config file declares something impossible (start-up only).
+    #[error("{file}:{line}: {message}")]
+    Config { file: String, line: usize, message: String },
+    /// A file the config names cannot be used (start-up only).
+    #[error("{0}")]
+    File(String),
+    #[error("unknown pipeline '{0}'")]
+    UnknownPipeline(String),
+    /// The request does not fit the pipeline.
+    #[error("{0}")]
+    Input(String),
+    /// A step failed on this request (a template or expression could not be evaluated).
+    #[error("step '{step}': {message}")]
+    Step { step: String, message: String },
+    /// A model step failed; the runtime error says how.
+    #[error("step '{step}': {source}")]
+    Model { step: String, source: RuntimeError },
+    /// The error of one item under `for_each`.
+    #[error("{field}[{index}]: {source}")]
+    Item { field: String, index: usize, source: Box<PipelineError> },
+}
+
+impl PipelineError {
+    /// The class of this error, for mapping to a transport status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PipelineError::Config { .. } | PipelineError::File(_) => ErrorKind::Internal,
+            PipelineError::UnknownPipeline(_) => ErrorKind::NotFound,
+            PipelineError::Input(_) | PipelineError::Step { .. } => ErrorKind::Invalid,
+            PipelineError::Model { source, .. } => match source.kind() {
+                // A model the pipeline names that is missing now is not the caller's URL.
+                ErrorKind::NotFound => ErrorKind::Unavailable,
+                kind => kind,
+            },
+            PipelineError::Item { source, .. } => source.kind(),
+        }
+    }
+}
