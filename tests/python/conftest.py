@@ -9,6 +9,8 @@ The binary is taken from `LECTERN_BIN`, else `$CARGO_TARGET_DIR/debug/lectern`, 
   `versions = [1, 2]` in config.toml so that both bundled versions are served.
 - `start_server`: a function-scoped factory for tests that change the repository
   (load/unload, broken model files) or need other flags (`--max-body-bytes`).
+- `start_config_server`: a function-scoped factory for a server started with `--config FILE`
+  and no `--models` (the file's `[repository] models` applies, relative to its folder).
 """
 from __future__ import annotations
 
@@ -56,8 +58,9 @@ def copy_models(dest: Path) -> Path:
 class LecternServer:
     """A running `lectern serve` process."""
 
-    def __init__(self, models_dir: Path, data_dir: Path, extra_args=(), env=None):
-        self.models_dir = Path(models_dir)
+    def __init__(self, models_dir: Path | None, data_dir: Path, extra_args=(), env=None):
+        # models_dir None: no --models flag (a --config file in extra_args names the models).
+        self.models_dir = Path(models_dir) if models_dir is not None else None
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
         self.url: str | None = None
@@ -75,7 +78,7 @@ class LecternServer:
             )
         self.args = [
             str(self.binary), "serve",
-            "--models", str(self.models_dir),
+            *(["--models", str(self.models_dir)] if self.models_dir is not None else []),
             "--listen", "127.0.0.1:0",
             "--data", str(self.data_dir),
             *self.extra_args,
@@ -212,6 +215,31 @@ def start_server(tmp_path):
         data = root / "data"
         data.mkdir()
         srv = LecternServer(models_dir, data, extra_args=extra_args, env=env)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.cleanup()
+
+
+@pytest.fixture
+def start_config_server(tmp_path):
+    """Factory for function-scoped servers started from a config file.
+
+    `start_config_server(config_path, extra_args=(), env=None)`: runs
+    `lectern serve --config CONFIG --listen 127.0.0.1:0 --data <fresh dir>` without `--models`,
+    so the file's `[repository] models` (relative to the file's folder) is served. All are
+    killed at teardown.
+    """
+    started: list[LecternServer] = []
+    counter = [0]
+
+    def start(config_path, extra_args=(), env=None) -> LecternServer:
+        counter[0] += 1
+        data = tmp_path / f"config-server{counter[0]}-data"
+        data.mkdir()
+        srv = LecternServer(None, data, extra_args=["--config", str(config_path), *extra_args], env=env)
         started.append(srv)
         return srv
 
