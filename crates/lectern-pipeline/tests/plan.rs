@@ -11,7 +11,7 @@ fn models() -> PathBuf {
 }
 
 async fn registry() -> Arc<Registry> {
-    let registry = Arc::new(Registry::new(models(), Arc::new(MetricsRegistry::default())));
+    let registry = Arc::new(Registry::from_folder(models(), Arc::new(MetricsRegistry::default())));
     registry.load_all().await.unwrap();
     registry
 }

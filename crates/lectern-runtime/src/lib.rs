@@ -4,12 +4,14 @@
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod source;
 pub mod worker;
 
 pub use lectern_backends::{Signature, TensorInfo};
 pub use metrics::{MetricsRegistry, ModelMetrics};
 pub use model::LoadedModel;
 pub use registry::{IndexEntry, Registry, VersionState};
+pub use source::{FolderSource, ModelDefinition, ModelSource, SourceFuture, MODEL_FILE};
 
 /// What can go wrong serving a request or changing the registry. `kind()` tells the
 /// transport layer how to answer.

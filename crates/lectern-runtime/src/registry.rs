@@ -1,23 +1,18 @@
-//! The model repository on disk and the registry of what is loaded from it.
-//!
-//! Layout as Triton's: `<root>/<model>/<version>/model.onnx` with an optional
-//! `<root>/<model>/config.toml`. Loading a model builds every selected version first and
-//! swaps them in at once, so the versions already serving answer until the new ones are
-//! ready, and a failed load leaves them serving.
+//! The registry of loaded models, filled from a [`ModelSource`] (a repository folder or the
+//! store). Loading a model builds every selected version first and swaps them in at once, so
+//! the versions already serving answer until the new ones are ready, and a failed load leaves
+//! them serving.
 
 use crate::metrics::MetricsRegistry;
 use crate::model::LoadedModel;
+use crate::source::{ModelDefinition, ModelSource};
 use crate::worker::{SchedulerConfig, Worker};
 use crate::RuntimeError;
 use lectern_core::config::DEFAULT_MAX_BATCH_SIZE;
 use lectern_core::ModelConfig;
-use std::time::Duration;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-
-/// The file name of a version's model inside its folder.
-pub const MODEL_FILE: &str = "model.onnx";
+use std::time::Duration;
 
 /// The state of one version of a model.
 #[derive(Clone)]
@@ -32,6 +27,8 @@ struct ModelEntry {
     versions: BTreeMap<u64, VersionState>,
     /// Why nothing is served, when `versions` is empty.
     reason: Option<String>,
+    /// The version unversioned requests use, when set and ready.
+    default_version: Option<u64>,
 }
 
 /// One row of the repository index.
@@ -43,9 +40,9 @@ pub struct IndexEntry {
     pub reason: String,
 }
 
-/// The loaded models of one repository folder.
+/// The loaded models of one source.
 pub struct Registry {
-    root: PathBuf,
+    source: Arc<dyn ModelSource>,
     models: RwLock<BTreeMap<String, ModelEntry>>,
     metrics: Arc<MetricsRegistry>,
     /// Serialises loads and unloads; inference never takes it.
@@ -53,9 +50,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry over the folder `root`; nothing is loaded yet.
-    pub fn new(root: PathBuf, metrics: Arc<MetricsRegistry>) -> Self {
-        Registry { root, models: RwLock::new(BTreeMap::new()), metrics, changes: tokio::sync::Mutex::new(()) }
+    /// A registry over `source`; nothing is loaded yet.
+    pub fn new(source: Arc<dyn ModelSource>, metrics: Arc<MetricsRegistry>) -> Self {
+        Registry { source, models: RwLock::new(BTreeMap::new()), metrics, changes: tokio::sync::Mutex::new(()) }
+    }
+
+    /// A registry over a repository folder laid out as Triton's.
+    pub fn from_folder(root: std::path::PathBuf, metrics: Arc<MetricsRegistry>) -> Self {
+        Self::new(Arc::new(crate::source::FolderSource::new(root)), metrics)
     }
 
     /// The metrics of every model version.
@@ -63,30 +65,34 @@ impl Registry {
         &self.metrics
     }
 
-    /// Loads every model folder, keeping whatever loads and recording why the rest did not.
+    /// Loads every model of the source, keeping whatever loads and recording why the rest did not.
     pub async fn load_all(self: &Arc<Self>) -> Result<(), RuntimeError> {
         let _guard = self.changes.lock().await;
-        let names = model_folders(&self.root)?;
+        let names = self.source.names().await.map_err(RuntimeError::Repository)?;
         for name in names {
-            let entry = self
-                .build_entry_off_runtime(&name, self.root.join(&name))
-                .await
-                .unwrap_or_else(|reason| ModelEntry { reason: Some(reason), ..Default::default() });
+            let entry = match self.source.definition(&name).await {
+                Ok(Some(definition)) => self.build_entry_off_runtime(&name, definition).await,
+                Ok(None) => continue,
+                Err(reason) => ModelEntry { reason: Some(reason), ..Default::default() },
+            };
+            self.report(&name, &entry).await;
             log_entry(&name, &entry);
             self.write().insert(name, entry);
         }
         Ok(())
     }
 
-    /// (Re)loads one model from its folder. All selected versions must load; otherwise the
+    /// (Re)loads one model from the source. All selected versions must load; otherwise the
     /// versions already serving keep serving and the error says why.
     pub async fn load(self: &Arc<Self>, name: &str) -> Result<(), RuntimeError> {
-        let folder = self.model_folder(name)?;
         let _guard = self.changes.lock().await;
-        let entry = self
-            .build_entry_off_runtime(name, folder)
-            .await
-            .map_err(|reason| RuntimeError::LoadFailed(name.to_string(), reason))?;
+        let definition = match self.source.definition(name).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(RuntimeError::ModelNotFound(name.to_string())),
+            Err(reason) => return Err(RuntimeError::LoadFailed(name.to_string(), reason)),
+        };
+        let entry = self.build_entry_off_runtime(name, definition).await;
+        self.report(name, &entry).await;
         if let Some(reason) = entry_failure(&entry) {
             tracing::warn!(model = name, %reason, "load failed; previous versions keep serving");
             return Err(RuntimeError::LoadFailed(name.to_string(), reason));
@@ -94,6 +100,27 @@ impl Registry {
         log_entry(name, &entry);
         self.write().insert(name.to_string(), entry);
         Ok(())
+    }
+
+    /// Forgets a model entirely (it was deleted); in-flight requests still complete.
+    pub async fn remove(&self, name: &str) {
+        let _guard = self.changes.lock().await;
+        if self.write().remove(name).is_some() {
+            tracing::info!(model = name, "removed");
+        }
+    }
+
+    /// Tells the source how each version's load went.
+    async fn report(&self, name: &str, entry: &ModelEntry) {
+        let outcomes = entry
+            .versions
+            .iter()
+            .map(|(v, state)| match state {
+                VersionState::Ready(_) => (*v, Ok(())),
+                VersionState::Unavailable(reason) => (*v, Err(reason.clone())),
+            })
+            .collect();
+        self.source.loaded(name, outcomes).await;
     }
 
     /// Stops serving every version of a model; in-flight requests still complete.
@@ -119,12 +146,16 @@ impl Registry {
                 None => Err(RuntimeError::VersionNotFound(name.to_string(), v)),
             },
             None => entry
-                .versions
-                .values()
-                .rev()
-                .find_map(|s| match s {
-                    VersionState::Ready(m) => Some(m.clone()),
-                    VersionState::Unavailable(_) => None,
+                .default_version
+                .and_then(|d| match entry.versions.get(&d) {
+                    Some(VersionState::Ready(m)) => Some(m.clone()),
+                    _ => None,
+                })
+                .or_else(|| {
+                    entry.versions.values().rev().find_map(|s| match s {
+                        VersionState::Ready(m) => Some(m.clone()),
+                        VersionState::Unavailable(_) => None,
+                    })
                 })
                 .ok_or_else(|| RuntimeError::NotReady(name.to_string(), not_ready_reason(entry))),
         }
@@ -169,66 +200,42 @@ impl Registry {
         self.models.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn model_folder(&self, name: &str) -> Result<PathBuf, RuntimeError> {
-        let valid = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']);
-        let folder = self.root.join(name);
-        if !valid || !folder.is_dir() {
-            return Err(RuntimeError::ModelNotFound(name.to_string()));
-        }
-        Ok(folder)
-    }
-
     /// [`Self::build_entry`] on the blocking pool: loading parses and optimises model files.
-    async fn build_entry_off_runtime(self: &Arc<Self>, name: &str, folder: PathBuf) -> Result<ModelEntry, String> {
-        let (this, name) = (self.clone(), name.to_string());
-        tokio::task::spawn_blocking(move || this.build_entry(&name, &folder))
+    async fn build_entry_off_runtime(self: &Arc<Self>, name: &str, definition: ModelDefinition) -> ModelEntry {
+        let (this, owned) = (self.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || this.build_entry(&owned, definition))
             .await
-            .map_err(|e| format!("loader crashed: {e}"))
+            .unwrap_or_else(|e| ModelEntry { reason: Some(format!("loader crashed: {e}")), ..Default::default() })
     }
 
-    /// Builds the entry of one model folder: every selected version, loaded or failed.
-    fn build_entry(&self, name: &str, folder: &Path) -> ModelEntry {
-        let failed = |reason: String| ModelEntry { versions: BTreeMap::new(), reason: Some(reason) };
-        let config = match ModelConfig::load(folder) {
-            Ok(c) => c,
-            Err(e) => return failed(e.to_string()),
-        };
-        let labels = match config.load_labels(folder) {
-            Ok(l) => l,
-            Err(e) => return failed(e.to_string()),
-        };
-        let available = match version_folders(folder) {
-            Ok(v) => v,
-            Err(e) => return failed(format!("cannot list {}: {e}", folder.display())),
-        };
-        let selected = config.version_policy().select(&available);
-        if selected.is_empty() {
-            return failed(format!("no version folder with a {MODEL_FILE} matches the version policy (found {available:?})"));
+    /// Builds the entry of one model: every selected version, loaded or failed.
+    fn build_entry(&self, name: &str, definition: ModelDefinition) -> ModelEntry {
+        let ModelDefinition { config, labels, default_version, versions } = definition;
+        if versions.is_empty() {
+            return ModelEntry { reason: Some("no version to serve".into()), ..Default::default() };
         }
-        let versions = selected
+        let versions = versions
             .into_iter()
-            .map(|v| {
-                let state = match self.load_version(name, v, folder, &config, labels.clone()) {
+            .map(|(v, bytes)| {
+                let state = match bytes.and_then(|b| self.load_version(name, v, &b, &config, labels.clone())) {
                     Ok(m) => VersionState::Ready(Arc::new(m)),
                     Err(reason) => VersionState::Unavailable(reason),
                 };
                 (v, state)
             })
             .collect();
-        ModelEntry { versions, reason: None }
+        ModelEntry { versions, reason: None, default_version }
     }
 
     fn load_version(
         &self,
         name: &str,
         version: u64,
-        folder: &Path,
+        bytes: &[u8],
         config: &ModelConfig,
         labels: Option<Vec<String>>,
     ) -> Result<LoadedModel, String> {
-        let path = folder.join(version.to_string()).join(MODEL_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let backend = lectern_backends::load_backend(&config.engine, &bytes).map_err(|e| e.to_string())?;
+        let backend = lectern_backends::load_backend(&config.engine, bytes).map_err(|e| e.to_string())?;
         let signature = apply_declared(backend.signature().clone(), config);
         let max_batch_size = config.max_batch_size.unwrap_or_else(|| default_max_batch_size(&signature));
         let metrics = self.metrics.model(name, &version.to_string());
@@ -300,31 +307,4 @@ fn log_entry(name: &str, entry: &ModelEntry) {
     if let Some(reason) = &entry.reason {
         tracing::warn!(model = name, %reason, "model unavailable");
     }
-}
-
-/// Names of the model folders under `root`, sorted.
-fn model_folders(root: &Path) -> Result<Vec<String>, RuntimeError> {
-    let read = std::fs::read_dir(root)
-        .map_err(|e| RuntimeError::Repository(format!("cannot read model repository {}: {e}", root.display())))?;
-    let mut names: Vec<String> = read
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
-/// Version numbers of the folders holding a model file.
-fn version_folders(folder: &Path) -> std::io::Result<Vec<u64>> {
-    let mut versions: Vec<u64> = std::fs::read_dir(folder)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let v: u64 = e.file_name().to_str()?.parse().ok()?;
-            (v > 0 && e.path().join(MODEL_FILE).is_file()).then_some(v)
-        })
-        .collect();
-    versions.sort_unstable();
-    Ok(versions)
 }

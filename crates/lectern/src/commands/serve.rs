@@ -35,7 +35,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
-    let registry = Arc::new(Registry::new(settings.models.clone(), Arc::new(MetricsRegistry::default())));
+    let registry = Arc::new(Registry::from_folder(settings.models.clone(), Arc::new(MetricsRegistry::default())));
     let state = Arc::new(AppState {
         registry: registry.clone(),
         settings: HttpSettings { max_body_bytes: settings.max_body_bytes },

@@ -1,0 +1,120 @@
+//! Where the registry gets models from: a repository folder, or (in the binary) the store.
+
+use lectern_core::ModelConfig;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+/// The file name of a version's model inside its folder.
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// A boxed future, so that sources can be trait objects.
+pub type SourceFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything needed to load a model: its config, labels, and the versions to serve.
+pub struct ModelDefinition {
+    pub config: ModelConfig,
+    pub labels: Option<Vec<String>>,
+    /// The version unversioned requests use; `None`: the newest ready one.
+    pub default_version: Option<u64>,
+    /// The versions to serve, each with its model file's bytes or why they cannot be read.
+    pub versions: Vec<(u64, Result<Vec<u8>, String>)>,
+}
+
+/// A place models are loaded from.
+pub trait ModelSource: Send + Sync {
+    /// The names of every model the source holds.
+    fn names(&self) -> SourceFuture<'_, Result<Vec<String>, String>>;
+
+    /// A model's definition; `Ok(None)` when there is no such model, `Err` with the reason
+    /// when it exists but cannot be read.
+    fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, String>>;
+
+    /// Told the outcome of loading each version (`Err` holds the reason); a store keeps it.
+    fn loaded<'a>(&'a self, _name: &'a str, _outcomes: Vec<(u64, Result<(), String>)>) -> SourceFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Triton's layout: `<root>/<model>/<version>/model.onnx` and an optional
+/// `<root>/<model>/config.toml`.
+pub struct FolderSource {
+    root: PathBuf,
+}
+
+impl FolderSource {
+    pub fn new(root: PathBuf) -> Self {
+        FolderSource { root }
+    }
+
+    /// The folder of a model, if `name` is a plain folder name that exists.
+    pub fn model_folder(&self, name: &str) -> Option<PathBuf> {
+        let valid = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']);
+        let folder = self.root.join(name);
+        (valid && folder.is_dir()).then_some(folder)
+    }
+}
+
+impl ModelSource for FolderSource {
+    fn names(&self) -> SourceFuture<'_, Result<Vec<String>, String>> {
+        let root = self.root.clone();
+        Box::pin(async move { off_runtime(move || model_folders(&root)).await? })
+    }
+
+    fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, String>> {
+        let folder = self.model_folder(name);
+        Box::pin(async move {
+            let Some(folder) = folder else { return Ok(None) };
+            off_runtime(move || read_folder(&folder).map(Some)).await?
+        })
+    }
+}
+
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| format!("reading the repository failed: {e}"))
+}
+
+/// A model folder's config, labels and the files of the versions its policy selects.
+pub fn read_folder(folder: &Path) -> Result<ModelDefinition, String> {
+    let config = ModelConfig::load(folder).map_err(|e| e.to_string())?;
+    let labels = config.load_labels(folder).map_err(|e| e.to_string())?;
+    let available = version_folders(folder).map_err(|e| format!("cannot list {}: {e}", folder.display()))?;
+    let selected = config.version_policy().select(&available);
+    if selected.is_empty() {
+        return Err(format!("no version folder with a {MODEL_FILE} matches the version policy (found {available:?})"));
+    }
+    let versions = selected
+        .into_iter()
+        .map(|v| {
+            let path = folder.join(v.to_string()).join(MODEL_FILE);
+            (v, std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display())))
+        })
+        .collect();
+    Ok(ModelDefinition { config, labels, default_version: None, versions })
+}
+
+/// Names of the model folders under `root`, sorted.
+pub fn model_folders(root: &Path) -> Result<Vec<String>, String> {
+    let read = std::fs::read_dir(root).map_err(|e| format!("cannot read model repository {}: {e}", root.display()))?;
+    let mut names: Vec<String> = read
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Version numbers of the folders holding a model file, sorted.
+pub fn version_folders(folder: &Path) -> std::io::Result<Vec<u64>> {
+    let mut versions: Vec<u64> = std::fs::read_dir(folder)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v: u64 = e.file_name().to_str()?.parse().ok()?;
+            (v > 0 && e.path().join(MODEL_FILE).is_file()).then_some(v)
+        })
+        .collect();
+    versions.sort_unstable();
+    Ok(versions)
+}
