@@ -123,7 +123,7 @@ class LecternServer:
                 self._fail(f"exited with status {self.proc.returncode} before listening")
             if line.startswith(LISTEN_PREFIX):
                 url = line[len(LISTEN_PREFIX):].strip()
-                if not url.startswith("http://"):
+                if not url.startswith(("http://", "https://")):
                     self.stop()
                     self._fail(f"printed a listening line without an http URL: {line!r}")
                 self.url = url.rstrip("/")
@@ -141,7 +141,7 @@ class LecternServer:
     def host_port(self) -> str:
         """`127.0.0.1:PORT`, the form tritonclient wants."""
         assert self.url is not None
-        return self.url[len("http://"):]
+        return self.url.split("://", 1)[1]
 
     def stderr_text(self) -> str:
         try:

@@ -52,6 +52,12 @@ pub enum ErrorKind {
     Overloaded,
     /// The caller's deadline passed.
     Timeout,
+    /// The request conflicts with what exists (a name or version taken).
+    Conflict,
+    /// The request body is larger than allowed.
+    TooLarge,
+    /// A service Lectern depends on (the database, the object store) failed; retry later.
+    Dependency,
     /// The server itself is broken (misconfiguration at start-up).
     Internal,
 }

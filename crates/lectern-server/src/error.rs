@@ -31,6 +31,9 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unavailable => StatusCode::BAD_REQUEST,
         ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Dependency => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -43,6 +46,12 @@ impl From<RuntimeError> for ApiError {
 
 impl From<lectern_pipeline::PipelineError> for ApiError {
     fn from(e: lectern_pipeline::PipelineError) -> Self {
+        ApiError::new(status_of(e.kind()), e.to_string())
+    }
+}
+
+impl From<lectern_manage::ManageError> for ApiError {
+    fn from(e: lectern_manage::ManageError) -> Self {
         ApiError::new(status_of(e.kind()), e.to_string())
     }
 }

@@ -1,6 +1,7 @@
 //! Lectern's HTTP layer: the V2 (Open Inference Protocol) routes, the repository extension,
 //! Prometheus metrics and request ids, over the runtime.
 
+pub mod auth;
 mod error;
 mod request_id;
 mod routes;
@@ -8,6 +9,7 @@ mod routes;
 pub use error::{status_of, ApiError};
 
 use axum::Router;
+use lectern_manage::Manager;
 use lectern_pipeline::Engine;
 use lectern_runtime::Registry;
 use std::sync::atomic::AtomicBool;
@@ -23,6 +25,8 @@ pub struct HttpSettings {
 /// What every handler can reach.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Model management over the store (the registry's source).
+    pub manager: Arc<Manager>,
     pub settings: HttpSettings,
     /// Set once the start-up load of the repository has finished.
     pub ready: AtomicBool,

@@ -2,6 +2,7 @@
 
 mod commands;
 mod settings;
+mod tls;
 
 use clap::{Parser, Subcommand};
 

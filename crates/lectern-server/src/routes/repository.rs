@@ -58,7 +58,7 @@ pub async fn load(
 ) -> Result<Json<Value>, ApiError> {
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
     optional_json::<Value>(&bytes)?;
-    state.registry.load(&model).await?;
+    state.manager.load(&model).await?;
     Ok(Json(json!({})))
 }
 

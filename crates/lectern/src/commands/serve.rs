@@ -2,12 +2,14 @@
 
 use crate::settings::{ServeArgs, ServeSettings};
 use anyhow::Context;
+use lectern_manage::{Manager, Objects, StoreSource};
 use lectern_pipeline::Engine;
+use lectern_store::Store;
 use lectern_runtime::{MetricsRegistry, Registry};
 use lectern_server::{AppState, HttpSettings};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// Runs the server with the resolved settings.
@@ -29,24 +31,35 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
+    let tls = settings.tls.as_ref().map(|t| crate::tls::load(&t.cert, &t.key)).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     std::fs::create_dir_all(&settings.data)
         .with_context(|| format!("cannot create data folder {}", settings.data.display()))?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
-    let registry = Arc::new(Registry::from_folder(settings.models.clone(), Arc::new(MetricsRegistry::default())));
+    let (manager, folder) = open_models(&settings).await?;
+    let registry = manager.registry().clone();
     let state = Arc::new(AppState {
         registry: registry.clone(),
+        manager: manager.clone(),
         settings: HttpSettings { max_body_bytes: settings.max_body_bytes },
         ready: AtomicBool::new(false),
         pipelines: OnceLock::new(),
     });
     let app = lectern_server::router(state.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+        match tls {
+            Some(tls) => crate::tls::serve(listener, tls, app, shutdown_signal()).await,
+            None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await,
+        }
     });
-    registry.load_all().await.context("cannot load the model repository")?;
+    if let Some(folder) = &folder {
+        let imported = manager.import_folder(folder).await?;
+        tracing::info!(models = imported, folder = %folder.display(), "imported the model folder");
+    }
+    registry.load_all().await.context("cannot load the models")?;
     let engine = pipelines(settings.config.as_deref(), registry.clone())?;
     if engine.pipelines().next().is_some() {
         let names: Vec<&str> = engine.pipelines().map(|p| p.name.as_str()).collect();
@@ -54,12 +67,28 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     }
     let _ = state.pipelines.set(Arc::new(engine));
     state.ready.store(true, Ordering::Release);
-    tracing::info!(%address, models = %settings.models.display(), "ready");
-    println!("lectern listening on http://{address}");
+    tracing::info!(%address, %scheme, models = %settings.models.display(), "ready");
+    println!("lectern listening on {scheme}://{address}");
     std::io::stdout().flush().ok();
     server.await.context("server task failed")?.context("server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The store, the object store, and the registry they feed; plus the model folder to import.
+async fn open_models(settings: &ServeSettings) -> anyhow::Result<(Arc<Manager>, Option<PathBuf>)> {
+    // The URL may hold a password: errors name the engine, not the URL.
+    let store = Store::open(&settings.database).await.context("cannot open the database")?;
+    tracing::info!(backend = ?store.backend(), "database ready");
+    let objects = Arc::new(Objects::open(&settings.objects).context("cannot open the object store")?);
+    let source = Arc::new(StoreSource::new(store.clone(), objects.clone()));
+    let registry = Arc::new(Registry::new(source, Arc::new(MetricsRegistry::default())));
+    let folder = settings.models.is_dir().then(|| settings.models.clone());
+    if folder.is_none() {
+        tracing::warn!(folder = %settings.models.display(), "the model folder does not exist; serving the models in the store");
+    }
+    let manager = Manager::new(store, objects, registry, folder.clone(), settings.max_upload_bytes);
+    Ok((Arc::new(manager), folder))
 }
 
 /// The pipelines of the config file, checked against the loaded models.

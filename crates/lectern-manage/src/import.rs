@@ -1,0 +1,85 @@
+//! Importing a Triton-style repository folder into the store: the folder is the truth for the
+//! models it holds, so configs, labels and versions are brought in line with it (only what
+//! changed is written).
+
+use crate::objects::{sha256, Objects};
+use crate::ManageError;
+use bytes::Bytes;
+use lectern_core::ModelConfig;
+use lectern_runtime::source::version_folders;
+use lectern_runtime::MODEL_FILE;
+use lectern_store::{NewVersion, Store};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Who the audit log names for imports.
+pub const IMPORT_ACTOR: &str = "import";
+
+/// The object key of a model's artifact: content-addressed within the model.
+pub fn artifact_key(model: &str, sha256: &str) -> String {
+    format!("models/{model}/{sha256}.onnx")
+}
+
+/// Brings one model of the folder into the store.
+pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: &Path) -> Result<(), ManageError> {
+    let (config, labels, files) = read_model(folder).await?;
+    match store.model(name).await? {
+        None => {
+            store.create_model(IMPORT_ACTOR, name, &config, labels.as_deref()).await?;
+        }
+        Some(m) if m.config != config || m.labels != labels => {
+            store.set_config(IMPORT_ACTOR, name, &config, labels.as_deref()).await?;
+        }
+        Some(_) => {}
+    }
+    let stored: BTreeMap<u64, String> = store.versions(name).await?.into_iter().map(|v| (v.version, v.sha256)).collect();
+    for (version, bytes) in files {
+        let sha = sha256(&bytes);
+        match stored.get(&version) {
+            Some(existing) if *existing == sha => continue,
+            Some(_) => {
+                store.delete_version(IMPORT_ACTOR, name, version).await?;
+            }
+            None => {}
+        }
+        let key = artifact_key(name, &sha);
+        let size = bytes.len() as u64;
+        objects.put(&key, Bytes::from(bytes)).await?;
+        let new = NewVersion { model: name.to_string(), version, sha256: sha, size, object_key: key };
+        store.add_version(IMPORT_ACTOR, &new).await?;
+    }
+    let on_disk = version_folders(folder).map_err(|e| ManageError::Invalid(format!("cannot list {}: {e}", folder.display())))?;
+    for version in stored.keys().filter(|v| !on_disk.contains(v)) {
+        store.delete_version(IMPORT_ACTOR, name, *version).await?;
+    }
+    Ok(())
+}
+
+/// The config text, labels text and version files of a model folder.
+type FolderModel = (String, Option<String>, Vec<(u64, Vec<u8>)>);
+
+async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
+    let folder = folder.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let config = match std::fs::read_to_string(folder.join("config.toml")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(ManageError::Invalid(format!("cannot read {}/config.toml: {e}", folder.display()))),
+        };
+        // A config that does not parse is stored as it is: the model then shows why it is unavailable.
+        let labels = ModelConfig::parse(&config, "config.toml")
+            .ok()
+            .and_then(|c| c.labels)
+            .and_then(|file| std::fs::read_to_string(folder.join(file)).ok());
+        let versions = version_folders(&folder).map_err(|e| ManageError::Invalid(format!("cannot list {}: {e}", folder.display())))?;
+        let mut files = Vec::with_capacity(versions.len());
+        for v in versions {
+            let path = folder.join(v.to_string()).join(MODEL_FILE);
+            let bytes = std::fs::read(&path).map_err(|e| ManageError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+            files.push((v, bytes));
+        }
+        Ok((config, labels, files))
+    })
+    .await
+    .map_err(|e| ManageError::Invalid(format!("import failed: {e}")))?
+}

@@ -1,0 +1,242 @@
+//! The management operations. Each change is written to the store (and the object store)
+//! before the registry reloads the model, so an acknowledged change survives a crash; the
+//! registry swaps versions only once the new ones are loaded.
+
+use crate::import::{artifact_key, import_model};
+use crate::objects::{Objects, UploadError};
+use crate::views::ModelView;
+use crate::{check_model_name, ManageError};
+use bytes::Bytes;
+use futures_util::Stream;
+use lectern_core::ModelConfig;
+use lectern_runtime::source::{model_folders, FolderSource};
+use lectern_runtime::{Registry, RuntimeError};
+use lectern_store::{NewVersion, Store, StoreError};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Management of the models in the store and the registry that serves them.
+pub struct Manager {
+    store: Store,
+    objects: Arc<Objects>,
+    registry: Arc<Registry>,
+    folder: Option<FolderSource>,
+    max_upload_bytes: u64,
+    uploads: AtomicU64,
+    /// Serialises version numbering and deletions.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl Manager {
+    /// `folder`: the repository folder imported at start-up and re-read by V2 `load`.
+    pub fn new(store: Store, objects: Arc<Objects>, registry: Arc<Registry>, folder: Option<PathBuf>, max_upload_bytes: u64) -> Self {
+        Manager {
+            store,
+            objects,
+            registry,
+            folder: folder.map(FolderSource::new),
+            max_upload_bytes,
+            uploads: AtomicU64::new(0),
+            changes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Imports every model of the repository folder; a model that cannot be imported is
+    /// logged and skipped (the folder's other models still come in).
+    pub async fn import_folder(&self, root: &std::path::Path) -> Result<usize, ManageError> {
+        let names = model_folders(root).map_err(ManageError::Invalid)?;
+        let mut imported = 0;
+        for name in names {
+            if let Err(e) = check_model_name(&name) {
+                tracing::warn!(model = %name, error = %e, "not imported");
+                continue;
+            }
+            match import_model(&self.store, &self.objects, &name, &root.join(&name)).await {
+                Ok(()) => imported += 1,
+                Err(e) => tracing::warn!(model = %name, error = %e, "not imported"),
+            }
+        }
+        Ok(imported)
+    }
+
+    /// V2 repository `load`: re-reads the model's folder (when it comes from one), then loads it.
+    pub async fn load(&self, name: &str) -> Result<(), ManageError> {
+        if let Some(folder) = self.folder.as_ref().and_then(|f| f.model_folder(name)) {
+            check_model_name(name)?;
+            import_model(&self.store, &self.objects, name, &folder).await?;
+        }
+        Ok(self.registry.load(name).await?)
+    }
+
+    /// Every model.
+    pub async fn list(&self) -> Result<Vec<ModelView>, ManageError> {
+        let mut views = Vec::new();
+        for model in self.store.models().await? {
+            let versions = self.store.versions(&model.name).await?;
+            views.push(ModelView::new(model, versions, &self.registry));
+        }
+        Ok(views)
+    }
+
+    /// One model.
+    pub async fn describe(&self, name: &str) -> Result<ModelView, ManageError> {
+        let model = self.store.model(name).await?.ok_or_else(|| StoreError::ModelNotFound(name.to_string()))?;
+        let versions = self.store.versions(name).await?;
+        Ok(ModelView::new(model, versions, &self.registry))
+    }
+
+    /// Registers a model with no versions yet.
+    pub async fn create_model(&self, actor: &str, name: &str, config: Option<&Value>, labels: Option<&[String]>) -> Result<ModelView, ManageError> {
+        check_model_name(name)?;
+        let config = config_text(config)?;
+        self.store.create_model(actor, name, &config, labels_text(labels)?.as_deref()).await?;
+        self.describe(name).await
+    }
+
+    /// Replaces a model's config and labels, then reloads it (a failed reload keeps the
+    /// versions that were serving).
+    pub async fn set_config(&self, actor: &str, name: &str, config: Option<&Value>, labels: Option<&[String]>) -> Result<ModelView, ManageError> {
+        let config = config_text(config)?;
+        self.store.set_config(actor, name, &config, labels_text(labels)?.as_deref()).await?;
+        self.reload(name).await?;
+        self.describe(name).await
+    }
+
+    /// Streams a new version into the object store, registers it, and loads it.
+    pub async fn upload_version<S, E>(&self, actor: &str, name: &str, version: Option<u64>, body: S) -> Result<ModelView, ManageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if version == Some(0) {
+            return Err(ManageError::Invalid("versions are positive integers".into()));
+        }
+        if self.store.model(name).await?.is_none() {
+            return Err(StoreError::ModelNotFound(name.to_string()).into());
+        }
+        let staging = format!("uploads/{}-{}-{}", std::process::id(), lectern_now_ms(), self.uploads.fetch_add(1, Ordering::Relaxed));
+        let stored = self
+            .objects
+            .put_stream(&staging, body, self.max_upload_bytes, |sha| artifact_key(name, sha))
+            .await
+            .map_err(|e| match e {
+                UploadError::TooLarge(limit) => ManageError::TooLarge(limit),
+                UploadError::Body(m) => ManageError::Invalid(format!("the upload broke off: {m}")),
+                UploadError::Store(e) => e,
+            })?;
+        if stored.size == 0 {
+            return Err(ManageError::Invalid("the upload is empty: send the model file as the request body".into()));
+        }
+        {
+            let _guard = self.changes.lock().await;
+            let version = match version {
+                Some(v) => v,
+                None => self.store.next_version(name).await?,
+            };
+            let new = NewVersion { model: name.to_string(), version, sha256: stored.sha256, size: stored.size, object_key: stored.key };
+            self.store.add_version(actor, &new).await?;
+        }
+        self.reload(name).await?;
+        self.describe(name).await
+    }
+
+    /// Sets (or with `None` clears) the version unversioned requests use.
+    pub async fn set_default(&self, actor: &str, name: &str, version: Option<u64>) -> Result<ModelView, ManageError> {
+        self.store.set_default_version(actor, name, version).await?;
+        self.reload(name).await?;
+        self.describe(name).await
+    }
+
+    /// Deletes one version and its artifact; the model reloads without it.
+    pub async fn delete_version(&self, actor: &str, name: &str, version: u64) -> Result<ModelView, ManageError> {
+        let _guard = self.changes.lock().await;
+        let removed = self.store.delete_version(actor, name, version).await?;
+        self.release_artifact(name, &removed.object_key).await;
+        self.reload(name).await?;
+        self.describe(name).await
+    }
+
+    /// Deletes a model, its versions and artifacts; it stops serving at once.
+    pub async fn delete_model(&self, actor: &str, name: &str) -> Result<(), ManageError> {
+        let _guard = self.changes.lock().await;
+        let versions = self.store.delete_model(actor, name).await?;
+        self.registry.remove(name).await;
+        for v in versions {
+            if let Err(e) = self.objects.delete(&v.object_key).await {
+                tracing::warn!(model = name, error = %e, "cannot delete an artifact");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes an artifact no version of the model refers to any more.
+    async fn release_artifact(&self, name: &str, key: &str) {
+        let still_used = match self.store.versions(name).await {
+            Ok(versions) => versions.iter().any(|v| v.object_key == key),
+            Err(_) => true,
+        };
+        if !still_used {
+            if let Err(e) = self.objects.delete(key).await {
+                tracing::warn!(model = name, error = %e, "cannot delete an artifact");
+            }
+        }
+    }
+
+    /// Reloads a model after a change. A failed load keeps what was serving (the versions'
+    /// states say why); a model left with no version stops serving.
+    async fn reload(&self, name: &str) -> Result<(), ManageError> {
+        if self.store.versions(name).await?.is_empty() {
+            match self.registry.unload(name).await {
+                Ok(()) | Err(RuntimeError::ModelNotFound(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.registry.load(name).await {
+            Ok(()) => Ok(()),
+            Err(RuntimeError::LoadFailed(_, reason)) => {
+                tracing::warn!(model = name, %reason, "the change is stored; the versions that were serving still serve");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A config given as JSON (the keys of `config.toml`) as TOML text, checked.
+fn config_text(config: Option<&Value>) -> Result<String, ManageError> {
+    let text = match config {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::Object(map)) => {
+            if map.contains_key("labels") {
+                return Err(ManageError::Invalid("give labels as the 'labels' list next to 'config', not inside it".into()));
+            }
+            toml::to_string(map).map_err(|e| ManageError::Invalid(format!("config cannot be written as TOML: {e}")))?
+        }
+        Some(_) => return Err(ManageError::Invalid("config must be a JSON object with the keys of config.toml".into())),
+    };
+    ModelConfig::parse(&text, "config").map_err(|e| ManageError::Invalid(e.to_string()))?;
+    Ok(text)
+}
+
+fn labels_text(labels: Option<&[String]>) -> Result<Option<String>, ManageError> {
+    let Some(labels) = labels else { return Ok(None) };
+    if labels.iter().any(|l| l.contains('\n') || l.contains('\r')) {
+        return Err(ManageError::Invalid("a label cannot contain a line break".into()));
+    }
+    Ok(Some(labels.join("\n")))
+}
+
+fn lectern_now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+

@@ -1,0 +1,190 @@
+//! Model artifacts in an object store: a folder under the data directory by default, or any
+//! S3-compatible bucket (`s3://bucket/prefix`, credentials and endpoint from the usual `AWS_*`
+//! environment variables). Every artifact is checksummed (SHA-256) as it is written and
+//! again when it is read.
+
+use crate::ManageError;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, WriteMultipart};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Bytes buffered per part of a streamed upload.
+const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// An artifact just written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub key: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Where artifacts live.
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    /// The root folder when local: written files are synced to disk there.
+    local_root: Option<PathBuf>,
+    prefix: String,
+}
+
+/// Why a streamed upload stopped.
+#[derive(Debug)]
+pub enum UploadError {
+    /// The body was larger than allowed.
+    TooLarge(u64),
+    /// The client's stream broke.
+    Body(String),
+    Store(ManageError),
+}
+
+impl Objects {
+    /// Opens `file://PATH` (or a plain path) or `s3://bucket[/prefix]`.
+    pub fn open(url: &str) -> Result<Self, ManageError> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let store = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| ManageError::Objects(format!("cannot use bucket '{bucket}': {e}")))?;
+            return Ok(Objects { store: Arc::new(store), local_root: None, prefix: prefix.trim_matches('/').to_string() });
+        }
+        let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+        std::fs::create_dir_all(&path)
+            .map_err(|e| ManageError::Objects(format!("cannot create object folder {}: {e}", path.display())))?;
+        let root = path.canonicalize().map_err(|e| ManageError::Objects(format!("{}: {e}", path.display())))?;
+        let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| ManageError::Objects(e.to_string()))?;
+        Ok(Objects { store: Arc::new(store), local_root: Some(root), prefix: String::new() })
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// Writes a stream under a staging name while hashing it, then moves it to `final_key(sha)`.
+    /// Nothing appears under the final key unless the whole stream arrived.
+    pub async fn put_stream<S, E>(
+        &self,
+        staging_key: &str,
+        mut body: S,
+        limit: u64,
+        final_key: impl FnOnce(&str) -> String,
+    ) -> Result<Stored, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let staging = self.path(staging_key);
+        let store_error = |e: object_store::Error| UploadError::Store(ManageError::Objects(e.to_string()));
+        let upload = self.store.put_multipart(&staging).await.map_err(store_error)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(UploadError::Body(e.to_string()));
+                }
+            };
+            size += chunk.len() as u64;
+            if size > limit {
+                let _ = writer.abort().await;
+                return Err(UploadError::TooLarge(limit));
+            }
+            hasher.update(&chunk);
+            writer.wait_for_capacity(2).await.map_err(store_error)?;
+            writer.put(chunk);
+        }
+        writer.finish().await.map_err(store_error)?;
+        let sha256 = hex(&hasher.finalize());
+        let key = final_key(&sha256);
+        self.store.rename(&staging, &self.path(&key)).await.map_err(store_error)?;
+        self.sync(&key).map_err(UploadError::Store)?;
+        Ok(Stored { key, sha256, size })
+    }
+
+    /// Writes bytes under `key` (used by the folder import).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ManageError> {
+        self.store.put(&self.path(key), bytes.into()).await.map_err(|e| ManageError::Objects(e.to_string()))?;
+        self.sync(key)
+    }
+
+    /// Reads an artifact and checks its SHA-256.
+    pub async fn get_checked(&self, key: &str, sha256: &str) -> Result<Vec<u8>, String> {
+        let result = self.store.get(&self.path(key)).await.map_err(|e| format!("cannot read artifact {key}: {e}"))?;
+        let bytes = result.bytes().await.map_err(|e| format!("cannot read artifact {key}: {e}"))?;
+        let actual = hex(&Sha256::digest(&bytes));
+        if actual != sha256 {
+            return Err(format!("artifact {key} is corrupt: its SHA-256 is {actual}, expected {sha256}"));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Removes an artifact; a missing one is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), ManageError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(ManageError::Objects(e.to_string())),
+        }
+    }
+
+    /// On a local folder, flushes the file and its folder to disk so that a machine crash
+    /// cannot lose an artifact whose version was acknowledged.
+    fn sync(&self, key: &str) -> Result<(), ManageError> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let file = root.join(key);
+        let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+        sync(&file)
+            .and_then(|_| file.parent().map(sync).unwrap_or(Ok(())))
+            .map_err(|e| ManageError::Objects(format!("cannot sync {}: {e}", file.display())))
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of bytes, lower-case hex.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn streamed_uploads_are_hashed_moved_and_checked() {
+        let dir = std::env::temp_dir().join(format!("lectern-objects-{}", std::process::id()));
+        let objects = Objects::open(&format!("file://{}", dir.display())).unwrap();
+        let chunks = vec![Ok::<_, String>(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))];
+        let stored = objects
+            .put_stream("uploads/1", futures_util::stream::iter(chunks), 100, |sha| format!("models/m/1-{}.onnx", &sha[..8]))
+            .await
+            .unwrap();
+        assert_eq!(stored.sha256, sha256(b"hello world"));
+        assert_eq!(stored.size, 11);
+        assert_eq!(objects.get_checked(&stored.key, &stored.sha256).await.unwrap(), b"hello world");
+        assert!(objects.get_checked(&stored.key, &sha256(b"x")).await.unwrap_err().contains("corrupt"));
+        assert!(!dir.join("uploads/1").exists(), "the staging object is gone");
+
+        let big = vec![Ok::<_, String>(Bytes::from(vec![0u8; 64]))];
+        let err = objects.put_stream("uploads/2", futures_util::stream::iter(big), 10, |_| "x".into()).await.unwrap_err();
+        assert!(matches!(err, UploadError::TooLarge(10)));
+        objects.delete(&stored.key).await.unwrap();
+        objects.delete(&stored.key).await.unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

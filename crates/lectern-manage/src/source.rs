@@ -1,0 +1,108 @@
+//! The store as the registry's source: which versions to serve, their artifacts (checksummed)
+//! and the record of each load.
+
+use crate::objects::Objects;
+use lectern_core::ModelConfig;
+use lectern_runtime::{ModelDefinition, ModelSource, SourceFuture};
+use lectern_store::{Store, VersionRecord, VersionState};
+use std::sync::Arc;
+
+/// Models registered in the store, artifacts in the object store.
+pub struct StoreSource {
+    store: Store,
+    objects: Arc<Objects>,
+}
+
+impl StoreSource {
+    pub fn new(store: Store, objects: Arc<Objects>) -> Self {
+        StoreSource { store, objects }
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<ModelDefinition>, String> {
+        let Some(model) = self.store.model(name).await.map_err(|e| e.to_string())? else { return Ok(None) };
+        let config = ModelConfig::parse(&model.config, &format!("config of model '{name}'")).map_err(|e| e.to_string())?;
+        let labels = model.labels.as_deref().map(|text| text.lines().map(|l| l.trim().to_string()).collect());
+        let versions = self.store.versions(name).await.map_err(|e| e.to_string())?;
+        let selected = select(&config, &versions, model.default_version);
+        let mut artifacts = Vec::with_capacity(selected.len());
+        for record in selected {
+            artifacts.push((record.version, self.objects.get_checked(&record.object_key, &record.sha256).await));
+        }
+        Ok(Some(ModelDefinition { config, labels, default_version: model.default_version, versions: artifacts }))
+    }
+}
+
+/// The versions to serve: the config's policy over the versions not known to fail (over all
+/// of them when every one failed before), plus the default version.
+fn select<'a>(config: &ModelConfig, versions: &'a [VersionRecord], default: Option<u64>) -> Vec<&'a VersionRecord> {
+    let healthy: Vec<u64> = versions.iter().filter(|v| v.state != VersionState::Unavailable).map(|v| v.version).collect();
+    let candidates = if healthy.is_empty() { versions.iter().map(|v| v.version).collect() } else { healthy };
+    let mut chosen = config.version_policy().select(&candidates);
+    if let Some(d) = default {
+        if versions.iter().any(|v| v.version == d) && !chosen.contains(&d) {
+            chosen.push(d);
+        }
+    }
+    versions.iter().filter(|v| chosen.contains(&v.version)).collect()
+}
+
+impl ModelSource for StoreSource {
+    fn names(&self) -> SourceFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let models = self.store.models().await.map_err(|e| e.to_string())?;
+            Ok(models.into_iter().map(|m| m.name).collect())
+        })
+    }
+
+    fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, String>> {
+        Box::pin(self.read(name))
+    }
+
+    fn loaded<'a>(&'a self, name: &'a str, outcomes: Vec<(u64, Result<(), String>)>) -> SourceFuture<'a, ()> {
+        Box::pin(async move {
+            for (version, outcome) in outcomes {
+                let (state, reason) = match &outcome {
+                    Ok(()) => (VersionState::Ready, ""),
+                    Err(reason) => (VersionState::Unavailable, reason.as_str()),
+                };
+                if let Err(e) = self.store.set_version_state(name, version, state, reason).await {
+                    tracing::warn!(model = name, version, error = %e, "cannot record the state of a version");
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(version: u64, state: VersionState) -> VersionRecord {
+        VersionRecord {
+            model: "m".into(),
+            version,
+            sha256: String::new(),
+            size: 0,
+            object_key: String::new(),
+            state,
+            reason: String::new(),
+            created_at_ms: 0,
+        }
+    }
+
+    fn chosen(config: &str, versions: &[VersionRecord], default: Option<u64>) -> Vec<u64> {
+        let config = ModelConfig::parse(config, "c").unwrap();
+        select(&config, versions, default).iter().map(|v| v.version).collect()
+    }
+
+    #[test]
+    fn known_bad_versions_are_skipped_and_the_default_is_always_served() {
+        use VersionState::*;
+        let versions = [record(1, Ready), record(2, Ready), record(3, Unavailable)];
+        assert_eq!(chosen("", &versions, None), vec![2]);
+        assert_eq!(chosen("", &versions, Some(1)), vec![1, 2]);
+        assert_eq!(chosen("latest = 5", &versions, None), vec![1, 2]);
+        assert_eq!(chosen("", &[record(1, Unavailable), record(2, Unavailable)], None), vec![2], "all bad: try the newest again");
+        assert_eq!(chosen("versions = [1]", &versions, Some(2)), vec![1, 2]);
+    }
+}
