@@ -112,8 +112,9 @@ impl Manager {
         self.describe(name).await
     }
 
-    /// Streams a new version into the object store, registers it, and loads it.
-    pub async fn upload_version<S, E>(&self, actor: &str, name: &str, version: Option<u64>, body: S) -> Result<ModelView, ManageError>
+    /// Streams a new version into the object store, registers it, and loads it; returns the
+    /// version number given to it.
+    pub async fn upload_version<S, E>(&self, actor: &str, name: &str, version: Option<u64>, body: S) -> Result<(u64, ModelView), ManageError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -137,7 +138,7 @@ impl Manager {
         if stored.size == 0 {
             return Err(ManageError::Invalid("the upload is empty: send the model file as the request body".into()));
         }
-        {
+        let version = {
             let _guard = self.changes.lock().await;
             let version = match version {
                 Some(v) => v,
@@ -145,9 +146,10 @@ impl Manager {
             };
             let new = NewVersion { model: name.to_string(), version, sha256: stored.sha256, size: stored.size, object_key: stored.key };
             self.store.add_version(actor, &new).await?;
-        }
+            version
+        };
         self.reload(name).await?;
-        self.describe(name).await
+        Ok((version, self.describe(name).await?))
     }
 
     /// Sets (or with `None` clears) the version unversioned requests use.

@@ -3,10 +3,13 @@
 
 pub mod auth;
 mod error;
+pub mod gate;
+mod principal;
 mod request_id;
 mod routes;
 
 pub use error::{status_of, ApiError};
+pub use principal::Principal;
 
 use axum::Router;
 use lectern_manage::Manager;
@@ -27,6 +30,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Model management over the store (the registry's source).
     pub manager: Arc<Manager>,
+    /// Who may do what.
+    pub auth: gate::AuthState,
     pub settings: HttpSettings,
     /// Set once the start-up load of the repository has finished.
     pub ready: AtomicBool,
@@ -37,6 +42,7 @@ pub struct AppState {
 /// The whole HTTP application.
 pub fn router(state: Arc<AppState>) -> Router {
     routes::router()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::check))
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }

@@ -69,6 +69,11 @@ pub(crate) fn id_of(key: &str) -> Option<&str> {
     (id.len() == 12 && secret.len() == 48).then_some(id)
 }
 
+/// The SHA-256 of a key text: what is stored, and a safe name for it in caches.
+pub fn fingerprint(key: &str) -> String {
+    hash(key)
+}
+
 pub(crate) fn hash(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }

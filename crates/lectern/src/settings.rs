@@ -46,6 +46,31 @@ pub struct ServeArgs {
     /// Largest model upload accepted, in bytes [default: 4294967296]
     #[arg(long, env = "LECTERN_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// `auto`: API keys and/or OIDC tokens are required once any exist (without either, only
+    /// a loopback address is served); `none`: no authentication at all [default: auto]
+    #[arg(long, env = "LECTERN_AUTH")]
+    pub auth: Option<String>,
+    /// OIDC issuer URL whose signed tokens (JWT) are accepted
+    #[arg(long, env = "LECTERN_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Audience the tokens must name
+    #[arg(long, env = "LECTERN_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// Claim holding the role (a dotted path for nested claims) [default: role]
+    #[arg(long, env = "LECTERN_OIDC_ROLE_CLAIM")]
+    pub oidc_role_claim: Option<String>,
+    /// Key set URL, when not found through the issuer's discovery document
+    #[arg(long, env = "LECTERN_OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// Let anyone infer without a credential (management still needs one)
+    #[arg(long, env = "LECTERN_OPEN_INFERENCE")]
+    pub open_inference: Option<bool>,
+    /// Requests per second allowed to each key or token subject (0: no limit) [default: 0]
+    #[arg(long, env = "LECTERN_RATE_LIMIT")]
+    pub rate_limit: Option<f64>,
+    /// Requests a key may make at once above its rate [default: 2 x rate, at least 1]
+    #[arg(long, env = "LECTERN_RATE_BURST")]
+    pub rate_burst: Option<u32>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `lectern=debug`.
     #[arg(long, env = "LECTERN_LOG", default_value = "info")]
     pub log: String,
@@ -60,6 +85,8 @@ struct FileSettings {
     repository: FileRepository,
     #[serde(default)]
     storage: FileStorage,
+    #[serde(default)]
+    auth: FileAuth,
     /// LLM servers: read by the pipeline engine, accepted here.
     #[serde(default, rename = "llm")]
     _llm: Option<toml::Table>,
@@ -75,6 +102,19 @@ struct FileServer {
     max_body_bytes: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    mode: Option<String>,
+    oidc_issuer: Option<String>,
+    oidc_audience: Option<String>,
+    oidc_role_claim: Option<String>,
+    oidc_jwks_url: Option<String>,
+    open_inference: Option<bool>,
+    rate_limit: Option<f64>,
+    rate_burst: Option<u32>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -109,6 +149,28 @@ pub struct ServeSettings {
     pub log: String,
     /// HTTPS instead of HTTP, when set.
     pub tls: Option<TlsSettings>,
+    pub auth: AuthConfig,
+}
+
+/// Who may call, resolved from flags, environment and the `[auth]` table.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthConfig {
+    /// `--auth none`.
+    pub disabled: bool,
+    /// (issuer, audience, role claim, key set URL).
+    pub oidc: Option<OidcSettings>,
+    pub open_inference: bool,
+    /// (requests per second, burst); `None`: no limit.
+    pub rate_limit: Option<(f64, u32)>,
+}
+
+/// The OIDC issuer whose tokens are accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub role_claim: String,
+    pub jwks_url: Option<String>,
 }
 
 /// The certificate chain and private key files of HTTPS.
@@ -121,6 +183,16 @@ pub struct TlsSettings {
 impl ServeSettings {
     /// Layers the config file under the flags and environment that clap already merged.
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let args_auth = FileAuth {
+            mode: args.auth.clone(),
+            oidc_issuer: args.oidc_issuer.clone(),
+            oidc_audience: args.oidc_audience.clone(),
+            oidc_role_claim: args.oidc_role_claim.clone(),
+            oidc_jwks_url: args.oidc_jwks_url.clone(),
+            open_inference: args.open_inference,
+            rate_limit: args.rate_limit,
+            rate_burst: args.rate_burst,
+        };
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
@@ -134,6 +206,7 @@ impl ServeSettings {
             models: args.models.or(from_file(file.repository.models)).unwrap_or_else(|| "models".into()),
             data: args.data.or(from_file(file.storage.data)).unwrap_or_else(|| "lectern-data".into()),
             max_body_bytes: args.max_body_bytes.or(file.server.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            auth: AuthConfig::default(),
             database: String::new(),
             objects: String::new(),
             max_upload_bytes: args.max_upload_bytes.or(file.storage.max_upload_bytes).unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
@@ -156,6 +229,7 @@ impl ServeSettings {
         };
         anyhow::ensure!(settings.max_body_bytes > 0, "max_body_bytes must be at least 1");
         let mut settings = settings;
+        settings.auth = resolve_auth(&args_auth, file.auth)?;
         settings.database = args
             .database
             .or(file.storage.database)
@@ -166,6 +240,38 @@ impl ServeSettings {
             .unwrap_or_else(|| format!("file://{}", settings.data.join("objects").display()));
         Ok(settings)
     }
+}
+
+/// Flags and environment (`flags`) over the `[auth]` table (`file`).
+fn resolve_auth(flags: &FileAuth, file: FileAuth) -> anyhow::Result<AuthConfig> {
+    let mode = flags.mode.clone().or(file.mode).unwrap_or_else(|| "auto".into());
+    let disabled = match mode.as_str() {
+        "auto" => false,
+        "none" => true,
+        other => anyhow::bail!("--auth must be 'auto' or 'none', not '{other}'"),
+    };
+    let issuer = flags.oidc_issuer.clone().or(file.oidc_issuer);
+    let audience = flags.oidc_audience.clone().or(file.oidc_audience);
+    let oidc = match (issuer, audience) {
+        (None, None) => None,
+        (Some(issuer), Some(audience)) => Some(OidcSettings {
+            issuer,
+            audience,
+            role_claim: flags.oidc_role_claim.clone().or(file.oidc_role_claim).unwrap_or_else(|| "role".into()),
+            jwks_url: flags.oidc_jwks_url.clone().or(file.oidc_jwks_url),
+        }),
+        _ => anyhow::bail!("OIDC needs both an issuer (--oidc-issuer) and an audience (--oidc-audience)"),
+    };
+    let rate = flags.rate_limit.or(file.rate_limit).unwrap_or(0.0);
+    anyhow::ensure!(rate.is_finite() && rate >= 0.0, "--rate-limit must be a number of requests per second, 0 for none");
+    let burst = flags.rate_burst.or(file.rate_burst).unwrap_or(((rate * 2.0).ceil() as u32).max(1));
+    anyhow::ensure!(burst >= 1, "--rate-burst must be at least 1");
+    Ok(AuthConfig {
+        disabled,
+        oidc,
+        open_inference: flags.open_inference.or(file.open_inference).unwrap_or(false),
+        rate_limit: (rate > 0.0).then_some((rate, burst)),
+    })
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {

@@ -2,6 +2,7 @@
 
 mod health;
 mod infer;
+mod manage;
 mod metrics;
 mod models;
 mod pipelines;
@@ -9,7 +10,7 @@ mod repository;
 
 use crate::{ApiError, AppState};
 use axum::http::{StatusCode, Uri};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use std::sync::Arc;
 
@@ -29,9 +30,24 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v2/repository/models/{model}/unload", post(repository::unload))
         .route("/v1/pipelines", get(pipelines::list))
         .route("/v1/pipelines/{name}", post(pipelines::run))
+        .route("/v1/models", get(manage::list).post(manage::create))
+        .route("/v1/models/{model}", get(manage::describe).delete(manage::delete))
+        .route("/v1/models/{model}/config", put(manage::set_config))
+        .route("/v1/models/{model}/default", put(manage::set_default))
+        .route("/v1/models/{model}/versions", post(manage::upload))
+        .route("/v1/models/{model}/versions/{version}", delete(manage::delete_version))
+        .route("/v1/keys", get(manage::list_keys).post(manage::create_key))
+        .route("/v1/keys/{id}", delete(manage::revoke_key))
+        .route("/v1/audit", get(manage::audit))
+        .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The OpenAPI description of the management and pipeline API.
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../../../docs/openapi.json"))
 }
 
 async fn not_found(uri: Uri) -> ApiError {

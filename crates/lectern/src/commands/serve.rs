@@ -1,10 +1,14 @@
 //! `lectern serve`: load the repository and answer V2 requests until stopped.
 
-use crate::settings::{ServeArgs, ServeSettings};
+use crate::settings::{AuthConfig, ServeArgs, ServeSettings};
 use anyhow::Context;
 use lectern_manage::{Manager, Objects, StoreSource};
 use lectern_pipeline::Engine;
+use lectern_server::auth::jwt::{OidcConfig, OidcVerifier};
+use lectern_server::auth::ratelimit::{RateLimit, RateLimiter};
+use lectern_server::gate::{AuthSettings, AuthState};
 use lectern_store::Store;
+use std::net::SocketAddr;
 use lectern_runtime::{MetricsRegistry, Registry};
 use lectern_server::{AppState, HttpSettings};
 use std::io::{IsTerminal, Write};
@@ -41,9 +45,11 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let (manager, folder) = open_models(&settings).await?;
     let registry = manager.registry().clone();
+    let auth = auth_state(&settings.auth, manager.store(), address).await?;
     let state = Arc::new(AppState {
         registry: registry.clone(),
         manager: manager.clone(),
+        auth,
         settings: HttpSettings { max_body_bytes: settings.max_body_bytes },
         ready: AtomicBool::new(false),
         pipelines: OnceLock::new(),
@@ -89,6 +95,41 @@ async fn open_models(settings: &ServeSettings) -> anyhow::Result<(Arc<Manager>, 
     }
     let manager = Manager::new(store, objects, registry, folder.clone(), settings.max_upload_bytes);
     Ok((Arc::new(manager), folder))
+}
+
+/// The access gate. Without keys or an issuer, only a loopback address is served (without
+/// authentication, said in the log); elsewhere that needs `--auth none`.
+async fn auth_state(config: &AuthConfig, store: &Store, address: SocketAddr) -> anyhow::Result<AuthState> {
+    if config.disabled {
+        tracing::warn!(%address, "authentication is off (--auth none): anyone who reaches this address can change models");
+        return Ok(AuthState::disabled());
+    }
+    let keys_live = store.has_keys().await.context("cannot read the API keys")?;
+    let oidc = match &config.oidc {
+        Some(o) => {
+            let mut c = OidcConfig::new(o.issuer.clone(), o.audience.clone());
+            c.role_claim = o.role_claim.clone();
+            c.jwks_url = o.jwks_url.clone();
+            Some(OidcVerifier::new(c).context("invalid OIDC settings")?)
+        }
+        None => None,
+    };
+    if !keys_live && oidc.is_none() {
+        anyhow::ensure!(
+            address.ip().is_loopback(),
+            "refusing to serve {address} without authentication: create an API key first \
+             (`lectern keys create --name admin --role admin --data DIR`), configure an OIDC issuer, \
+             or pass --auth none explicitly"
+        );
+        tracing::warn!(%address, "no API keys and no OIDC issuer: serving WITHOUT authentication on this loopback address; \
+            creating the first API key turns authentication on");
+    }
+    let limiter = match config.rate_limit {
+        Some((rate, burst)) => Some(RateLimiter::new(RateLimit::new(rate, burst)?)?),
+        None => None,
+    };
+    let settings = AuthSettings { disabled: false, oidc, protect_inference: !config.open_inference, limiter };
+    Ok(AuthState::new(settings, keys_live))
 }
 
 /// The pipelines of the config file, checked against the loaded models.
