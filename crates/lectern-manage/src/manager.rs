@@ -70,12 +70,31 @@ impl Manager {
     }
 
     /// V2 repository `load`: re-reads the model's folder (when it comes from one), then loads it.
-    pub async fn load(&self, name: &str) -> Result<(), ManageError> {
+    pub async fn load(&self, actor: &str, name: &str) -> Result<(), ManageError> {
         if let Some(folder) = self.folder.as_ref().and_then(|f| f.model_folder(name)) {
             check_model_name(name)?;
             import_model(&self.store, &self.objects, name, &folder).await?;
         }
-        Ok(self.registry.load(name).await?)
+        let result = self.registry.load(name).await;
+        if !matches!(result, Err(RuntimeError::ModelNotFound(_))) {
+            self.audit(actor, "model.load", name, result.as_ref().err().map(|e| e.to_string())).await;
+        }
+        Ok(result?)
+    }
+
+    /// V2 repository `unload`: the model stops serving until it is loaded again.
+    pub async fn unload(&self, actor: &str, name: &str) -> Result<(), ManageError> {
+        self.registry.unload(name).await?;
+        self.audit(actor, "model.unload", name, None).await;
+        Ok(())
+    }
+
+    /// Records an action that changed no row; a failure to record is logged.
+    async fn audit(&self, actor: &str, action: &str, target: &str, failure: Option<String>) {
+        let detail = failure.map(|f| format!("failed: {f}")).unwrap_or_default();
+        if let Err(e) = self.store.record(actor, action, target, &detail).await {
+            tracing::warn!(action, target, error = %e, "cannot write the audit log");
+        }
     }
 
     /// Every model.

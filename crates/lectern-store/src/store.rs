@@ -311,6 +311,14 @@ impl Store {
 
     // ----- audit -----
 
+    /// Records an action that changes no row (a repository load or unload).
+    pub async fn record(&self, actor: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        audit(&mut tx, actor, action, target, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The newest `limit` audit entries, newest first.
     pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query("SELECT id, at, actor, action, target, detail FROM audit_log ORDER BY id DESC LIMIT $1")

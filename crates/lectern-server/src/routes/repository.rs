@@ -5,7 +5,8 @@ use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::{Extension, Json};
+use crate::principal::Principal;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -52,18 +53,23 @@ pub async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
 /// `POST /v2/repository/models/{model}/load`: re-reads the model folder and loads it.
 pub async fn load(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
     optional_json::<Value>(&bytes)?;
-    state.manager.load(&model).await?;
+    state.manager.load(&who.actor, &model).await?;
     Ok(Json(json!({})))
 }
 
 /// `POST /v2/repository/models/{model}/unload`
-pub async fn unload(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
-    state.registry.unload(&model).await?;
+pub async fn unload(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.manager.unload(&who.actor, &model).await?;
     Ok(Json(json!({})))
 }
