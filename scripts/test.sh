@@ -46,4 +46,8 @@ step "end-to-end tests against the real binary (pytest)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export LECTERN_BIN="$TARGET_DIR/debug/lectern"
 # shellcheck disable=SC2086
-.venv/bin/python -m pytest tests/python -q ${PYTEST_ARGS:-}
+LECTERN_TEST_DATABASE=sqlite .venv/bin/python -m pytest tests/python -q ${PYTEST_ARGS:-}
+
+step "the same end-to-end tests with PostgreSQL as the store"
+# shellcheck disable=SC2086
+LECTERN_TEST_DATABASE=postgres .venv/bin/python -m pytest tests/python -q ${PYTEST_ARGS:-}

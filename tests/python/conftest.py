@@ -11,17 +11,29 @@ The binary is taken from `LECTERN_BIN`, else `$CARGO_TARGET_DIR/debug/lectern`, 
   (load/unload, broken model files) or need other flags (`--max-body-bytes`).
 - `start_config_server`: a function-scoped factory for a server started with `--config FILE`
   and no `--models` (the file's `[repository] models` applies, relative to its folder).
+- `server_state`: a function-scoped factory of server *states* (a models folder, a `--data`
+  folder and a database) on which servers can be started, killed and started again.
+
+Database engine: `LECTERN_TEST_DATABASE=sqlite` (the default) lets every server use its own
+SQLite file in `--data`; `LECTERN_TEST_DATABASE=postgres` gives every server the fixtures start
+(unless its arguments already name a `--database`) a fresh PostgreSQL database on
+`LECTERN_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`), created before the
+server starts and dropped (`WITH (FORCE)`) when the server, or the state it runs on, is
+cleaned up. The databases are created with `psycopg` when it is installed, else with `psql`.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -35,6 +47,103 @@ LISTEN_PREFIX = "lectern listening on "
 # iris-logreg has versions 1 and 2 on disk; the default policy (latest = 1) serves only 2.
 IRIS_BOTH_VERSIONS_CONFIG = 'labels = "labels.txt"\nversions = [1, 2]\n'
 
+
+# --------------------------------------------------------------------------- databases
+
+DATABASE_ENGINES = ("sqlite", "postgres")
+
+
+def database_engine() -> str:
+    """The engine of the servers' databases: `LECTERN_TEST_DATABASE` (sqlite or postgres)."""
+    engine = os.environ.get("LECTERN_TEST_DATABASE", "sqlite").strip().lower() or "sqlite"
+    if engine not in DATABASE_ENGINES:
+        raise pytest.UsageError(f"LECTERN_TEST_DATABASE must be one of {DATABASE_ENGINES}, not {engine!r}")
+    return engine
+
+
+def postgres_server_url() -> str:
+    """`postgres://USER@HOST:PORT` (no database) of the PostgreSQL server the tests use."""
+    return os.environ.get("LECTERN_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432").rstrip("/")
+
+
+def _postgres_admin(sql: str):
+    """Runs one statement (outside a transaction) on the `postgres` database of the server."""
+    url = postgres_server_url() + "/postgres"
+    try:
+        import psycopg  # type: ignore
+    except ImportError:
+        psycopg = None
+    if psycopg is not None:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql)
+        return
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.fail("LECTERN_TEST_DATABASE=postgres needs psycopg (pip install 'psycopg[binary]') or psql",
+                    pytrace=False)
+    proc = subprocess.run([psql, url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"psql {sql!r} failed: {proc.stderr.strip()}")
+
+
+_DATABASE_COUNTER = itertools.count(1)
+_LIVE_DATABASES: set[str] = set()
+
+
+class TestDatabase:
+    """A database of its own for one server (or one server state).
+
+    For SQLite `url` is None: the server's default, `sqlite://DATA/lectern.db`, lives in its
+    `--data` folder. For PostgreSQL a fresh database is created here and dropped by `drop()`.
+    """
+
+    __test__ = False  # not a test class, despite the name
+
+    def __init__(self, engine: str | None = None):
+        self.engine = engine or database_engine()
+        self.name: str | None = None
+        self.url: str | None = None
+        if self.engine == "postgres":
+            self.name = f"lectern_test_{os.getpid()}_{next(_DATABASE_COUNTER)}_{uuid.uuid4().hex[:8]}"
+            _postgres_admin(f'CREATE DATABASE "{self.name}"')
+            _LIVE_DATABASES.add(self.name)
+            self.url = f"{postgres_server_url()}/{self.name}"
+
+    def args(self) -> list[str]:
+        """The `--database` flag for a server on this database (none for SQLite's default)."""
+        return ["--database", self.url] if self.url else []
+
+    def drop(self):
+        if self.name and self.name in _LIVE_DATABASES:
+            _LIVE_DATABASES.discard(self.name)
+            try:
+                _postgres_admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            except Exception as e:  # noqa: BLE001 - a leftover database must not fail a test
+                print(f"warning: cannot drop test database {self.name}: {e}")
+
+
+def pytest_report_header(config):
+    engine = database_engine()
+    where = f" ({postgres_server_url()})" if engine == "postgres" else ""
+    return f"lectern test database: {engine}{where}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Databases of servers a test never cleaned up (an error between start and teardown).
+    for name in list(_LIVE_DATABASES):
+        _LIVE_DATABASES.discard(name)
+        try:
+            _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def has_flag(args, flag: str) -> bool:
+    return any(a == flag or str(a).startswith(flag + "=") for a in args)
+
+
+# --------------------------------------------------------------------------- servers
 
 def lectern_binary() -> Path:
     explicit = os.environ.get("LECTERN_BIN")
@@ -58,11 +167,18 @@ def copy_models(dest: Path) -> Path:
 class LecternServer:
     """A running `lectern serve` process."""
 
-    def __init__(self, models_dir: Path | None, data_dir: Path, extra_args=(), env=None):
+    def __init__(self, models_dir: Path | None, data_dir: Path, extra_args=(), env=None,
+                 database: "TestDatabase | None" = None, listen: str = "127.0.0.1:0"):
         # models_dir None: no --models flag (a --config file in extra_args names the models).
+        # database None: a database of its own per LECTERN_TEST_DATABASE (dropped at cleanup),
+        # unless extra_args name a --database; a TestDatabase given is used and left alone.
         self.models_dir = Path(models_dir) if models_dir is not None else None
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
+        self._own_database: TestDatabase | None = None
+        if database is None and not has_flag(self.extra_args, "--database") and database_engine() != "sqlite":
+            database = self._own_database = TestDatabase()
+        self.database = database
         self.url: str | None = None
         self.stdout_lines: list[str] = []
         self._lines: "queue.Queue[str | None]" = queue.Queue()
@@ -79,8 +195,9 @@ class LecternServer:
         self.args = [
             str(self.binary), "serve",
             *(["--models", str(self.models_dir)] if self.models_dir is not None else []),
-            "--listen", "127.0.0.1:0",
+            "--listen", listen,
             "--data", str(self.data_dir),
+            *(database.args() if database is not None else []),
             *self.extra_args,
         ]
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
@@ -97,7 +214,11 @@ class LecternServer:
         )
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
         self._reader.start()
-        self._wait_for_listen_line()
+        try:
+            self._wait_for_listen_line()
+        except BaseException:
+            self.cleanup()
+            raise
 
     def _read_stdout(self):
         assert self.proc.stdout is not None
@@ -127,6 +248,8 @@ class LecternServer:
                     self.stop()
                     self._fail(f"printed a listening line without an http URL: {line!r}")
                 self.url = url.rstrip("/")
+                # A wildcard listen address (0.0.0.0) is reached over loopback.
+                self.url = re.sub(r"^(https?://)0\.0\.0\.0:", r"\g<1>127.0.0.1:", self.url)
                 return
 
     def _fail(self, what: str):
@@ -163,12 +286,19 @@ class LecternServer:
             self.proc.stdout.close()
         self._stderr_file.close()
 
+    def kill(self):
+        """SIGKILL, keeping the logs (for crash tests); `cleanup()` still runs at teardown."""
+        self.stop()
+
     def cleanup(self):
         self.stop()
         try:
             os.unlink(self._stderr_file.name)
         except OSError:
             pass
+        if self._own_database is not None:
+            self._own_database.drop()
+            self._own_database = None
 
     # Small conveniences so tests read well.
     def get(self, path: str, **kw) -> requests.Response:
@@ -246,3 +376,65 @@ def start_config_server(tmp_path):
     yield start
     for srv in started:
         srv.cleanup()
+
+
+class ServerState:
+    """What a server runs on: a models folder (or none), a `--data` folder and a database.
+
+    `start(extra_args=(), env=None, listen="127.0.0.1:0", models=True)` starts a server on it
+    (`models=False`: without `--models`, serving only what the store holds); servers started
+    on one state share everything, so a test can kill one and start another on the same state.
+    """
+
+    def __init__(self, root: Path, models_dir: Path | None, database: TestDatabase):
+        self.root = root
+        self.models_dir = models_dir
+        self.data_dir = root / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.database = database
+        self.servers: list[LecternServer] = []
+
+    def start(self, extra_args=(), env=None, listen: str = "127.0.0.1:0", models: bool = True) -> LecternServer:
+        srv = LecternServer(self.models_dir if models else None, self.data_dir, extra_args=extra_args,
+                            env=env, database=self.database, listen=listen)
+        self.servers.append(srv)
+        return srv
+
+    def cleanup(self):
+        for srv in self.servers:
+            srv.cleanup()
+        self.database.drop()
+
+
+@pytest.fixture
+def server_state(tmp_path):
+    """Factory of server states that outlive their servers (restarts, crash tests).
+
+    `server_state(prepare=None, models=True)`: a fresh root folder with a copy of
+    examples/models (`models=False`: no models folder at all; `models=PATH`: that folder),
+    `prepare(models_dir)` applied to the copy, an empty `--data` folder and a fresh database
+    of the engine LECTERN_TEST_DATABASE names. Returns a `ServerState`; `state.start(...)`
+    starts a server on it. At teardown every server is killed and the databases are dropped.
+    """
+    states: list[ServerState] = []
+    counter = [0]
+
+    def make(prepare=None, models=True) -> ServerState:
+        counter[0] += 1
+        root = tmp_path / f"state{counter[0]}"
+        root.mkdir()
+        if models is True:
+            models_dir = copy_models(root / "models")
+        elif models is False or models is None:
+            models_dir = None
+        else:
+            models_dir = Path(models)
+        if prepare is not None and models_dir is not None:
+            prepare(models_dir)
+        state = ServerState(root, models_dir, TestDatabase())
+        states.append(state)
+        return state
+
+    yield make
+    for state in states:
+        state.cleanup()

@@ -20,24 +20,34 @@ pub fn artifact_key(model: &str, sha256: &str) -> String {
     format!("models/{model}/{sha256}.onnx")
 }
 
-/// Brings one model of the folder into the store.
+/// Brings one model of the folder into the store. What changed in the folder since the last
+/// import wins; changes made through the API to what the folder did not change are kept, and
+/// versions uploaded through the API are never removed by an import.
 pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: &Path) -> Result<(), ManageError> {
     let (config, labels, files) = read_model(folder).await?;
+    let fingerprint = sha256(format!("{config}\0{}", labels.as_deref().unwrap_or("")).as_bytes());
     match store.model(name).await? {
         None => {
             store.create_model(IMPORT_ACTOR, name, &config, labels.as_deref()).await?;
+            store.set_imported(name, &fingerprint).await?;
         }
-        Some(m) if m.config != config || m.labels != labels => {
+        Some(m) if m.imported.as_deref() != Some(fingerprint.as_str()) => {
             store.set_config(IMPORT_ACTOR, name, &config, labels.as_deref()).await?;
+            store.set_imported(name, &fingerprint).await?;
         }
         Some(_) => {}
     }
-    let stored: BTreeMap<u64, String> = store.versions(name).await?.into_iter().map(|v| (v.version, v.sha256)).collect();
+    let stored: BTreeMap<u64, (String, bool)> =
+        store.versions(name).await?.into_iter().map(|v| (v.version, (v.sha256, v.from_folder))).collect();
     for (version, bytes) in files {
         let sha = sha256(&bytes);
         match stored.get(&version) {
-            Some(existing) if *existing == sha => continue,
-            Some(_) => {
+            Some((existing, _)) if *existing == sha => continue,
+            Some((_, false)) => {
+                tracing::warn!(model = name, version, "the folder's version has the number of an uploaded version; not imported");
+                continue;
+            }
+            Some((_, true)) => {
                 store.delete_version(IMPORT_ACTOR, name, version).await?;
             }
             None => {}
@@ -45,11 +55,11 @@ pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: 
         let key = artifact_key(name, &sha);
         let size = bytes.len() as u64;
         objects.put(&key, Bytes::from(bytes)).await?;
-        let new = NewVersion { model: name.to_string(), version, sha256: sha, size, object_key: key };
+        let new = NewVersion { model: name.to_string(), version, sha256: sha, size, object_key: key, from_folder: true };
         store.add_version(IMPORT_ACTOR, &new).await?;
     }
     let on_disk = version_folders(folder).map_err(|e| ManageError::Invalid(format!("cannot list {}: {e}", folder.display())))?;
-    for version in stored.keys().filter(|v| !on_disk.contains(v)) {
+    for (version, _) in stored.iter().filter(|(v, (_, from_folder))| *from_folder && !on_disk.contains(v)) {
         store.delete_version(IMPORT_ACTOR, name, *version).await?;
     }
     Ok(())

@@ -43,6 +43,11 @@ impl Manager {
         }
     }
 
+    /// Largest artifact accepted.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_bytes
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -119,6 +124,7 @@ impl Manager {
         check_model_name(name)?;
         let config = config_text(config)?;
         self.store.create_model(actor, name, &config, labels_text(labels)?.as_deref()).await?;
+        self.reload(name).await?;
         self.describe(name).await
     }
 
@@ -163,7 +169,14 @@ impl Manager {
                 Some(v) => v,
                 None => self.store.next_version(name).await?,
             };
-            let new = NewVersion { model: name.to_string(), version, sha256: stored.sha256, size: stored.size, object_key: stored.key };
+            let new = NewVersion {
+                model: name.to_string(),
+                version,
+                sha256: stored.sha256,
+                size: stored.size,
+                object_key: stored.key,
+                from_folder: false,
+            };
             self.store.add_version(actor, &new).await?;
             version
         };
@@ -217,10 +230,9 @@ impl Manager {
     /// states say why); a model left with no version stops serving.
     async fn reload(&self, name: &str) -> Result<(), ManageError> {
         if self.store.versions(name).await?.is_empty() {
-            match self.registry.unload(name).await {
-                Ok(()) | Err(RuntimeError::ModelNotFound(_)) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
+            let reason = format!("model '{name}' has no versions yet: upload one to /v1/models/{name}/versions");
+            self.registry.set_unavailable(name, &reason).await;
+            return Ok(());
         }
         match self.registry.load(name).await {
             Ok(()) => Ok(()),

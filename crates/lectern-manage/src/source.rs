@@ -86,6 +86,7 @@ mod tests {
             object_key: String::new(),
             state,
             reason: String::new(),
+            from_folder: false,
             created_at_ms: 0,
         }
     }

@@ -95,11 +95,20 @@ impl Registry {
         self.report(name, &entry).await;
         if let Some(reason) = entry_failure(&entry) {
             tracing::warn!(model = name, %reason, "load failed; previous versions keep serving");
+            // A model seen for the first time is listed with why it does not serve.
+            self.write().entry(name.to_string()).or_insert(entry);
             return Err(RuntimeError::LoadFailed(name.to_string(), reason));
         }
         log_entry(name, &entry);
         self.write().insert(name.to_string(), entry);
         Ok(())
+    }
+
+    /// Makes a model known but not serving, with the reason (a model with no versions yet).
+    pub async fn set_unavailable(&self, name: &str, reason: &str) {
+        let _guard = self.changes.lock().await;
+        let entry = ModelEntry { reason: Some(reason.to_string()), ..Default::default() };
+        self.write().insert(name.to_string(), entry);
     }
 
     /// Forgets a model entirely (it was deleted); in-flight requests still complete.

@@ -5,11 +5,10 @@ use crate::{now_ms, StoreError};
 use sqlx::AnyPool;
 
 /// (version, SQLite text, PostgreSQL text), in order. Never edit one that has shipped: add one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-    include_str!("../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_initial.sql"), include_str!("../migrations/postgres/0001_initial.sql")),
+    (2, include_str!("../migrations/sqlite/0002_origins.sql"), include_str!("../migrations/postgres/0002_origins.sql")),
+];
 
 /// Applies the migrations the database has not seen yet; returns how many ran.
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize, StoreError> {
@@ -18,7 +17,10 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize, StoreError> 
         .await?;
     let mut applied = 0;
     for &(version, sqlite, postgres) in MIGRATIONS {
-        let mut tx = pool.begin().await?;
+        let mut tx = match backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
+        };
         if backend == Backend::Postgres {
             // Replicas starting together: one migrates, the others wait here, then see it done.
             sqlx::query("SELECT pg_advisory_xact_lock(7410001)").execute(&mut *tx).await?;

@@ -12,6 +12,9 @@ pub struct ModelRecord {
     pub labels: Option<String>,
     /// The version unversioned requests use; `None`: the newest ready one.
     pub default_version: Option<u64>,
+    /// The config and labels as last imported from a repository folder (a fingerprint), so
+    /// an import only overwrites what changed in the folder since.
+    pub imported: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -57,6 +60,9 @@ pub struct VersionRecord {
     pub state: VersionState,
     /// Why the version is unavailable.
     pub reason: String,
+    /// Imported from the repository folder (an import may replace or remove it); otherwise
+    /// uploaded, and only a person removes it.
+    pub from_folder: bool,
     pub created_at_ms: i64,
 }
 
@@ -68,6 +74,7 @@ pub struct NewVersion {
     pub sha256: String,
     pub size: u64,
     pub object_key: String,
+    pub from_folder: bool,
 }
 
 /// One management action.

@@ -23,8 +23,8 @@ pub struct Store {
     backend: Backend,
 }
 
-const MODEL_COLUMNS: &str = "name, config, labels, default_version, created_at, updated_at";
-const VERSION_COLUMNS: &str = "model, version, sha256, size, object_key, state, reason, created_at";
+const MODEL_COLUMNS: &str = "name, config, labels, default_version, imported, created_at, updated_at";
+const VERSION_COLUMNS: &str = "model, version, sha256, size, object_key, state, reason, created_at, from_folder";
 
 impl Store {
     /// Opens `url` (`sqlite://PATH` or `postgres://...`) and runs the pending migrations.
@@ -55,6 +55,16 @@ impl Store {
         Ok(Store { pool, backend })
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so that concurrent writers wait for each other (busy_timeout)
+    /// instead of failing when a read lock cannot be upgraded.
+    async fn write_tx(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Which engine this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -69,7 +79,7 @@ impl Store {
 
     /// Registers a model; fails if the name is taken.
     pub async fn create_model(&self, actor: &str, name: &str, config: &str, labels: Option<&str>) -> Result<ModelRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if fetch_model(&mut tx, name).await?.is_some() {
             return Err(StoreError::ModelExists(name.to_string()));
         }
@@ -90,7 +100,7 @@ impl Store {
 
     /// Replaces a model's config and labels.
     pub async fn set_config(&self, actor: &str, name: &str, config: &str, labels: Option<&str>) -> Result<ModelRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE models SET config = $1, labels = $2, updated_at = $3 WHERE name = $4")
             .bind(config)
             .bind(labels)
@@ -107,9 +117,15 @@ impl Store {
         Ok(record)
     }
 
+    /// Records the fingerprint of the config and labels last imported from a folder.
+    pub async fn set_imported(&self, name: &str, fingerprint: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE models SET imported = $1 WHERE name = $2").bind(fingerprint).bind(name).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Sets (or clears) the version unversioned requests use.
     pub async fn set_default_version(&self, actor: &str, name: &str, version: Option<u64>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(v) = version {
             if fetch_version(&mut tx, name, v).await?.is_none() {
                 return Err(StoreError::VersionNotFound(name.to_string(), v));
@@ -132,7 +148,7 @@ impl Store {
 
     /// Removes a model and all its versions (the caller removes the artifacts).
     pub async fn delete_model(&self, actor: &str, name: &str) -> Result<Vec<VersionRecord>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let versions = fetch_versions(&mut tx, name).await?;
         sqlx::query("DELETE FROM model_versions WHERE model = $1").bind(name).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM models WHERE name = $1").bind(name).execute(&mut *tx).await?;
@@ -164,14 +180,14 @@ impl Store {
 
     /// Registers a version whose artifact is already stored.
     pub async fn add_version(&self, actor: &str, new: &NewVersion) -> Result<VersionRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if fetch_model(&mut tx, &new.model).await?.is_none() {
             return Err(StoreError::ModelNotFound(new.model.clone()));
         }
         if fetch_version(&mut tx, &new.model, new.version).await?.is_some() {
             return Err(StoreError::VersionExists(new.model.clone(), new.version));
         }
-        sqlx::query(&format!("INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, '', $7)"))
+        sqlx::query(&format!("INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8)"))
             .bind(&new.model)
             .bind(new.version as i64)
             .bind(&new.sha256)
@@ -179,6 +195,7 @@ impl Store {
             .bind(&new.object_key)
             .bind(VersionState::Pending.as_str())
             .bind(now_ms())
+            .bind(i64::from(new.from_folder))
             .execute(&mut *tx)
             .await?;
         let detail = format!("version {} sha256 {}", new.version, new.sha256);
@@ -211,7 +228,7 @@ impl Store {
 
     /// Removes one version (the caller removes the artifact). Clears the default if it was it.
     pub async fn delete_version(&self, actor: &str, model: &str, version: u64) -> Result<VersionRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let record = fetch_version(&mut tx, model, version)
             .await?
             .ok_or_else(|| StoreError::VersionNotFound(model.to_string(), version))?;
@@ -243,7 +260,7 @@ impl Store {
     /// Creates a key; returns it with its full text, which is never stored or shown again.
     pub async fn create_key(&self, actor: &str, name: &str, role: Role) -> Result<(ApiKey, String), StoreError> {
         let (id, key) = keys::generate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO api_keys (id, name, role, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)")
             .bind(&id)
             .bind(name)
@@ -276,7 +293,7 @@ impl Store {
 
     /// Revokes a key: it stops working at once.
     pub async fn revoke_key(&self, actor: &str, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now_ms())
             .bind(id)
@@ -313,7 +330,7 @@ impl Store {
 
     /// Records an action that changes no row (a repository load or unload).
     pub async fn record(&self, actor: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         audit(&mut tx, actor, action, target, detail).await?;
         tx.commit().await?;
         Ok(())
@@ -402,6 +419,7 @@ fn model_row(r: &AnyRow) -> Result<ModelRecord, StoreError> {
         config: r.try_get("config")?,
         labels: r.try_get("labels")?,
         default_version: r.try_get::<Option<i64>, _>("default_version")?.map(|v| v as u64),
+        imported: r.try_get("imported")?,
         created_at_ms: r.try_get("created_at")?,
         updated_at_ms: r.try_get("updated_at")?,
     })
@@ -416,6 +434,7 @@ fn version_row(r: &AnyRow) -> Result<VersionRecord, StoreError> {
         object_key: r.try_get("object_key")?,
         state: VersionState::parse(&r.try_get::<String, _>("state")?)?,
         reason: r.try_get("reason")?,
+        from_folder: r.try_get::<i64, _>("from_folder")? != 0,
         created_at_ms: r.try_get("created_at")?,
     })
 }

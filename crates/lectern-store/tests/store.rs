@@ -73,7 +73,7 @@ macro_rules! both_engines {
 }
 
 fn version(model: &str, v: u64) -> NewVersion {
-    NewVersion { model: model.into(), version: v, sha256: format!("{v:064x}"), size: 10 * v, object_key: format!("models/{model}/{v}") }
+    NewVersion { model: model.into(), version: v, sha256: format!("{v:064x}"), size: 10 * v, object_key: format!("models/{model}/{v}"), from_folder: v == 1 }
 }
 
 async fn models_versions_and_defaults(url: &str) {
@@ -92,6 +92,9 @@ async fn models_versions_and_defaults(url: &str) {
     assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!((versions[1].state, versions[1].reason.as_str()), (VersionState::Unavailable, "bad file"));
     assert_eq!(versions[0].state, VersionState::Pending);
+    assert!(versions[0].from_folder && !versions[1].from_folder);
+    store.set_imported("iris", "abc").await.unwrap();
+    assert_eq!(store.model("iris").await.unwrap().unwrap().imported.as_deref(), Some("abc"));
 
     store.set_default_version("bob", "iris", Some(1)).await.unwrap();
     assert!(matches!(store.set_default_version("bob", "iris", Some(9)).await, Err(StoreError::VersionNotFound(..))));

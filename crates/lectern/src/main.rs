@@ -15,14 +15,21 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
     /// Serve every model of a model repository over V2 REST.
     Serve(settings::ServeArgs),
+    /// Manage the models of a running server: push versions, list, show, set the default, delete.
+    Model(commands::model::ModelArgs),
+    /// Create, list and revoke API keys (`keys create` also works offline with --data/--database).
+    Keys(commands::keys::KeysArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => commands::serve::run(args),
+        Command::Model(args) => std::process::exit(commands::model::run(args)),
+        Command::Keys(args) => std::process::exit(commands::keys::run(args)),
     }
 }

@@ -95,9 +95,16 @@ pub async fn upload(
     Extension(who): Extension<Principal>,
     Path(model): Path<String>,
     query: Result<Query<UploadQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    // Refuse a declared oversize body before reading any of it.
+    let limit = state.manager.max_upload_bytes();
+    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(lectern_manage::ManageError::TooLarge(limit).into());
+    }
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let (version, view) = state.manager.upload_version(&who.actor, &model, query.version, stream).await?;
     let uploaded = view.versions.iter().find(|v| v.version == version).cloned();

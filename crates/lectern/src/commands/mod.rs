@@ -1,3 +1,5 @@
 //! One module per command.
 
+pub mod keys;
+pub mod model;
 pub mod serve;
