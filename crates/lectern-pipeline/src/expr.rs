@@ -88,7 +88,7 @@ mod tests {
         let ev = Evaluator::default();
         let s = scope(serde_json::json!({"strength": {"label": "weak", "probability": 0.9}}));
         assert!(ev.eval("strength.label == 'weak' and strength.probability > 0.5", &s).unwrap().is_true());
-        assert!(ev.eval("advice is defined", &s).unwrap().is_true() == false);
+        assert!(!ev.eval("advice is defined", &s).unwrap().is_true());
         assert_eq!(to_json(&ev.eval("advice.resources", &s).unwrap()), serde_json::Value::Null);
         assert_eq!(ev.render("Hi {{ strength.label }}!", &s).unwrap(), "Hi weak!");
     }
