@@ -218,6 +218,21 @@ def make_key(w, url):
     return r.json()["id"]
 
 
+PIPELINE_TOML = b'steps = [{ id = "m", model = "walk", inputs = ["a", "b", "c", "d"] }]\n'
+
+
+def make_pipeline(w, url):
+    name = f"walk-pipe-{next(_unique)}"
+    r = requests.put(f"{url}/v1/pipelines/{name}", data=PIPELINE_TOML, headers=w.admin(), timeout=30)
+    assert r.status_code == 200, r.text
+    return name
+
+
+def pipeline_exists(w, url, name):
+    listed = requests.get(url + "/v1/pipelines", headers=w.admin(), timeout=30).json()["pipelines"]
+    return any(p["name"] == name for p in listed)
+
+
 def key_live(w, url, key_id):
     keys = requests.get(url + "/v1/keys", headers=w.admin(), timeout=30).json()["keys"]
     return any(k["id"] == key_id and k["revoked_at_ms"] is None for k in keys)
@@ -241,6 +256,8 @@ ROUTES = [
     Route("POST", "/v2/models/walk/versions/1/infer", INFER, 200, INFER_BODY),
     Route("GET", "/v1/pipelines", INFER, 200),
     Route("POST", "/v1/pipelines/no-such-pipeline", INFER, 404, {"x": 1}),
+    Route("PUT", "/v1/pipelines/walk-pipe", MODELS, 200, PIPELINE_TOML),
+    Route("DELETE", "/v1/pipelines/{target}", MODELS, 204, None, make_pipeline, pipeline_exists),
     # models and the repository
     Route("POST", "/v2/repository/index", MODELS, 200),
     Route("POST", "/v2/repository/models/walk-scratch/load", MODELS, 200),

@@ -98,6 +98,15 @@ impl Planner<'_> {
         Ok(plans)
     }
 
+    /// One pipeline from the TOML body of its table (as the API receives it).
+    pub fn plan_text(&self, name: &str, text: &str) -> Result<Pipeline, PipelineError> {
+        let spec: PipelineSpec = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            self.error(line, e.message().to_string())
+        })?;
+        self.pipeline(name, &spec, 1)
+    }
+
     fn error(&self, line: usize, message: String) -> PipelineError {
         PipelineError::Config { file: self.file.to_string(), line, message }
     }

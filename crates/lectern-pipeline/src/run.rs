@@ -15,7 +15,7 @@ use minijinja::value::Value;
 use serde_json::{json, Map, Value as Json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Items of one `for_each` list in flight at once (the rest wait; order is kept).
 const PARALLEL_ITEMS: usize = 256;
@@ -31,7 +31,9 @@ pub struct PipelineRequest {
 pub struct Engine {
     registry: Arc<Registry>,
     evaluator: Evaluator,
-    pipelines: BTreeMap<String, Pipeline>,
+    pipelines: RwLock<BTreeMap<String, Arc<Pipeline>>>,
+    /// Pipelines of the config file: the API cannot replace or delete them.
+    from_config: HashSet<String>,
     llms: HashMap<String, Arc<LlmClient>>,
 }
 
@@ -54,18 +56,63 @@ impl Engine {
         let evaluator = Evaluator::default();
         let names: HashSet<String> = llms.keys().cloned().collect();
         let planner = Planner { text, file, evaluator: &evaluator, registry: &registry, llms: &names };
-        let pipelines = planner.plan(&parsed)?;
-        Ok(Engine { registry, evaluator, pipelines, llms })
+        let pipelines: BTreeMap<String, Arc<Pipeline>> =
+            planner.plan(&parsed)?.into_iter().map(|(name, p)| (name, Arc::new(p))).collect();
+        let from_config = pipelines.keys().cloned().collect();
+        Ok(Engine { registry, evaluator, pipelines: RwLock::new(pipelines), from_config, llms })
     }
 
     /// The pipelines, by name.
-    pub fn pipelines(&self) -> impl Iterator<Item = &Pipeline> {
-        self.pipelines.values()
+    pub fn pipelines(&self) -> Vec<Arc<Pipeline>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// True when the config file declares the pipeline `name` (the API may not change it).
+    pub fn is_from_config(&self, name: &str) -> bool {
+        self.from_config.contains(name)
+    }
+
+    /// Checks a pipeline definition (the body of a `[pipelines.NAME]` table, as TOML) against
+    /// the models and LLMs there are now, and serves it under `name`.
+    pub fn define(&self, name: &str, text: &str) -> Result<(), PipelineError> {
+        if self.is_from_config(name) {
+            return Err(PipelineError::Input(format!("pipeline '{name}' is declared in the config file; change it there")));
+        }
+        let valid = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(PipelineError::Input(format!("invalid pipeline name '{name}': letters, digits, '-', '_' and '.'")));
+        }
+        let file = format!("pipeline '{name}'");
+        let names: HashSet<String> = self.llms.keys().cloned().collect();
+        let planner = Planner { text, file: &file, evaluator: &self.evaluator, registry: &self.registry, llms: &names };
+        let pipeline = planner.plan_text(name, text).map_err(|e| match e {
+            PipelineError::Config { line, message, .. } => PipelineError::Input(format!("line {line}: {message}")),
+            other => PipelineError::Input(other.to_string()),
+        })?;
+        self.write().insert(name.to_string(), Arc::new(pipeline));
+        Ok(())
+    }
+
+    /// Stops serving a pipeline defined through the API; false when there was none.
+    pub fn undefine(&self, name: &str) -> Result<bool, PipelineError> {
+        if self.is_from_config(name) {
+            return Err(PipelineError::Input(format!("pipeline '{name}' is declared in the config file; change it there")));
+        }
+        Ok(self.write().remove(name).is_some())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Pipeline>>> {
+        self.pipelines.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Pipeline>>> {
+        self.pipelines.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs the pipeline `name` on one request.
     pub async fn run(&self, name: &str, request: PipelineRequest) -> Result<Json, PipelineError> {
-        let pipeline = self.pipelines.get(name).ok_or_else(|| PipelineError::UnknownPipeline(name.to_string()))?;
+        let pipeline = self.read().get(name).cloned().ok_or_else(|| PipelineError::UnknownPipeline(name.to_string()))?;
+        let pipeline = pipeline.as_ref();
         let whole = Value::from_serialize(&request.body);
         let Some(field) = &pipeline.for_each else {
             let input = Json::Object(request.body);

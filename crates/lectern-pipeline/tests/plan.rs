@@ -34,7 +34,7 @@ async fn build_error(text: &str) -> String {
 #[tokio::test]
 async fn the_two_layer_pipeline_is_accepted() {
     let engine = Engine::build(&config(GOOD_ROUTE), "test.toml", Path::new("."), registry().await).unwrap();
-    assert_eq!(engine.pipelines().count(), 1);
+    assert_eq!(engine.pipelines().len(), 1);
 }
 
 #[tokio::test]

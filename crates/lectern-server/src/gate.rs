@@ -40,6 +40,8 @@ pub fn access(method: &Method, path: &str) -> Access {
     let open = matches!(path, "/v2" | "/v2/health/live" | "/v2/health/ready" | "/metrics" | "/openapi.json");
     if open || *method == Method::OPTIONS {
         Access::Open
+    } else if path.starts_with("/v1/pipelines/") && (*method == Method::PUT || *method == Method::DELETE) {
+        Access::Models
     } else if path.starts_with("/v2/models/") || path == "/v1/pipelines" || path.starts_with("/v1/pipelines/") {
         Access::Infer
     } else if path == "/v1/models" || path.starts_with("/v1/models/") || path.starts_with("/v2/repository/") {
@@ -209,6 +211,8 @@ mod tests {
         assert_eq!(access(&Method::GET, "/v2/health/ready"), Access::Open);
         assert_eq!(access(&Method::POST, "/v2/models/iris/infer"), Access::Infer);
         assert_eq!(access(&Method::POST, "/v1/pipelines/x"), Access::Infer);
+        assert_eq!(access(&Method::PUT, "/v1/pipelines/x"), Access::Models);
+        assert_eq!(access(&Method::DELETE, "/v1/pipelines/x"), Access::Models);
         assert_eq!(access(&Method::POST, "/v2/repository/models/iris/load"), Access::Models);
         assert_eq!(access(&Method::DELETE, "/v1/models/iris"), Access::Models);
         assert_eq!(access(&Method::POST, "/v1/keys"), Access::Admin);

@@ -8,6 +8,7 @@ use sqlx::AnyPool;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql"), include_str!("../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_origins.sql"), include_str!("../migrations/postgres/0002_origins.sql")),
+    (3, include_str!("../migrations/sqlite/0003_pipelines.sql"), include_str!("../migrations/postgres/0003_pipelines.sql")),
 ];
 
 /// Applies the migrations the database has not seen yet; returns how many ran.

@@ -29,7 +29,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route("/v2/repository/models/{model}/unload", post(repository::unload))
         .route("/v1/pipelines", get(pipelines::list))
-        .route("/v1/pipelines/{name}", post(pipelines::run))
+        .route("/v1/pipelines/{name}", post(pipelines::run).put(pipelines::define).delete(pipelines::remove))
         .route("/v1/models", get(manage::list).post(manage::create))
         .route("/v1/models/{model}", get(manage::describe).delete(manage::delete))
         .route("/v1/models/{model}/config", put(manage::set_config))

@@ -5,7 +5,8 @@ use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::Json;
+use axum::{Extension, Json};
+use crate::principal::Principal;
 use lectern_pipeline::{Engine, PipelineRequest};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
     let engine = engine(&state)?;
     let pipelines: Vec<Value> = engine
         .pipelines()
+        .iter()
         .map(|p| json!({ "name": p.name, "for_each": p.for_each, "steps": p.steps }))
         .collect();
     Ok(Json(json!({ "pipelines": pipelines })))
@@ -94,4 +96,40 @@ async fn multipart_request(bytes: bytes::Bytes, boundary: String) -> Result<Pipe
     }
     request.body.extend(merged);
     Ok(request)
+}
+
+/// `PUT /v1/pipelines/{name}`: the body is the TOML of a `[pipelines.NAME]` table (its keys
+/// `for_each`, `steps`, `shape`); checked against the loaded models, stored, then served.
+pub async fn define(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let engine = engine(&state)?;
+    let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::bad_request("the pipeline definition must be UTF-8 TOML text"))?;
+    engine.define(&name, text)?;
+    if let Err(e) = state.manager.store().put_pipeline(&who.actor, &name, text).await {
+        engine.undefine(&name)?;
+        return Err(lectern_manage::ManageError::from(e).into());
+    }
+    let pipeline = engine.pipelines().into_iter().find(|p| p.name == name);
+    Ok(Json(json!({ "pipeline": pipeline.map(|p| json!({ "name": p.name, "for_each": p.for_each, "steps": p.steps })) })))
+}
+
+/// `DELETE /v1/pipelines/{name}`: removes a pipeline defined through the API.
+pub async fn remove(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let engine = engine(&state)?;
+    let served = engine.undefine(&name)?;
+    let stored = state.manager.store().delete_pipeline(&who.actor, &name).await.map_err(lectern_manage::ManageError::from)?;
+    if !served && !stored {
+        return Err(lectern_pipeline::PipelineError::UnknownPipeline(name).into());
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

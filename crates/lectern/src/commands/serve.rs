@@ -67,8 +67,9 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     }
     registry.load_all().await.context("cannot load the models")?;
     let engine = pipelines(settings.config.as_deref(), registry.clone())?;
-    if engine.pipelines().next().is_some() {
-        let names: Vec<&str> = engine.pipelines().map(|p| p.name.as_str()).collect();
+    define_stored_pipelines(&engine, manager.store()).await?;
+    if !engine.pipelines().is_empty() {
+        let names: Vec<String> = engine.pipelines().iter().map(|p| p.name.clone()).collect();
         tracing::info!(pipelines = %names.join(", "), "pipelines ready");
     }
     let _ = state.pipelines.set(Arc::new(engine));
@@ -130,6 +131,17 @@ async fn auth_state(config: &AuthConfig, store: &Store, address: SocketAddr) -> 
     };
     let settings = AuthSettings { disabled: false, oidc, protect_inference: !config.open_inference, limiter };
     Ok(AuthState::new(settings, keys_live))
+}
+
+/// Serves the pipelines defined through the API; one that no longer fits the models is logged
+/// and skipped (it stays stored and can be fixed with another PUT).
+async fn define_stored_pipelines(engine: &Engine, store: &Store) -> anyhow::Result<()> {
+    for (name, definition) in store.pipelines().await.context("cannot read the stored pipelines")? {
+        if let Err(e) = engine.define(&name, &definition) {
+            tracing::warn!(pipeline = %name, error = %e, "a stored pipeline does not fit the models now; not served");
+        }
+    }
+    Ok(())
 }
 
 /// The pipelines of the config file, checked against the loaded models.
