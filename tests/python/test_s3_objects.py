@@ -12,7 +12,8 @@ Checked: the `--models` folder is imported into the bucket under the prefix and 
 it; an upload streams into the bucket (a multipart upload above the 8 MiB part size, with no
 staging object left behind) and serves; an artifact overwritten in the bucket is refused at the
 next start (its version UNAVAILABLE, the reason naming the SHA-256) while the rest serves;
-deleting a version deletes its object. Run on SQLite and on PostgreSQL (LECTERN_TEST_DATABASE).
+deleting a version deletes its object; an upload over the limit leaves neither an object nor an
+open multipart upload. Run on SQLite and on PostgreSQL (LECTERN_TEST_DATABASE).
 """
 from __future__ import annotations
 
@@ -272,8 +273,22 @@ def test_artifacts_live_in_an_s3_bucket_and_are_checked_on_every_load(s3, server
 
     # 4. without --models, the database and the bucket alone serve everything
     srv.kill()
-    srv = state.start(extra_args=args, env=env, models=False)
+    srv = state.start(extra_args=[*args, "--max-upload-bytes", str(10 << 20)], env=env, models=False)
     api = Api(srv)
     assert_serves(api, "s3-iris", 1, IRIS_V1)
     assert_serves(api, "iris-logreg", 2, IRIS_V2)
+
+    # an upload over --max-upload-bytes, refused after its first part went up: the multipart
+    # upload is aborted, nothing is left in the bucket and no version is made
+    before = s3.keys(bucket)
+    try:
+        resp = api.call("POST", "/v1/models/s3-big/versions", data=big)
+        # the server answers 413 as soon as the limit is passed and closes the connection
+        assert resp.status_code == 413, f"{resp.status_code}: {resp.text[:500]}"
+    except requests.ConnectionError:
+        pass
+    assert api.describe("s3-big")["versions"] == []
+    assert s3.keys(bucket) == before, f"the refused upload left {sorted(s3.keys(bucket) - before)}"
+    pending = s3.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert pending == [], f"multipart uploads left open: {[u['Key'] for u in pending]}"
 

@@ -62,6 +62,24 @@ impl Objects {
         Ok(Objects { store: Arc::new(store), local_root: Some(root), prefix: String::new() })
     }
 
+    /// Checks the store answers (a bucket that exists, credentials that work), so that a
+    /// misconfigured store stops start-up instead of failing every import and upload.
+    pub async fn check(&self) -> Result<(), ManageError> {
+        if self.local_root.is_some() {
+            return Ok(());
+        }
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        self.store.list_with_delimiter(prefix.as_ref()).await.map(|_| ()).map_err(|e| {
+            let hint = match std::env::var("AWS_ENDPOINT").or_else(|_| std::env::var("AWS_ENDPOINT_URL")) {
+                Ok(endpoint) if endpoint.starts_with("http://") && std::env::var("AWS_ALLOW_HTTP").is_err() => {
+                    " (the endpoint is plain http: set AWS_ALLOW_HTTP=true)"
+                }
+                _ => "",
+            };
+            ManageError::Objects(format!("the bucket cannot be listed: {e}{hint}"))
+        })
+    }
+
     fn path(&self, key: &str) -> ObjectPath {
         if self.prefix.is_empty() {
             ObjectPath::from(key)

@@ -88,6 +88,7 @@ async fn open_models(settings: &ServeSettings) -> anyhow::Result<(Arc<Manager>, 
     let store = Store::open(&settings.database).await.context("cannot open the database")?;
     tracing::info!(backend = ?store.backend(), "database ready");
     let objects = Arc::new(Objects::open(&settings.objects).context("cannot open the object store")?);
+    objects.check().await.context("cannot use the object store")?;
     let source = Arc::new(StoreSource::new(store.clone(), objects.clone()));
     let registry = Arc::new(Registry::new(source, Arc::new(MetricsRegistry::default())));
     let folder = settings.models.is_dir().then(|| settings.models.clone());
