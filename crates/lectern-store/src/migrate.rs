@@ -4,12 +4,22 @@ use crate::store::Backend;
 use crate::{now_ms, StoreError};
 use sqlx::AnyPool;
 
-/// (version, SQLite text, PostgreSQL text), in order. Never edit one that has shipped: add one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, include_str!("../migrations/sqlite/0001_initial.sql"), include_str!("../migrations/postgres/0001_initial.sql")),
-    (2, include_str!("../migrations/sqlite/0002_origins.sql"), include_str!("../migrations/postgres/0002_origins.sql")),
-    (3, include_str!("../migrations/sqlite/0003_pipelines.sql"), include_str!("../migrations/postgres/0003_pipelines.sql")),
+/// (version, SQL), in order. Never edit one that has shipped: add one. The one word the two
+/// engines spell differently, `$IDENTITY` (an auto-numbered primary key), is filled in per engine.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_origins.sql")),
+    (3, include_str!("../migrations/0003_pipelines.sql")),
 ];
+
+/// A migration's SQL for one engine.
+fn for_backend(sql: &str, backend: Backend) -> String {
+    let identity = match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Backend::Postgres => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    };
+    sql.replace("$IDENTITY", identity)
+}
 
 /// Applies the migrations the database has not seen yet; returns how many ran.
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize, StoreError> {
@@ -17,7 +27,7 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize, StoreError> 
         .execute(pool)
         .await?;
     let mut applied = 0;
-    for &(version, sqlite, postgres) in MIGRATIONS {
+    for &(version, sql) in MIGRATIONS {
         let mut tx = match backend {
             Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => pool.begin().await?,
@@ -33,7 +43,7 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize, StoreError> 
         if done.is_some() {
             continue;
         }
-        let script = if backend == Backend::Sqlite { sqlite } else { postgres };
+        let script = for_backend(sql, backend);
         for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             sqlx::query(statement).execute(&mut *tx).await?;
         }

@@ -26,7 +26,7 @@ CREATE TABLE api_keys (
     revoked_at BIGINT
 );
 CREATE TABLE audit_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id $IDENTITY,
     at BIGINT NOT NULL,
     actor TEXT NOT NULL,
     action TEXT NOT NULL,

@@ -1,2 +1,0 @@
-ALTER TABLE model_versions ADD COLUMN from_folder BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE models ADD COLUMN imported TEXT
