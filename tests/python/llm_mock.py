@@ -138,8 +138,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _end_chunked(self):
+        # The call stops counting as in flight before its last bytes go out: a client that
+        # reads to the end can only see the end after this (so its next call never overlaps).
+        self._leave_once()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _leave_once(self):
+        if not getattr(self, "_left", True):
+            self._left = True
+            self.server.mock._leave()
 
     # ------------------------------------------------------------------ routes
     def do_GET(self):
@@ -158,6 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         call = mock._record(path, self.headers, body)
         mock._enter()
+        self._left = False
         try:
             if path == OLLAMA_PATH:
                 self._answer(call, body, self._ollama)
@@ -169,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Lectern gave up (timeout) and closed the connection: expected in slow modes.
             self.close_connection = True
         finally:
-            mock._leave()
+            self._leave_once()
 
     def _answer(self, call: Call, body, writer):
         mock = self.server.mock

@@ -65,6 +65,7 @@ pub async fn chat(
         let chunk = chunk.map_err(|e| CallError::Transient(format!("the answer stream broke: {}", describe(&e))))?;
         for line in lines.push(&chunk) {
             if apply_line(provider, &line, &mut text)? == Flow::Done {
+                drain(stream).await;
                 return Ok(text);
             }
         }
@@ -76,6 +77,18 @@ pub async fn chat(
         apply_line(provider, &line, &mut text)?;
     }
     Ok(text)
+}
+
+/// Reads what is left of a response after the answer's end (bounded), so that the call is
+/// over for the server too when it returns, and the connection can be reused.
+async fn drain(mut stream: impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin) {
+    let mut left = MAX_ANSWER_BYTES;
+    while let Some(Ok(chunk)) = stream.next().await {
+        if chunk.len() >= left {
+            break;
+        }
+        left -= chunk.len();
+    }
 }
 
 /// A reqwest error without the URL it carries (the URL is in the config, not a secret, but the
