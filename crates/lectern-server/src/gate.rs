@@ -168,8 +168,11 @@ pub async fn check(State(state): State<Arc<AppState>>, mut request: Request, nex
     let auth = &state.auth;
     let open = needed == Access::Open || (needed == Access::Infer && !auth.settings.protect_inference);
     if !auth.enforced() || open {
-        let who = if auth.enforced() { Principal { actor: "anonymous".into(), role: Role::Client } } else { Principal::local() };
-        request.extensions_mut().insert(who);
+        // Only the routes that record who acted (models, keys) read the principal; inference,
+        // the hot path, gets none and so costs no allocation here.
+        if matches!(needed, Access::Models | Access::Admin) {
+            request.extensions_mut().insert(Principal::local());
+        }
         return next.run(request).await;
     }
     let Some(token) = credential(&request) else {
