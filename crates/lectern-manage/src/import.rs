@@ -6,8 +6,7 @@ use crate::objects::{sha256, Objects};
 use crate::ManageError;
 use bytes::Bytes;
 use lectern_core::ModelConfig;
-use lectern_runtime::source::version_folders;
-use lectern_runtime::MODEL_FILE;
+use lectern_runtime::source::{read_version_file, version_folders};
 use lectern_store::{NewVersion, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,6 +38,7 @@ pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: 
     }
     let stored: BTreeMap<u64, (String, bool)> =
         store.versions(name).await?.into_iter().map(|v| (v.version, (v.sha256, v.from_folder))).collect();
+    let on_disk: Vec<u64> = files.iter().map(|(v, _)| *v).collect();
     for (version, bytes) in files {
         let sha = sha256(&bytes);
         match stored.get(&version) {
@@ -58,7 +58,6 @@ pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: 
         let new = NewVersion { model: name.to_string(), version, sha256: sha, size, object_key: key, from_folder: true };
         store.add_version(IMPORT_ACTOR, &new).await?;
     }
-    let on_disk = version_folders(folder).map_err(|e| ManageError::Invalid(format!("cannot list {}: {e}", folder.display())))?;
     for (version, _) in stored.iter().filter(|(v, (_, from_folder))| *from_folder && !on_disk.contains(v)) {
         store.delete_version(IMPORT_ACTOR, name, *version).await?;
     }
@@ -82,12 +81,10 @@ async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
             .and_then(|c| c.labels)
             .and_then(|file| std::fs::read_to_string(folder.join(file)).ok());
         let versions = version_folders(&folder).map_err(|e| ManageError::Invalid(format!("cannot list {}: {e}", folder.display())))?;
-        let mut files = Vec::with_capacity(versions.len());
-        for v in versions {
-            let path = folder.join(v.to_string()).join(MODEL_FILE);
-            let bytes = std::fs::read(&path).map_err(|e| ManageError::Invalid(format!("cannot read {}: {e}", path.display())))?;
-            files.push((v, bytes));
-        }
+        let files = versions
+            .into_iter()
+            .map(|v| read_version_file(&folder, v).map(|bytes| (v, bytes)).map_err(ManageError::Invalid))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((config, labels, files))
     })
     .await

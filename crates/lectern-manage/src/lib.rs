@@ -52,10 +52,7 @@ impl ManageError {
 
 /// Model names: letters, digits, `-`, `_` and `.`, not starting with `.`, at most 128 bytes.
 pub fn check_model_name(name: &str) -> Result<(), ManageError> {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let valid = lectern_core::is_plain_name(name) && !name.starts_with('.');
     if valid {
         Ok(())
     } else {

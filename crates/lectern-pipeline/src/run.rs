@@ -78,8 +78,7 @@ impl Engine {
         if self.is_from_config(name) {
             return Err(PipelineError::Input(format!("pipeline '{name}' is declared in the config file; change it there")));
         }
-        let valid = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid {
+        if !lectern_core::is_plain_name(name) {
             return Err(PipelineError::Input(format!("invalid pipeline name '{name}': letters, digits, '-', '_' and '.'")));
         }
         let file = format!("pipeline '{name}'");

@@ -85,12 +85,15 @@ pub fn read_folder(folder: &Path) -> Result<ModelDefinition, String> {
     }
     let versions = selected
         .into_iter()
-        .map(|v| {
-            let path = folder.join(v.to_string()).join(MODEL_FILE);
-            (v, std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display())))
-        })
+        .map(|v| (v, read_version_file(folder, v)))
         .collect();
     Ok(ModelDefinition { config, labels, default_version: None, versions })
+}
+
+/// The model file of one version folder.
+pub fn read_version_file(folder: &Path, version: u64) -> Result<Vec<u8>, String> {
+    let path = folder.join(version.to_string()).join(MODEL_FILE);
+    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// Names of the model folders under `root`, sorted.

@@ -22,6 +22,11 @@ async fn json_body<T: DeserializeOwned>(state: &AppState, headers: &HeaderMap, b
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))
 }
 
+/// A query string that does not parse, as a JSON 400 (axum's own rejection is plain text).
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid query: {}", e.body_text()))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateModel {
@@ -98,7 +103,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(query) = query.map_err(bad_query)?;
     // Refuse a declared oversize body before reading any of it.
     let limit = state.manager.max_upload_bytes();
     let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
@@ -203,7 +208,7 @@ pub async fn audit(
     State(state): State<Arc<AppState>>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(query) = query.map_err(bad_query)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     let entries = state.manager.store().audit_log(limit).await.map_err(store_error)?;
     let entries: Vec<Value> = entries

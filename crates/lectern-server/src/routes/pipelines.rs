@@ -20,7 +20,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Api
     let pipelines: Vec<Value> = engine
         .pipelines()
         .iter()
-        .map(|p| json!({ "name": p.name, "for_each": p.for_each, "steps": p.steps }))
+        .map(|p| json!(p.as_ref()))
         .collect();
     Ok(Json(json!({ "pipelines": pipelines })))
 }
@@ -116,7 +116,7 @@ pub async fn define(
         return Err(lectern_manage::ManageError::from(e).into());
     }
     let pipeline = engine.pipelines().into_iter().find(|p| p.name == name);
-    Ok(Json(json!({ "pipeline": pipeline.map(|p| json!({ "name": p.name, "for_each": p.for_each, "steps": p.steps })) })))
+    Ok(Json(json!({ "pipeline": pipeline.as_deref() })))
 }
 
 /// `DELETE /v1/pipelines/{name}`: removes a pipeline defined through the API.
