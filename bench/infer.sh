@@ -66,7 +66,7 @@ command -v wrk >/dev/null || { log "wrk missing: run bench/setup.sh"; exit 1; }
 declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_BAD RESULT_CPU RESULT_NOTE RESULT_BUSY RESULT_RANGE
 declare -A R_RPS R_P50 R_P99 R_BAD R_CPU R_BUSY
 
-LECTERN_BIN="$CARGO_TARGET_DIR/release/lectern"
+LECTERN_BIN="${LECTERN_BIN:-$CARGO_TARGET_DIR/release/lectern}"
 CEILING_BIN="$CARGO_TARGET_DIR/release/lectern-bench-ceiling"
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then

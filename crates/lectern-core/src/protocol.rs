@@ -564,7 +564,10 @@ pub fn encode_response(response: &InferResponse) -> EncodedResponse {
         id: Option<&'a str>,
         outputs: Vec<JsonOutput<'a>>,
     }
-    let mut body = Vec::with_capacity(128 + binary.len());
+    // Room for the envelope, each output's name/datatype/shape, and ~20 bytes per JSON number,
+    // so that the buffer is rarely grown while writing.
+    let json_values: usize = response.outputs.iter().filter(|o| !o.binary).map(|o| o.tensor.data.len()).sum();
+    let mut body = Vec::with_capacity(160 + 96 * response.outputs.len() + 20 * json_values + binary.len());
     serde_json::to_writer(
         &mut body,
         &Body {

@@ -101,6 +101,9 @@ struct Queue {
     levels: BTreeMap<u64, VecDeque<Job>>,
     len: usize,
     closed: bool,
+    /// Instances blocked on the condition variable: a submit wakes one only when this is
+    /// above zero (a wake is a system call even when nobody waits).
+    waiting: usize,
 }
 
 impl Queue {
@@ -218,7 +221,9 @@ impl Shared {
                 None if queue.closed => return None,
                 None => {
                     self.publish_depth(&queue);
-                    queue = self.arrived.wait(queue).unwrap_or_else(|e| e.into_inner())
+                    queue.waiting += 1;
+                    queue = self.arrived.wait(queue).unwrap_or_else(|e| e.into_inner());
+                    queue.waiting -= 1;
                 }
             }
         };
@@ -235,15 +240,20 @@ impl Shared {
             if now >= until {
                 break;
             }
+            queue.waiting += 1;
             queue = self.arrived.wait_timeout(queue, until - now).unwrap_or_else(|e| e.into_inner()).0;
+            queue.waiting -= 1;
             queue.take_compatible(&key, &mut room, &mut batch);
         }
         self.publish_depth(&queue);
         drop(queue);
         let now = Instant::now();
-        let (live, expired): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| !j.expired(now));
-        expired.into_iter().for_each(|j| self.expire(j));
-        Some(live)
+        if batch.iter().any(|j| j.expired(now)) {
+            let (live, expired): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| !j.expired(now));
+            expired.into_iter().for_each(|j| self.expire(j));
+            return Some(live);
+        }
+        Some(batch)
     }
 }
 
@@ -288,8 +298,11 @@ impl Worker {
         }
         queue.push(job);
         self.shared.publish_depth(&queue);
+        let idle = queue.waiting > 0;
         drop(queue);
-        self.shared.arrived.notify_one();
+        if idle {
+            self.shared.arrived.notify_one();
+        }
         Ok(())
     }
 }

@@ -6,14 +6,13 @@ use crate::auth::jwt::OidcVerifier;
 use crate::auth::ratelimit::RateLimiter;
 use crate::principal::Principal;
 use crate::{ApiError, AppState};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lectern_store::{ApiKey, Role, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a verified API key is trusted without asking the database again. Revoking through
@@ -162,8 +161,9 @@ fn credential(request: &Request) -> Option<&str> {
     headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty())
 }
 
-/// The middleware.
-pub async fn check(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+/// Lets a request through (with its [`Principal`] when the route records who acted) or
+/// answers it with the refusal.
+pub async fn admit(state: &AppState, mut request: Request) -> Result<Request, Response> {
     let needed = access(request.method(), request.uri().path());
     let auth = &state.auth;
     let open = needed == Access::Open || (needed == Access::Infer && !auth.settings.protect_inference);
@@ -173,30 +173,30 @@ pub async fn check(State(state): State<Arc<AppState>>, mut request: Request, nex
         if matches!(needed, Access::Models | Access::Admin) {
             request.extensions_mut().insert(Principal::local());
         }
-        return next.run(request).await;
+        return Ok(request);
     }
     let Some(token) = credential(&request) else {
-        return with_challenge(unauthorized("a credential is required: send Authorization: Bearer <API key or token>"));
+        return Err(with_challenge(unauthorized("a credential is required: send Authorization: Bearer <API key or token>")));
     };
     let who = match auth.principal(state.manager.store(), token).await {
         Ok(p) => p,
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => return with_challenge(e),
-        Err(e) => return e.into_response(),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => return Err(with_challenge(e)),
+        Err(e) => return Err(e.into_response()),
     };
     if !allowed(needed, who.role) {
         let message = format!("the role '{}' may not use {} {}", who.role.as_str(), request.method(), request.uri().path());
-        return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
+        return Err(ApiError::new(StatusCode::FORBIDDEN, message).into_response());
     }
     if let Some(limiter) = &auth.settings.limiter {
         if let Err(wait) = limiter.check(&who.actor) {
             let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; retry later").into_response();
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            return response;
+            return Err(response);
         }
     }
     request.extensions_mut().insert(who);
-    next.run(request).await
+    Ok(request)
 }
 
 fn with_challenge(error: ApiError) -> Response {

@@ -12,6 +12,7 @@ pub use error::{status_of, ApiError};
 pub use principal::Principal;
 
 use axum::Router;
+use tracing::Instrument;
 use lectern_manage::Manager;
 use lectern_pipeline::Engine;
 use lectern_runtime::Registry;
@@ -39,10 +40,50 @@ pub struct AppState {
     pub pipelines: OnceLock<Arc<Engine>>,
 }
 
-/// The whole HTTP application.
-pub fn router(state: Arc<AppState>) -> Router {
-    routes::router()
-        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::check))
-        .layer(axum::middleware::from_fn(request_id::assign))
-        .with_state(state)
+/// The whole HTTP application: every request gets its id and span, passes the access gate,
+/// then the route table. One service in front of the router (rather than one middleware
+/// layer per route) so that the hot path pays for one boxed future per request.
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    state: Arc<AppState>,
+}
+
+/// Builds the application over its state.
+pub fn app(state: Arc<AppState>) -> App {
+    App { router: routes::router().with_state(state.clone()), state }
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for App
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let request = request.map(axum::body::Body::new);
+        let (id, span) = request_id::assign(&request);
+        let (mut router, state) = (self.router.clone(), self.state.clone());
+        Box::pin(
+            async move {
+                let mut response = match gate::admit(&state, request).await {
+                    Ok(request) => match router.call(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                    Err(refused) => refused,
+                };
+                response.headers_mut().insert(request_id::REQUEST_ID, id);
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
 }

@@ -1,25 +1,37 @@
-//! Gives every request an id (the caller's `x-request-id`, or a new one), runs it inside a
-//! tracing span carrying that id, and returns the id in the response header.
+//! Gives every request an id (the caller's `x-request-id`, or a new one) and a tracing span
+//! carrying it; [`crate::App`] runs the request inside the span and returns the id in the
+//! response header.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
-use tracing::Instrument;
+use tracing::Span;
 
 /// The header that carries the request id.
 pub const REQUEST_ID: &str = "x-request-id";
 
-fn next_id() -> String {
+/// A new id: `<8 hex digits for this process>-<12 hex digits counting requests>`.
+fn next_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PREFIX: OnceLock<u32> = OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| {
+    let prefix = *PREFIX.get_or_init(|| {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         nanos ^ std::process::id()
     });
-    format!("{prefix:08x}-{:012x}", COUNTER.fetch_add(1, Relaxed))
+    let count = COUNTER.fetch_add(1, Relaxed) & 0xffff_ffff_ffff;
+    let mut id = [b'-'; 21];
+    write_hex(&mut id[..8], u64::from(prefix));
+    write_hex(&mut id[9..], count);
+    HeaderValue::from_bytes(&id).expect("hex digits and a dash")
+}
+
+/// Writes `value`'s lowest `out.len()` hex digits into `out`, most significant first.
+fn write_hex(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 fn usable(value: &HeaderValue) -> bool {
@@ -27,19 +39,42 @@ fn usable(value: &HeaderValue) -> bool {
     !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
 }
 
-/// Middleware: assigns the id, opens the span, sets the response header.
-pub async fn assign(request: Request, next: Next) -> Response {
+/// The request's id and the span its work runs in. The fields are recorded with `Display`
+/// (the id is checked printable ASCII; hyper has validated the method and the path).
+pub fn assign(request: &Request) -> (HeaderValue, Span) {
     let id = match request.headers().get(REQUEST_ID) {
         Some(v) if usable(v) => v.clone(),
-        _ => HeaderValue::from_str(&next_id()).expect("ascii id"),
+        _ => next_id(),
     };
     let span = tracing::info_span!(
         "request",
-        id = id.to_str().unwrap_or(""),
+        id = %id.to_str().unwrap_or(""),
         method = %request.method(),
-        path = request.uri().path()
+        path = %request.uri().path()
     );
-    let mut response = next.run(request).instrument(span).await;
-    response.headers_mut().insert(REQUEST_ID, id);
-    response
+    (id, span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ids_are_distinct_fixed_width_hex() {
+        let (a, b) = (next_id(), next_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let text = id.to_str().unwrap();
+            assert_eq!(text.len(), 21, "{text}");
+            assert_eq!(&text[8..9], "-");
+            assert!(text.chars().filter(|&c| c != '-').all(|c| c.is_ascii_hexdigit()), "{text}");
+        }
+    }
+
+    #[test]
+    fn hex_is_written_most_significant_first() {
+        let mut out = [0u8; 4];
+        write_hex(&mut out, 0x1_2a3f);
+        assert_eq!(&out, b"2a3f");
+    }
 }

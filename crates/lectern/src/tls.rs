@@ -7,10 +7,10 @@
 //! accepting and waits for the open connections to finish, as `axum::serve` does for plain HTTP.
 
 use anyhow::Context;
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -80,12 +80,19 @@ fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes, then waits for the open
 /// connections (idle keep-alive connections close at once, busy ones after their response).
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-    app: Router,
+    app: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower_service::Service<hyper::Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let acceptor = TlsAcceptor::from(config);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -298,7 +305,7 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgOCVxRce4uaw9nALW
         let config = f.load("cert.pem", "key.pem").unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let app = Router::new().route("/hello", get(|| async { "hello over tls" }));
+        let app = axum::Router::new().route("/hello", get(|| async { "hello over tls" }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, config, app, async move {
             let _ = stopped.await;

@@ -1,9 +1,9 @@
 //! `POST /v2/models/{model}[/versions/{version}]/infer`, with the binary tensor extension.
 
-use super::parse_version;
+use super::{parse_version, Params};
 use crate::{ApiError, AppState};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -13,25 +13,13 @@ use std::sync::Arc;
 /// The header that gives the length of the JSON part of a binary request or response.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
-/// Inference on the newest ready version.
-pub async fn infer(
-    State(state): State<Arc<AppState>>,
-    Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    run(&state, &model, None, &headers, body).await
-}
-
-/// Inference on one version.
-pub async fn version_infer(
-    State(state): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let v = parse_version(&model, &version)?;
-    run(&state, &model, Some(v), &headers, body).await
+/// Inference on the newest ready version, or on the version the path names. The path
+/// parameters and headers are borrowed from the request (no copies on the hot path).
+pub async fn infer(State(state): State<Arc<AppState>>, params: Params, request: Request) -> Result<Response, ApiError> {
+    let model = params.get("model").unwrap_or_default();
+    let version = params.get("version").map(|v| parse_version(model, v)).transpose()?;
+    let (parts, body) = request.into_parts();
+    run(&state, model, version, &parts.headers, body).await
 }
 
 async fn run(state: &AppState, model: &str, version: Option<u64>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {

@@ -5,10 +5,12 @@ mod infer;
 mod manage;
 mod metrics;
 mod models;
+mod path;
 mod pipelines;
 mod repository;
 
 use crate::{ApiError, AppState};
+use path::{Params, Path};
 use axum::http::{StatusCode, Uri};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
@@ -24,7 +26,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v2/models/{model}/ready", get(models::ready))
         .route("/v2/models/{model}/versions/{version}/ready", get(models::version_ready))
         .route("/v2/models/{model}/infer", post(infer::infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer::version_infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer::infer))
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route("/v2/repository/models/{model}/unload", post(repository::unload))

@@ -2,7 +2,8 @@
 
 use super::parse_version;
 use crate::{ApiError, AppState};
-use axum::extract::{Path, State};
+use super::Path;
+use axum::extract::State;
 use axum::Json;
 use lectern_runtime::{LoadedModel, TensorInfo, VersionState};
 use serde_json::{json, Value};

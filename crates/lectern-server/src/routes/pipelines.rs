@@ -3,7 +3,8 @@
 use super::infer::read_body;
 use crate::{ApiError, AppState};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use super::Path;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use crate::principal::Principal;

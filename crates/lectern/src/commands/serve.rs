@@ -54,11 +54,11 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         pipelines: OnceLock::new(),
     });
-    let app = lectern_server::router(state.clone());
+    let app = lectern_server::app(state.clone());
     let server = tokio::spawn(async move {
         match tls {
             Some(tls) => crate::tls::serve(listener, tls, app, shutdown_signal()).await,
-            None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await,
+            None => axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app)).with_graceful_shutdown(shutdown_signal()).await,
         }
     });
     if let Some(folder) = &folder {
