@@ -101,9 +101,11 @@ struct Queue {
     levels: BTreeMap<u64, VecDeque<Job>>,
     len: usize,
     closed: bool,
-    /// Instances blocked on the condition variable: a submit wakes one only when this is
-    /// above zero (a wake is a system call even when nobody waits).
-    waiting: usize,
+    /// Instances blocked on the condition variable, and how many of them were already
+    /// signalled: a submit wakes one only when some sleeper has not been (each wake is a
+    /// system call, and a woken instance may not run before more requests arrive).
+    sleeping: usize,
+    signalled: usize,
 }
 
 impl Queue {
@@ -115,11 +117,20 @@ impl Queue {
     fn pop(&mut self) -> Option<Job> {
         let mut level = self.levels.first_entry()?;
         let job = level.get_mut().pop_front();
-        if level.get().is_empty() {
+        // The default level stays (empty) so that its buffer is not reallocated every time
+        // the queue drains; explicit levels go, so that they cannot pile up.
+        if level.get().is_empty() && *level.key() != u64::MAX {
             level.remove();
         }
         self.len -= job.is_some() as usize;
         job
+    }
+
+    /// Marks a job's arrival; true when a sleeping instance should be woken for it.
+    fn wake_needed(&mut self) -> bool {
+        let needed = self.sleeping > self.signalled;
+        self.signalled += needed as usize;
+        needed
     }
 
     /// Removes, in priority order, the jobs that fit `key` within `room` rows.
@@ -137,7 +148,7 @@ impl Queue {
                 }
             }
         }
-        self.levels.retain(|_, q| !q.is_empty());
+        self.levels.retain(|&level, q| !q.is_empty() || level == u64::MAX);
         self.len = self.levels.values().map(VecDeque::len).sum();
     }
 }
@@ -211,6 +222,18 @@ impl Shared {
         let _ = job.reply.send(Err(JobError::Expired));
     }
 
+    /// Waits for a submit (or at most `limit`), keeping the sleeper counts.
+    fn sleep<'a>(&self, mut queue: MutexGuard<'a, Queue>, limit: Option<Duration>) -> MutexGuard<'a, Queue> {
+        queue.sleeping += 1;
+        let mut queue = match limit {
+            None => self.arrived.wait(queue).unwrap_or_else(|e| e.into_inner()),
+            Some(limit) => self.arrived.wait_timeout(queue, limit).unwrap_or_else(|e| e.into_inner()).0,
+        };
+        queue.sleeping -= 1;
+        queue.signalled = queue.signalled.saturating_sub(1).min(queue.sleeping);
+        queue
+    }
+
     /// Blocks until there is work; `None` once the worker is closed and drained.
     fn next_batch(&self) -> Option<Vec<Job>> {
         let mut queue = self.lock();
@@ -221,9 +244,7 @@ impl Shared {
                 None if queue.closed => return None,
                 None => {
                     self.publish_depth(&queue);
-                    queue.waiting += 1;
-                    queue = self.arrived.wait(queue).unwrap_or_else(|e| e.into_inner());
-                    queue.waiting -= 1;
+                    queue = self.sleep(queue, None);
                 }
             }
         };
@@ -240,9 +261,7 @@ impl Shared {
             if now >= until {
                 break;
             }
-            queue.waiting += 1;
-            queue = self.arrived.wait_timeout(queue, until - now).unwrap_or_else(|e| e.into_inner()).0;
-            queue.waiting -= 1;
+            queue = self.sleep(queue, Some(until - now));
             queue.take_compatible(&key, &mut room, &mut batch);
         }
         self.publish_depth(&queue);
@@ -298,9 +317,9 @@ impl Worker {
         }
         queue.push(job);
         self.shared.publish_depth(&queue);
-        let idle = queue.waiting > 0;
+        let wake = queue.wake_needed();
         drop(queue);
-        if idle {
+        if wake {
             self.shared.arrived.notify_one();
         }
         Ok(())
