@@ -744,7 +744,32 @@ def test_a_sent_x_request_id_is_echoed(server):
         assert resp.headers.get("x-request-id") == rid, (resp.url, dict(resp.headers))
 
 
+def test_a_request_s_log_lines_carry_its_id(start_server):
+    """The request id is on the log lines written while the request runs (its span)."""
+    srv = start_server(extra_args=["--log", "debug"])
+    rid = "log-trace-5d81e0"
+    resp = srv.post("/v2/models/no-such/infer", json=iris_request(IRIS_ROWS), headers={"x-request-id": rid})
+    assert_error(resp, 404)
+    lines = [line for line in srv.stderr_text().splitlines() if "request rejected" in line]
+    assert any(rid in line and "/v2/models/no-such/infer" in line for line in lines), lines[-5:]
+
+
 # =========================================================================== caller mistakes
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/v2/models/%FF/infer"),
+    ("POST", "/v2/models/iris-forest/versions/%C3%28/infer"),
+    ("GET", "/v2/models/%FF"),
+    ("GET", "/v2/models/%FF/ready"),
+    ("GET", "/v2/models/iris-forest/versions/%FF/ready"),
+    ("POST", "/v2/repository/models/%FF/load"),
+    ("GET", "/v1/models/%FF"),
+])
+def test_path_parameters_that_are_not_utf8_get_a_json_400(server, method, path):
+    resp = server.get(path) if method == "GET" else server.post(path, json={})
+    assert_error(resp, 400)
+    assert "path" in resp.json()["error"], resp.text
+
 
 X2 = iris_x()[:2]
 X2_FLAT = X2.reshape(-1).tolist()

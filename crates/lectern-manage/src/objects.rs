@@ -4,6 +4,7 @@
 //! again when it is read.
 
 use crate::ManageError;
+use lectern_store::hex;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use object_store::aws::AmazonS3Builder;
@@ -167,11 +168,6 @@ impl Objects {
             .and_then(|_| file.parent().map(sync).unwrap_or(Ok(())))
             .map_err(|e| ManageError::Objects(format!("cannot sync {}: {e}", file.display())))
     }
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of bytes, lower-case hex.

@@ -8,7 +8,7 @@ mod migrate;
 mod records;
 mod store;
 
-pub use keys::{fingerprint as key_fingerprint, ApiKey, Role};
+pub use keys::{fingerprint as key_fingerprint, hex, ApiKey, Role};
 pub use records::{AuditEntry, ModelRecord, NewVersion, VersionRecord, VersionState};
 pub use store::{Backend, Store};
 
