@@ -39,19 +39,15 @@ fn usable(value: &HeaderValue) -> bool {
     !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
 }
 
-/// The request's id and the span its work runs in. The fields are recorded with `Display`
-/// (the id is checked printable ASCII; hyper has validated the method and the path).
+/// The request's id and the span its work runs in. The span carries the id only (recorded
+/// with `Display`; it is checked printable ASCII): every field costs formatting on every
+/// request, and the id is what ties a log line to the caller, who sees it in the response.
 pub fn assign(request: &Request) -> (HeaderValue, Span) {
     let id = match request.headers().get(REQUEST_ID) {
         Some(v) if usable(v) => v.clone(),
         _ => next_id(),
     };
-    let span = tracing::info_span!(
-        "request",
-        id = %id.to_str().unwrap_or(""),
-        method = %request.method(),
-        path = %request.uri().path()
-    );
+    let span = tracing::info_span!("request", id = %id.to_str().unwrap_or(""));
     (id, span)
 }
 
