@@ -8,6 +8,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Largest number of elements one tensor may declare.
@@ -74,7 +75,9 @@ struct RequestJson<'a> {
 #[derive(Deserialize)]
 struct InputJson<'a> {
     name: String,
-    datatype: String,
+    /// Borrowed from the body (datatype names never need unescaping).
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
     shape: Vec<i64>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
@@ -108,9 +111,9 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         return Err(ProtocolError::NoInputs);
     }
     let mut inputs = Vec::with_capacity(raw.inputs.len());
-    for input in &raw.inputs {
+    for input in raw.inputs {
         if inputs.iter().any(|t: &Tensor| t.name == input.name) {
-            return Err(ProtocolError::DuplicateInput(input.name.clone()));
+            return Err(ProtocolError::DuplicateInput(input.name));
         }
         inputs.push(decode_input(input, &mut binary)?);
     }
@@ -183,9 +186,9 @@ fn decode_shape(input: &InputJson<'_>) -> Result<Vec<usize>, ProtocolError> {
     Ok(shape)
 }
 
-fn decode_input(input: &InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor, ProtocolError> {
+fn decode_input(input: InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor, ProtocolError> {
     let datatype: DataType = input.datatype.parse().map_err(|e: crate::tensor::UnknownDataType| bad_input(&input.name, e.to_string()))?;
-    let shape = decode_shape(input)?;
+    let shape = decode_shape(&input)?;
     let expected = element_count(&shape).expect("bounded by MAX_ELEMENTS");
     let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
     let data = match (binary_size, input.data) {
@@ -217,7 +220,7 @@ fn decode_input(input: &InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor, Pro
             format!("shape {:?} needs {expected} elements but {} were given", shape, data.len()),
         ));
     }
-    Ok(Tensor { name: input.name.clone(), shape, data })
+    Ok(Tensor { name: input.name, shape, data })
 }
 
 // ---- JSON data: flat or nested arrays of scalars ----

@@ -71,7 +71,10 @@ impl LoadedModel {
             Ok(Err(JobError::Expired)) => return Err(RuntimeError::DeadlineExpired(request.timeout_us)),
             Err(_) => return Err(RuntimeError::NotReady(self.label(), "it was unloaded".into())),
         };
-        let outputs = self.shape_outputs(computed, &outputs, request.binary_output)?;
+        let outputs = match outputs {
+            None => computed.into_iter().map(|tensor| ResponseOutput { tensor, binary: request.binary_output }).collect(),
+            Some(wanted) => self.shape_outputs(computed, &wanted, request.binary_output)?,
+        };
         Ok(InferResponse {
             model_name: self.name.clone(),
             model_version: self.version.to_string(),
@@ -84,15 +87,10 @@ impl LoadedModel {
         format!("{}:{}", self.name, self.version)
     }
 
-    /// The outputs to return: what the caller listed, or all of them.
-    fn requested_outputs(&self, request: &InferRequest) -> Result<Vec<RequestedOutput>, RuntimeError> {
+    /// The outputs the caller listed, checked; `None`: all of them, in the model's order.
+    fn requested_outputs(&self, request: &InferRequest) -> Result<Option<Vec<RequestedOutput>>, RuntimeError> {
         if request.outputs.is_empty() {
-            return Ok(self
-                .signature
-                .outputs
-                .iter()
-                .map(|o| RequestedOutput { name: o.name.clone(), ..Default::default() })
-                .collect());
+            return Ok(None);
         }
         for wanted in &request.outputs {
             if !self.signature.outputs.iter().any(|o| o.name == wanted.name) {
@@ -104,7 +102,7 @@ impl LoadedModel {
                 )));
             }
         }
-        Ok(request.outputs.clone())
+        Ok(Some(request.outputs.clone()))
     }
 
     /// Puts the inputs in signature order, checking names, datatypes and shapes.
