@@ -4,9 +4,8 @@ use super::infer::read_body;
 use crate::principal::Principal;
 use crate::{ApiError, AppState};
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use super::Path;
-use axum::extract::{Query, State};
+use super::{Path, Query};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -21,11 +20,6 @@ use std::sync::Arc;
 async fn json_body<T: DeserializeOwned>(state: &AppState, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
     let bytes = read_body(body, headers, state.settings.max_body_bytes).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))
-}
-
-/// A query string that does not parse, as a JSON 400 (axum's own rejection is plain text).
-fn bad_query(e: QueryRejection) -> ApiError {
-    ApiError::bad_request(format!("invalid query: {}", e.body_text()))
 }
 
 #[derive(Deserialize)]
@@ -100,11 +94,10 @@ pub async fn upload(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
     Path(model): Path<String>,
-    query: Result<Query<UploadQuery>, QueryRejection>,
+    Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(bad_query)?;
     // Refuse a declared oversize body before reading any of it.
     let limit = state.manager.max_upload_bytes();
     let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
@@ -207,9 +200,8 @@ pub struct AuditQuery {
 /// `GET /v1/audit[?limit=N]`: newest first.
 pub async fn audit(
     State(state): State<Arc<AppState>>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
+    Query(query): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(bad_query)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     let entries = state.manager.store().audit_log(limit).await.map_err(store_error)?;
     let entries: Vec<Value> = entries

@@ -4,13 +4,13 @@ mod health;
 mod infer;
 mod manage;
 mod metrics;
+mod extract;
 mod models;
-mod path;
 mod pipelines;
 mod repository;
 
 use crate::{ApiError, AppState};
-use path::{Params, Path};
+use extract::{Params, Path, Query};
 use axum::http::{StatusCode, Uri};
 use axum::routing::{delete, get, post, put};
 use axum::Router;

@@ -1,7 +1,7 @@
-//! Path parameters whose rejection is an [`ApiError`] (`{"error": ...}`), not axum's plain text.
+//! Extractors whose rejection is an [`ApiError`] (`{"error": ...}`), not axum's plain text.
 
 use crate::ApiError;
-use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::rejection::{QueryRejection, RawPathParamsRejection};
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -40,4 +40,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 
 fn rejected(e: &dyn std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!("cannot read the path: {e}"))
+}
+
+/// Like `axum::extract::Query`, answering a query string that does not parse with 400.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(e) => Err(bad_query(e)),
+        }
+    }
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid query: {}", e.body_text()))
 }
