@@ -25,6 +25,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
+step "cargo fmt --check (the layout is rustfmt.toml's)"
+cargo fmt --all -- --check
+
 step "cargo build"
 cargo build --workspace --locked
 

@@ -78,10 +78,7 @@ pub fn load_backend(engine: &str, bytes: &[u8]) -> Result<Arc<dyn Backend>, Back
              `ort` (lectern-backends/ort)"
                 .into(),
         )),
-        other => Err(BackendError::Load(format!(
-            "unknown engine '{other}' (this build has: {})",
-            ENGINES.join(", ")
-        ))),
+        other => Err(BackendError::Load(format!("unknown engine '{other}' (this build has: {})", ENGINES.join(", ")))),
     }
 }
 

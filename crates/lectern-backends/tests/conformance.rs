@@ -64,15 +64,18 @@ fn load(engine: &str, model: &str, version: u32) -> Arc<dyn Backend> {
 
 /// Runs one batch on a new instance; `engine` names the engine and model in messages.
 fn run(engine: &str, backend: &dyn Backend, inputs: Vec<Tensor>) -> Vec<Tensor> {
-    let outputs = backend
-        .session()
-        .and_then(|mut s| s.run(inputs))
-        .unwrap_or_else(|e| panic!("{engine}: {e}"));
+    let outputs = backend.session().and_then(|mut s| s.run(inputs)).unwrap_or_else(|e| panic!("{engine}: {e}"));
     assert_eq!(outputs.len(), backend.signature().outputs.len(), "{engine}: number of outputs");
     for (out, info) in outputs.iter().zip(&backend.signature().outputs) {
         assert_eq!(out.name, info.name, "{engine}: output order");
         assert_eq!(out.datatype(), info.datatype, "{engine}: {}", info.name);
-        assert_eq!(out.data.len(), out.shape.iter().product::<usize>(), "{engine}: {} shape {:?}", info.name, out.shape);
+        assert_eq!(
+            out.data.len(),
+            out.shape.iter().product::<usize>(),
+            "{engine}: {} shape {:?}",
+            info.name,
+            out.shape
+        );
     }
     outputs
 }
@@ -151,7 +154,12 @@ fn a_batch_of_no_rows_answers_empty_outputs_on_every_engine() {
                 .inputs
                 .iter()
                 .map(|i| {
-                    let shape = i.shape.iter().enumerate().map(|(ix, &d)| if ix == 0 || d < 0 { 0 } else { d as usize }).collect();
+                    let shape = i
+                        .shape
+                        .iter()
+                        .enumerate()
+                        .map(|(ix, &d)| if ix == 0 || d < 0 { 0 } else { d as usize })
+                        .collect();
                     Tensor { name: i.name.clone(), shape, data: TensorData::empty(i.datatype) }
                 })
                 .collect();
@@ -231,7 +239,11 @@ fn every_engine_agrees_with_tract_on_many_rows() {
         let tract = run("tract", &*load("tract", case.model, case.version), f32_input(case.input, &shape, x.clone()));
         for &engine in &ENGINES[1..] {
             let got = run(engine, &*load(engine, case.model, case.version), f32_input(case.input, &shape, x.clone()));
-            assert_same_outputs(&format!("{engine} vs tract: {} v{} ({} rows)", case.model, case.version, shape[0]), &got, &tract);
+            assert_same_outputs(
+                &format!("{engine} vs tract: {} v{} ({} rows)", case.model, case.version, shape[0]),
+                &got,
+                &tract,
+            );
         }
     }
 }
@@ -257,7 +269,9 @@ fn dtypes_inputs(signature: &Signature) -> Vec<Tensor> {
                 DataType::F32 => TensorData::F32(vec![0.0, -1.5, 0.1, 1e30, -3.25, 7.0]),
                 DataType::F64 => TensorData::F64(vec![0.0, -1.5, 0.1, 1e300, -3.25, 7.0]),
                 DataType::Bytes => TensorData::Bytes(
-                    ["", "a", "hello", "é ✓ 😀", "two words", "x".repeat(300).as_str()].map(|s| s.as_bytes().to_vec()).to_vec(),
+                    ["", "a", "hello", "é ✓ 😀", "two words", "x".repeat(300).as_str()]
+                        .map(|s| s.as_bytes().to_vec())
+                        .to_vec(),
                 ),
             };
             Tensor { name: info.name.clone(), shape: vec![rows, 3], data }

@@ -9,13 +9,15 @@ pub use config::{
     BatchingMode, ColorMode, ConfigError, ImageLayout, ImageSpec, ModelConfig, TensorSpec, VersionPolicy,
 };
 pub use protocol::{
-    decode_request, encode_response, EncodedResponse, InferRequest, InferResponse, ProtocolError,
-    RequestedOutput, ResponseOutput,
+    decode_request, encode_response, EncodedResponse, InferRequest, InferResponse, ProtocolError, RequestedOutput,
+    ResponseOutput,
 };
 pub use tensor::{element_count, DataType, Tensor, TensorData};
 
 /// Names of models and pipelines: 1 to 128 letters, digits, `-`, `_` and `.` (safe in URLs,
 /// object keys and folder names).
 pub fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }

@@ -105,8 +105,7 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let raw: RequestJson<'_> =
-        serde_json::from_slice(json).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
+    let raw: RequestJson<'_> = serde_json::from_slice(json).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
     if raw.inputs.is_empty() {
         return Err(ProtocolError::NoInputs);
     }
@@ -160,11 +159,7 @@ fn decode_output(output: &OutputJson) -> Result<RequestedOutput, ProtocolError> 
             }
         },
     };
-    Ok(RequestedOutput {
-        name: output.name.clone(),
-        binary: param_bool(params, "binary_data"),
-        classification,
-    })
+    Ok(RequestedOutput { name: output.name.clone(), binary: param_bool(params, "binary_data"), classification })
 }
 
 fn decode_shape(input: &InputJson<'_>) -> Result<Vec<usize>, ProtocolError> {
@@ -187,7 +182,8 @@ fn decode_shape(input: &InputJson<'_>) -> Result<Vec<usize>, ProtocolError> {
 }
 
 fn decode_input(input: InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor, ProtocolError> {
-    let datatype: DataType = input.datatype.parse().map_err(|e: crate::tensor::UnknownDataType| bad_input(&input.name, e.to_string()))?;
+    let datatype: DataType =
+        input.datatype.parse().map_err(|e: crate::tensor::UnknownDataType| bad_input(&input.name, e.to_string()))?;
     let shape = decode_shape(&input)?;
     let expected = element_count(&shape).expect("bounded by MAX_ELEMENTS");
     let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
@@ -210,8 +206,7 @@ fn decode_input(input: InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor, Prot
             *binary = rest;
             decode_binary(datatype, mine, expected).map_err(|m| bad_input(&input.name, m))?
         }
-        (None, Some(raw)) => decode_json_data(datatype, raw.get(), expected)
-            .map_err(|m| bad_input(&input.name, m))?,
+        (None, Some(raw)) => decode_json_data(datatype, raw.get(), expected).map_err(|m| bad_input(&input.name, m))?,
         (None, None) => return Err(bad_input(&input.name, "has neither 'data' nor 'binary_data_size'")),
     };
     if data.len() != expected {
@@ -598,7 +593,8 @@ mod tests {
     #[test]
     fn flat_and_nested_data_decode_to_the_same_tensor() {
         let flat = one(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3.5,4]}]}"#).unwrap();
-        let nested = one(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[[1,2],[3.5,4]]}]}"#).unwrap();
+        let nested =
+            one(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[[1,2],[3.5,4]]}]}"#).unwrap();
         assert_eq!(flat.inputs, nested.inputs);
         assert_eq!(flat.inputs[0].data, TensorData::F32(vec![1.0, 2.0, 3.5, 4.0]));
     }
@@ -656,8 +652,14 @@ mod tests {
             model_version: "1".into(),
             id: Some("r1".into()),
             outputs: vec![
-                ResponseOutput { tensor: Tensor { name: "a".into(), shape: vec![2], data: TensorData::F32(vec![1.0, 2.0]) }, binary: true },
-                ResponseOutput { tensor: Tensor { name: "b".into(), shape: vec![1], data: TensorData::I64(vec![3]) }, binary: false },
+                ResponseOutput {
+                    tensor: Tensor { name: "a".into(), shape: vec![2], data: TensorData::F32(vec![1.0, 2.0]) },
+                    binary: true,
+                },
+                ResponseOutput {
+                    tensor: Tensor { name: "b".into(), shape: vec![1], data: TensorData::I64(vec![3]) },
+                    binary: false,
+                },
             ],
         };
         let enc = encode_response(&response);

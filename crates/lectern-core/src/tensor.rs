@@ -85,10 +85,7 @@ pub struct UnknownDataType(pub String);
 impl FromStr for DataType {
     type Err = UnknownDataType;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DataType::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| UnknownDataType(s.to_string()))
+        DataType::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| UnknownDataType(s.to_string()))
     }
 }
 

@@ -44,7 +44,11 @@ pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: 
         match stored.get(&version) {
             Some((existing, _)) if *existing == sha => continue,
             Some((_, false)) => {
-                tracing::warn!(model = name, version, "the folder's version has the number of an uploaded version; not imported");
+                tracing::warn!(
+                    model = name,
+                    version,
+                    "the folder's version has the number of an uploaded version; not imported"
+                );
                 continue;
             }
             Some((_, true)) => {
@@ -55,7 +59,8 @@ pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: 
         let key = artifact_key(name, &sha);
         let size = bytes.len() as u64;
         objects.put(&key, Bytes::from(bytes)).await?;
-        let new = NewVersion { model: name.to_string(), version, sha256: sha, size, object_key: key, from_folder: true };
+        let new =
+            NewVersion { model: name.to_string(), version, sha256: sha, size, object_key: key, from_folder: true };
         store.add_version(IMPORT_ACTOR, &new).await?;
     }
     for (version, _) in stored.iter().filter(|(v, (_, from_folder))| *from_folder && !on_disk.contains(v)) {
@@ -80,7 +85,8 @@ async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
             .ok()
             .and_then(|c| c.labels)
             .and_then(|file| std::fs::read_to_string(folder.join(file)).ok());
-        let versions = version_folders(&folder).map_err(|e| ManageError::Invalid(format!("cannot list {}: {e}", folder.display())))?;
+        let versions = version_folders(&folder)
+            .map_err(|e| ManageError::Invalid(format!("cannot list {}: {e}", folder.display())))?;
         let files = versions
             .into_iter()
             .map(|v| read_version_file(&folder, v).map(|bytes| (v, bytes)).map_err(ManageError::Invalid))

@@ -37,7 +37,9 @@ impl ManageError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ManageError::Store(e) => match e {
-                StoreError::ModelNotFound(_) | StoreError::VersionNotFound(..) | StoreError::KeyNotFound(_) => ErrorKind::NotFound,
+                StoreError::ModelNotFound(_) | StoreError::VersionNotFound(..) | StoreError::KeyNotFound(_) => {
+                    ErrorKind::NotFound
+                }
                 StoreError::ModelExists(_) | StoreError::VersionExists(..) => ErrorKind::Conflict,
                 StoreError::Invalid(_) => ErrorKind::Invalid,
                 StoreError::Url(_) | StoreError::Database(_) => ErrorKind::Dependency,

@@ -31,7 +31,13 @@ pub struct Manager {
 
 impl Manager {
     /// `folder`: the repository folder imported at start-up and re-read by V2 `load`.
-    pub fn new(store: Store, objects: Arc<Objects>, registry: Arc<Registry>, folder: Option<PathBuf>, max_upload_bytes: u64) -> Self {
+    pub fn new(
+        store: Store,
+        objects: Arc<Objects>,
+        registry: Arc<Registry>,
+        folder: Option<PathBuf>,
+        max_upload_bytes: u64,
+    ) -> Self {
         Manager {
             store,
             objects,
@@ -120,7 +126,13 @@ impl Manager {
     }
 
     /// Registers a model with no versions yet.
-    pub async fn create_model(&self, actor: &str, name: &str, config: Option<&Value>, labels: Option<&[String]>) -> Result<ModelView, ManageError> {
+    pub async fn create_model(
+        &self,
+        actor: &str,
+        name: &str,
+        config: Option<&Value>,
+        labels: Option<&[String]>,
+    ) -> Result<ModelView, ManageError> {
         check_model_name(name)?;
         let config = config_text(config)?;
         self.store.create_model(actor, name, &config, labels_text(labels)?.as_deref()).await?;
@@ -130,7 +142,13 @@ impl Manager {
 
     /// Replaces a model's config and labels, then reloads it (a failed reload keeps the
     /// versions that were serving).
-    pub async fn set_config(&self, actor: &str, name: &str, config: Option<&Value>, labels: Option<&[String]>) -> Result<ModelView, ManageError> {
+    pub async fn set_config(
+        &self,
+        actor: &str,
+        name: &str,
+        config: Option<&Value>,
+        labels: Option<&[String]>,
+    ) -> Result<ModelView, ManageError> {
         let config = config_text(config)?;
         self.store.set_config(actor, name, &config, labels_text(labels)?.as_deref()).await?;
         self.reload(name).await?;
@@ -139,7 +157,13 @@ impl Manager {
 
     /// Streams a new version into the object store, registers it, and loads it; returns the
     /// version number given to it.
-    pub async fn upload_version<S, E>(&self, actor: &str, name: &str, version: Option<u64>, body: S) -> Result<(u64, ModelView), ManageError>
+    pub async fn upload_version<S, E>(
+        &self,
+        actor: &str,
+        name: &str,
+        version: Option<u64>,
+        body: S,
+    ) -> Result<(u64, ModelView), ManageError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -150,7 +174,12 @@ impl Manager {
         if self.store.model(name).await?.is_none() {
             return Err(StoreError::ModelNotFound(name.to_string()).into());
         }
-        let staging = format!("uploads/{}-{}-{}", std::process::id(), lectern_now_ms(), self.uploads.fetch_add(1, Ordering::Relaxed));
+        let staging = format!(
+            "uploads/{}-{}-{}",
+            std::process::id(),
+            lectern_now_ms(),
+            self.uploads.fetch_add(1, Ordering::Relaxed)
+        );
         let stored = self
             .objects
             .put_stream(&staging, body, self.max_upload_bytes, |sha| artifact_key(name, sha))
@@ -251,11 +280,15 @@ fn config_text(config: Option<&Value>) -> Result<String, ManageError> {
         None | Some(Value::Null) => String::new(),
         Some(Value::Object(map)) => {
             if map.contains_key("labels") {
-                return Err(ManageError::Invalid("give labels as the 'labels' list next to 'config', not inside it".into()));
+                return Err(ManageError::Invalid(
+                    "give labels as the 'labels' list next to 'config', not inside it".into(),
+                ));
             }
             toml::to_string(map).map_err(|e| ManageError::Invalid(format!("config cannot be written as TOML: {e}")))?
         }
-        Some(_) => return Err(ManageError::Invalid("config must be a JSON object with the keys of config.toml".into())),
+        Some(_) => {
+            return Err(ManageError::Invalid("config must be a JSON object with the keys of config.toml".into()))
+        }
     };
     ModelConfig::parse(&text, "config").map_err(|e| ManageError::Invalid(e.to_string()))?;
     Ok(text)
@@ -272,4 +305,3 @@ fn labels_text(labels: Option<&[String]>) -> Result<Option<String>, ManageError>
 fn lectern_now_ms() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
 }
-

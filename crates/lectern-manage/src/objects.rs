@@ -4,9 +4,9 @@
 //! again when it is read.
 
 use crate::ManageError;
-use lectern_store::hex;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use lectern_store::hex;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -53,7 +53,11 @@ impl Objects {
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| ManageError::Objects(format!("cannot use bucket '{bucket}': {e}")))?;
-            return Ok(Objects { store: Arc::new(store), local_root: None, prefix: prefix.trim_matches('/').to_string() });
+            return Ok(Objects {
+                store: Arc::new(store),
+                local_root: None,
+                prefix: prefix.trim_matches('/').to_string(),
+            });
         }
         let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
         std::fs::create_dir_all(&path)
@@ -185,7 +189,9 @@ mod tests {
         let objects = Objects::open(&format!("file://{}", dir.display())).unwrap();
         let chunks = vec![Ok::<_, String>(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))];
         let stored = objects
-            .put_stream("uploads/1", futures_util::stream::iter(chunks), 100, |sha| format!("models/m/1-{}.onnx", &sha[..8]))
+            .put_stream("uploads/1", futures_util::stream::iter(chunks), 100, |sha| {
+                format!("models/m/1-{}.onnx", &sha[..8])
+            })
             .await
             .unwrap();
         assert_eq!(stored.sha256, sha256(b"hello world"));
@@ -195,7 +201,8 @@ mod tests {
         assert!(!dir.join("uploads/1").exists(), "the staging object is gone");
 
         let big = vec![Ok::<_, String>(Bytes::from(vec![0u8; 64]))];
-        let err = objects.put_stream("uploads/2", futures_util::stream::iter(big), 10, |_| "x".into()).await.unwrap_err();
+        let err =
+            objects.put_stream("uploads/2", futures_util::stream::iter(big), 10, |_| "x".into()).await.unwrap_err();
         assert!(matches!(err, UploadError::TooLarge(10)));
         objects.delete(&stored.key).await.unwrap();
         objects.delete(&stored.key).await.unwrap();

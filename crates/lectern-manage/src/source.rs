@@ -20,7 +20,8 @@ impl StoreSource {
 
     async fn read(&self, name: &str) -> Result<Option<ModelDefinition>, String> {
         let Some(model) = self.store.model(name).await.map_err(|e| e.to_string())? else { return Ok(None) };
-        let config = ModelConfig::parse(&model.config, &format!("config of model '{name}'")).map_err(|e| e.to_string())?;
+        let config =
+            ModelConfig::parse(&model.config, &format!("config of model '{name}'")).map_err(|e| e.to_string())?;
         let labels = model.labels.as_deref().map(|text| text.lines().map(|l| l.trim().to_string()).collect());
         let versions = self.store.versions(name).await.map_err(|e| e.to_string())?;
         let selected = select(&config, &versions, model.default_version);
@@ -35,7 +36,8 @@ impl StoreSource {
 /// The versions to serve: the config's policy over the versions not known to fail (over all
 /// of them when every one failed before), plus the default version.
 fn select<'a>(config: &ModelConfig, versions: &'a [VersionRecord], default: Option<u64>) -> Vec<&'a VersionRecord> {
-    let healthy: Vec<u64> = versions.iter().filter(|v| v.state != VersionState::Unavailable).map(|v| v.version).collect();
+    let healthy: Vec<u64> =
+        versions.iter().filter(|v| v.state != VersionState::Unavailable).map(|v| v.version).collect();
     let candidates = if healthy.is_empty() { versions.iter().map(|v| v.version).collect() } else { healthy };
     let mut chosen = config.version_policy().select(&candidates);
     if let Some(d) = default {
@@ -103,7 +105,11 @@ mod tests {
         assert_eq!(chosen("", &versions, None), vec![2]);
         assert_eq!(chosen("", &versions, Some(1)), vec![1, 2]);
         assert_eq!(chosen("latest = 5", &versions, None), vec![1, 2]);
-        assert_eq!(chosen("", &[record(1, Unavailable), record(2, Unavailable)], None), vec![2], "all bad: try the newest again");
+        assert_eq!(
+            chosen("", &[record(1, Unavailable), record(2, Unavailable)], None),
+            vec![2],
+            "all bad: try the newest again"
+        );
         assert_eq!(chosen("versions = [1]", &versions, Some(2)), vec![1, 2]);
     }
 }

@@ -59,11 +59,7 @@ impl Catalog {
 
     /// The resources for a skill: its own rows, else the `*` rows, else none.
     pub fn lookup(&self, skill: &str) -> &[Resource] {
-        self.by_skill
-            .get(&normalise(skill))
-            .or_else(|| self.by_skill.get(ANY_SKILL))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.by_skill.get(&normalise(skill)).or_else(|| self.by_skill.get(ANY_SKILL)).map(Vec::as_slice).unwrap_or(&[])
     }
 }
 

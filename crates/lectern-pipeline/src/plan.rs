@@ -114,7 +114,10 @@ impl Planner<'_> {
     fn pipeline(&self, name: &str, spec: &PipelineSpec, line: usize) -> Result<Pipeline, PipelineError> {
         if let Some(field) = &spec.for_each {
             if field.get_ref().trim().is_empty() {
-                return Err(self.error(line_of(self.text, field.span().start), format!("pipeline '{name}': for_each names no field")));
+                return Err(self.error(
+                    line_of(self.text, field.span().start),
+                    format!("pipeline '{name}': for_each names no field"),
+                ));
             }
         }
         if spec.steps.is_empty() {
@@ -125,7 +128,9 @@ impl Planner<'_> {
         for step in &spec.steps {
             let line = line_of(self.text, step.span().start);
             let context = StepContext { earlier: &steps, all_ids: &all_ids };
-            let checked = self.step(step.get_ref(), &context).map_err(|m| self.error(line, format!("pipeline '{name}' step '{}': {m}", step.get_ref().id)))?;
+            let checked = self
+                .step(step.get_ref(), &context)
+                .map_err(|m| self.error(line, format!("pipeline '{name}' step '{}': {m}", step.get_ref().id)))?;
             steps.push(checked);
         }
         let shape = match &spec.shape {
@@ -135,16 +140,23 @@ impl Planner<'_> {
                 let mut shape = Vec::new();
                 for (field, expr) in fields {
                     let line = line_of(self.text, expr.span().start);
-                    let names = self.evaluator.expression_names(expr.get_ref()).map_err(|e| {
-                        self.error(line, format!("pipeline '{name}' shape '{field}': {e}"))
-                    })?;
-                    check_names(&names, &known, &known, &[]).map_err(|e| self.error(line, format!("pipeline '{name}' shape '{field}': {e}")))?;
+                    let names = self
+                        .evaluator
+                        .expression_names(expr.get_ref())
+                        .map_err(|e| self.error(line, format!("pipeline '{name}' shape '{field}': {e}")))?;
+                    check_names(&names, &known, &known, &[])
+                        .map_err(|e| self.error(line, format!("pipeline '{name}' shape '{field}': {e}")))?;
                     shape.push((field.clone(), expr.get_ref().clone()));
                 }
                 Some(shape)
             }
         };
-        Ok(Pipeline { name: name.to_string(), for_each: spec.for_each.as_ref().map(|f| f.get_ref().clone()), steps, shape })
+        Ok(Pipeline {
+            name: name.to_string(),
+            for_each: spec.for_each.as_ref().map(|f| f.get_ref().clone()),
+            steps,
+            shape,
+        })
     }
 
     fn step(&self, spec: &StepSpec, cx: &StepContext) -> Result<Step, String> {
@@ -189,7 +201,12 @@ impl Planner<'_> {
             StepKind::Model { .. } => spec.route.is_some() || spec.models.is_some() || spec.default.is_some(),
             StepKind::Route { .. } => spec.version.is_some(),
             StepKind::Llm { .. } | StepKind::Output { .. } => {
-                spec.inputs.is_some() || spec.image.is_some() || spec.top_k.is_some() || spec.models.is_some() || spec.default.is_some() || spec.version.is_some()
+                spec.inputs.is_some()
+                    || spec.image.is_some()
+                    || spec.top_k.is_some()
+                    || spec.models.is_some()
+                    || spec.default.is_some()
+                    || spec.version.is_some()
             }
         } || (!matches!(kind, StepKind::Llm { .. }) && (spec.topic.is_some() || spec.prompt.is_some()));
         if unused {
@@ -209,7 +226,10 @@ impl Planner<'_> {
         }
         if let Some((source, labels)) = self.route_labels(route, cx.earlier) {
             if let Some(key) = models.keys().find(|k| !labels.contains(k)) {
-                return Err(format!("route key '{key}' is not a label of model '{source}' (labels: {})", labels.join(", ")));
+                return Err(format!(
+                    "route key '{key}' is not a label of model '{source}' (labels: {})",
+                    labels.join(", ")
+                ));
             }
             if spec.default.is_none() {
                 if let Some(label) = labels.iter().find(|l| !models.contains_key(*l)) {
@@ -246,14 +266,19 @@ impl Planner<'_> {
         let loaded = match self.registry.resolve(model, version) {
             Ok(loaded) => loaded,
             Err(RuntimeError::ModelNotFound(_)) => return Err(format!("unknown model '{model}'")),
-            Err(RuntimeError::VersionNotFound(..)) => return Err(format!("model '{model}' has no version {}", version.unwrap_or(0))),
+            Err(RuntimeError::VersionNotFound(..)) => {
+                return Err(format!("model '{model}' has no version {}", version.unwrap_or(0)))
+            }
             Err(e) => {
                 tracing::warn!(model, error = %e, "a pipeline names a model that is not ready; its input is checked when it serves");
                 return Ok(input);
             }
         };
         let [only] = loaded.signature.inputs.as_slice() else {
-            return Err(format!("model '{model}' has {} inputs; pipeline steps feed models with one input", loaded.signature.inputs.len()));
+            return Err(format!(
+                "model '{model}' has {} inputs; pipeline steps feed models with one input",
+                loaded.signature.inputs.len()
+            ));
         };
         if only.datatype == DataType::Bytes {
             return Err(format!("model '{model}' takes BYTES, which a pipeline step cannot build"));
@@ -262,11 +287,17 @@ impl Planner<'_> {
             ModelInput::Inputs(fields) => {
                 let fits = only.shape.len() == 2 && (only.shape[1] < 0 || only.shape[1] as usize == fields.len());
                 if !fits {
-                    return Err(format!("model '{model}' takes shape {:?}, not rows of {} fields", only.shape, fields.len()));
+                    return Err(format!(
+                        "model '{model}' takes shape {:?}, not rows of {} fields",
+                        only.shape,
+                        fields.len()
+                    ));
                 }
             }
             ModelInput::Image(_) if loaded.image.is_none() => {
-                return Err(format!("model '{model}' has no [image] table in its config.toml, so it cannot take an image"));
+                return Err(format!(
+                    "model '{model}' has no [image] table in its config.toml, so it cannot take an image"
+                ));
             }
             ModelInput::Image(_) => {}
         }
@@ -316,7 +347,10 @@ fn check_names(names: &HashSet<String>, earlier: &[&str], all_ids: &[&str], extr
         if all_ids.contains(&n) {
             return Err(format!("refers to step '{n}', which does not run before it"));
         }
-        return Err(format!("refers to '{n}', which is not a step id (known: input, request{})", earlier.iter().map(|e| format!(", {e}")).collect::<String>()));
+        return Err(format!(
+            "refers to '{n}', which is not a step id (known: input, request{})",
+            earlier.iter().map(|e| format!(", {e}")).collect::<String>()
+        ));
     }
     Ok(())
 }

@@ -44,13 +44,19 @@ impl Engine {
         let parsed = PipelineFile::parse(text, file)?;
         let mut llms = HashMap::new();
         for (name, spec) in &parsed.llm {
-            let config_error =
-                |message: String| PipelineError::Config { file: file.to_string(), line: line_of(text, spec.span().start), message };
+            let config_error = |message: String| PipelineError::Config {
+                file: file.to_string(),
+                line: line_of(text, spec.span().start),
+                message,
+            };
             let catalog = match &spec.get_ref().catalog {
-                Some(path) => Catalog::load(&base.join(path)).map_err(|e| config_error(format!("llm '{name}': {e}")))?,
+                Some(path) => {
+                    Catalog::load(&base.join(path)).map_err(|e| config_error(format!("llm '{name}': {e}")))?
+                }
                 None => Catalog::default(),
             };
-            let client = LlmClient::new(name, spec.get_ref(), catalog).map_err(|m| config_error(format!("llm '{name}': {m}")))?;
+            let client = LlmClient::new(name, spec.get_ref(), catalog)
+                .map_err(|m| config_error(format!("llm '{name}': {m}")))?;
             llms.insert(name.clone(), Arc::new(client));
         }
         let evaluator = Evaluator::default();
@@ -76,10 +82,14 @@ impl Engine {
     /// the models and LLMs there are now, and serves it under `name`.
     pub fn define(&self, name: &str, text: &str) -> Result<(), PipelineError> {
         if self.is_from_config(name) {
-            return Err(PipelineError::Input(format!("pipeline '{name}' is declared in the config file; change it there")));
+            return Err(PipelineError::Input(format!(
+                "pipeline '{name}' is declared in the config file; change it there"
+            )));
         }
         if !lectern_core::is_plain_name(name) {
-            return Err(PipelineError::Input(format!("invalid pipeline name '{name}': letters, digits, '-', '_' and '.'")));
+            return Err(PipelineError::Input(format!(
+                "invalid pipeline name '{name}': letters, digits, '-', '_' and '.'"
+            )));
         }
         let file = format!("pipeline '{name}'");
         let names: HashSet<String> = self.llms.keys().cloned().collect();
@@ -95,7 +105,9 @@ impl Engine {
     /// Stops serving a pipeline defined through the API; false when there was none.
     pub fn undefine(&self, name: &str) -> Result<bool, PipelineError> {
         if self.is_from_config(name) {
-            return Err(PipelineError::Input(format!("pipeline '{name}' is declared in the config file; change it there")));
+            return Err(PipelineError::Input(format!(
+                "pipeline '{name}' is declared in the config file; change it there"
+            )));
         }
         Ok(self.write().remove(name).is_some())
     }
@@ -110,7 +122,8 @@ impl Engine {
 
     /// Runs the pipeline `name` on one request.
     pub async fn run(&self, name: &str, request: PipelineRequest) -> Result<Json, PipelineError> {
-        let pipeline = self.read().get(name).cloned().ok_or_else(|| PipelineError::UnknownPipeline(name.to_string()))?;
+        let pipeline =
+            self.read().get(name).cloned().ok_or_else(|| PipelineError::UnknownPipeline(name.to_string()))?;
         let pipeline = pipeline.as_ref();
         let whole = Value::from_serialize(&request.body);
         let Some(field) = &pipeline.for_each else {
@@ -119,7 +132,9 @@ impl Engine {
         };
         let items = match request.body.get(field) {
             Some(Json::Array(items)) => items,
-            Some(other) => return Err(PipelineError::Input(format!("field '{field}' must be a list, not {}", type_name(other)))),
+            Some(other) => {
+                return Err(PipelineError::Input(format!("field '{field}' must be a list, not {}", type_name(other))))
+            }
             None => return Err(PipelineError::Input(format!("field '{field}' is missing"))),
         };
         let no_files = HashMap::new();
@@ -188,7 +203,9 @@ impl Engine {
     async fn run_step(&self, step: &Step, item: &Item<'_>) -> Result<Json, PipelineError> {
         let failed = |message: String| PipelineError::Step { step: step.id.clone(), message };
         match &step.kind {
-            StepKind::Model { model, version, input, top_k } => self.model_step(step, model, *version, input, *top_k, item).await,
+            StepKind::Model { model, version, input, top_k } => {
+                self.model_step(step, model, *version, input, *top_k, item).await
+            }
             StepKind::Route { route, models, default, input, top_k } => {
                 let key = to_key(&self.evaluator.eval(route, item.scope).map_err(failed)?);
                 let model = key.as_ref().and_then(|k| models.get(k)).or(default.as_ref()).ok_or_else(|| {
@@ -228,10 +245,8 @@ impl Engine {
         let bad_input = |m: String| PipelineError::Input(format!("step '{}': {m}", step.id));
         let tensor = input_tensor(&loaded, input, item).await.map_err(bad_input)?;
         let request = InferRequest { inputs: vec![tensor], ..Default::default() };
-        let response = loaded
-            .infer(request)
-            .await
-            .map_err(|source| PipelineError::Model { step: step.id.clone(), source })?;
+        let response =
+            loaded.infer(request).await.map_err(|source| PipelineError::Model { step: step.id.clone(), source })?;
         Ok(classification(&loaded, &response, top_k))
     }
 }
@@ -276,7 +291,9 @@ fn image_bytes(item: &Item<'_>, field: &str) -> Result<Vec<u8>, String> {
     }
     match item.input.get(field) {
         Some(Json::String(text)) => decode_base64(text).map_err(|e| format!("field '{field}' {e}")),
-        Some(other) => Err(format!("field '{field}' must be a base64 image or an uploaded file, not {}", type_name(other))),
+        Some(other) => {
+            Err(format!("field '{field}' must be a base64 image or an uploaded file, not {}", type_name(other)))
+        }
         None => Err(format!("field '{field}' is missing")),
     }
 }
@@ -313,7 +330,9 @@ fn classification(model: &LoadedModel, response: &InferResponse, top_k: usize) -
     for output in &response.outputs {
         let t = &output.tensor;
         let values: Vec<Json> = match &t.data {
-            TensorData::Bytes(items) => items.iter().map(|b| Json::String(String::from_utf8_lossy(b).into_owned())).collect(),
+            TensorData::Bytes(items) => {
+                items.iter().map(|b| Json::String(String::from_utf8_lossy(b).into_owned())).collect()
+            }
             data => data.to_f64_vec().unwrap_or_default().into_iter().map(Json::from).collect(),
         };
         outputs.insert(t.name.clone(), Json::Array(values));
@@ -346,9 +365,7 @@ fn classification(model: &LoadedModel, response: &InferResponse, top_k: usize) -
 /// an output whose name says so.
 fn probabilities(response: &InferResponse) -> Option<Vec<f64>> {
     let per_class = |t: &Tensor| {
-        matches!(t.datatype(), DataType::F16 | DataType::F32 | DataType::F64)
-            && t.shape.len() == 2
-            && t.shape[1] > 1
+        matches!(t.datatype(), DataType::F16 | DataType::F32 | DataType::F64) && t.shape.len() == 2 && t.shape[1] > 1
     };
     let candidates: Vec<&Tensor> = response.outputs.iter().map(|o| &o.tensor).filter(|t| per_class(t)).collect();
     let chosen = candidates.iter().find(|t| t.name.contains("prob")).or(candidates.first())?;

@@ -8,8 +8,22 @@ use std::time::Duration;
 
 /// Upper bounds of the latency histogram buckets, in nanoseconds (100 µs .. 10 s).
 pub const LATENCY_BUCKETS_NS: [u64; 16] = [
-    100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000,
-    100_000_000, 250_000_000, 500_000_000, 1_000_000_000, 2_500_000_000, 5_000_000_000, 10_000_000_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
 ];
 
 /// Upper bounds of the batch-size histogram buckets (rows per execution).
@@ -26,7 +40,13 @@ pub struct Buckets<const N: usize> {
 
 impl<const N: usize> Buckets<N> {
     const fn new(bounds: &'static [u64; N], unit: f64) -> Self {
-        Buckets { bounds, unit, counts: [const { AtomicU64::new(0) }; N], count: AtomicU64::new(0), sum: AtomicU64::new(0) }
+        Buckets {
+            bounds,
+            unit,
+            counts: [const { AtomicU64::new(0) }; N],
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
     }
 
     fn record(&self, value: u64) {

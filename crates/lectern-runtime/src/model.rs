@@ -72,7 +72,9 @@ impl LoadedModel {
             Err(_) => return Err(RuntimeError::NotReady(self.label(), "it was unloaded".into())),
         };
         let outputs = match outputs {
-            None => computed.into_iter().map(|tensor| ResponseOutput { tensor, binary: request.binary_output }).collect(),
+            None => {
+                computed.into_iter().map(|tensor| ResponseOutput { tensor, binary: request.binary_output }).collect()
+            }
             Some(wanted) => self.shape_outputs(computed, &wanted, request.binary_output)?,
         };
         Ok(InferResponse {

@@ -150,8 +150,12 @@ impl Registry {
         match version {
             Some(v) => match entry.versions.get(&v) {
                 Some(VersionState::Ready(m)) => Ok(m.clone()),
-                Some(VersionState::Unavailable(reason)) => Err(RuntimeError::NotReady(format!("{name}:{v}"), reason.clone())),
-                None if entry.versions.is_empty() => Err(RuntimeError::NotReady(format!("{name}:{v}"), not_ready_reason(entry))),
+                Some(VersionState::Unavailable(reason)) => {
+                    Err(RuntimeError::NotReady(format!("{name}:{v}"), reason.clone()))
+                }
+                None if entry.versions.is_empty() => {
+                    Err(RuntimeError::NotReady(format!("{name}:{v}"), not_ready_reason(entry)))
+                }
                 None => Err(RuntimeError::VersionNotFound(name.to_string(), v)),
             },
             None => entry
@@ -273,7 +277,8 @@ fn default_max_batch_size(signature: &lectern_backends::Signature) -> usize {
 
 /// Fills in names and shapes declared in the config where the file's are missing.
 fn apply_declared(mut signature: lectern_backends::Signature, config: &ModelConfig) -> lectern_backends::Signature {
-    let pairs = signature.inputs.iter_mut().zip(&config.inputs).chain(signature.outputs.iter_mut().zip(&config.outputs));
+    let pairs =
+        signature.inputs.iter_mut().zip(&config.inputs).chain(signature.outputs.iter_mut().zip(&config.outputs));
     for (info, spec) in pairs {
         if info.name.is_empty() {
             info.name = spec.name.clone();

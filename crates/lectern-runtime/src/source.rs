@@ -83,10 +83,7 @@ pub fn read_folder(folder: &Path) -> Result<ModelDefinition, String> {
     if selected.is_empty() {
         return Err(format!("no version folder with a {MODEL_FILE} matches the version policy (found {available:?})"));
     }
-    let versions = selected
-        .into_iter()
-        .map(|v| (v, read_version_file(folder, v)))
-        .collect();
+    let versions = selected.into_iter().map(|v| (v, read_version_file(folder, v))).collect();
     Ok(ModelDefinition { config, labels, default_version: None, versions })
 }
 

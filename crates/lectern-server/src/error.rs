@@ -70,8 +70,8 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = self.status.as_u16(), error = %self.message, "request rejected");
         }
         let body = serde_json::to_vec(&serde_json::json!({ "error": self.message })).expect("json");
-        let mut response = (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
-            .into_response();
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -110,10 +110,9 @@ impl AuthState {
                 return Ok(Some(key.clone()));
             }
         }
-        let key = store
-            .verify_key(presented)
-            .await
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot check credentials: the database is unavailable"))?;
+        let key = store.verify_key(presented).await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot check credentials: the database is unavailable")
+        })?;
         if let Some(k) = &key {
             let mut cache = self.lock_cache();
             if cache.len() >= KEY_CACHE_MAX {
@@ -176,7 +175,9 @@ pub async fn admit(state: &AppState, mut request: Request) -> Result<Request, Re
         return Ok(request);
     }
     let Some(token) = credential(&request) else {
-        return Err(with_challenge(unauthorized("a credential is required: send Authorization: Bearer <API key or token>")));
+        return Err(with_challenge(unauthorized(
+            "a credential is required: send Authorization: Bearer <API key or token>",
+        )));
     };
     let who = match auth.principal(state.manager.store(), token).await {
         Ok(p) => p,
@@ -184,12 +185,14 @@ pub async fn admit(state: &AppState, mut request: Request) -> Result<Request, Re
         Err(e) => return Err(e.into_response()),
     };
     if !allowed(needed, who.role) {
-        let message = format!("the role '{}' may not use {} {}", who.role.as_str(), request.method(), request.uri().path());
+        let message =
+            format!("the role '{}' may not use {} {}", who.role.as_str(), request.method(), request.uri().path());
         return Err(ApiError::new(StatusCode::FORBIDDEN, message).into_response());
     }
     if let Some(limiter) = &auth.settings.limiter {
         if let Err(wait) = limiter.check(&who.actor) {
-            let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; retry later").into_response();
+            let mut response =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; retry later").into_response();
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             return Err(response);

@@ -12,12 +12,12 @@ pub use error::{status_of, ApiError};
 pub use principal::Principal;
 
 use axum::Router;
-use tracing::Instrument;
 use lectern_manage::Manager;
 use lectern_pipeline::Engine;
 use lectern_runtime::Registry;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
+use tracing::Instrument;
 
 /// How the HTTP layer behaves (not what it serves).
 #[derive(Debug, Clone)]

@@ -23,9 +23,11 @@ fn for_backend(sql: &str, backend: Backend) -> String {
 
 /// Applies the migrations the database has not seen yet; returns how many ran.
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize, StoreError> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
     let mut applied = 0;
     for &(version, sql) in MIGRATIONS {
         let mut tx = match backend {

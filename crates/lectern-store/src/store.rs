@@ -78,7 +78,13 @@ impl Store {
     // ----- models -----
 
     /// Registers a model; fails if the name is taken.
-    pub async fn create_model(&self, actor: &str, name: &str, config: &str, labels: Option<&str>) -> Result<ModelRecord, StoreError> {
+    pub async fn create_model(
+        &self,
+        actor: &str,
+        name: &str,
+        config: &str,
+        labels: Option<&str>,
+    ) -> Result<ModelRecord, StoreError> {
         let mut tx = self.write_tx().await?;
         if fetch_model(&mut tx, name).await?.is_some() {
             return Err(StoreError::ModelExists(name.to_string()));
@@ -99,7 +105,13 @@ impl Store {
     }
 
     /// Replaces a model's config and labels.
-    pub async fn set_config(&self, actor: &str, name: &str, config: &str, labels: Option<&str>) -> Result<ModelRecord, StoreError> {
+    pub async fn set_config(
+        &self,
+        actor: &str,
+        name: &str,
+        config: &str,
+        labels: Option<&str>,
+    ) -> Result<ModelRecord, StoreError> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE models SET config = $1, labels = $2, updated_at = $3 WHERE name = $4")
             .bind(config)
@@ -119,7 +131,11 @@ impl Store {
 
     /// Records the fingerprint of the config and labels last imported from a folder.
     pub async fn set_imported(&self, name: &str, fingerprint: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE models SET imported = $1 WHERE name = $2").bind(fingerprint).bind(name).execute(&self.pool).await?;
+        sqlx::query("UPDATE models SET imported = $1 WHERE name = $2")
+            .bind(fingerprint)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -172,7 +188,8 @@ impl Store {
 
     /// Every model, by name.
     pub async fn models(&self) -> Result<Vec<ModelRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name")).fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query(&format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name")).fetch_all(&self.pool).await?;
         rows.iter().map(model_row).collect()
     }
 
@@ -187,17 +204,19 @@ impl Store {
         if fetch_version(&mut tx, &new.model, new.version).await?.is_some() {
             return Err(StoreError::VersionExists(new.model.clone(), new.version));
         }
-        sqlx::query(&format!("INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8)"))
-            .bind(&new.model)
-            .bind(new.version as i64)
-            .bind(&new.sha256)
-            .bind(new.size as i64)
-            .bind(&new.object_key)
-            .bind(VersionState::Pending.as_str())
-            .bind(now_ms())
-            .bind(i64::from(new.from_folder))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8)"
+        ))
+        .bind(&new.model)
+        .bind(new.version as i64)
+        .bind(&new.sha256)
+        .bind(new.size as i64)
+        .bind(&new.object_key)
+        .bind(VersionState::Pending.as_str())
+        .bind(now_ms())
+        .bind(i64::from(new.from_folder))
+        .execute(&mut *tx)
+        .await?;
         let detail = format!("version {} sha256 {}", new.version, new.sha256);
         audit(&mut tx, actor, "version.create", &new.model, &detail).await?;
         let record = fetch_version(&mut tx, &new.model, new.version).await?.expect("just inserted");
@@ -215,7 +234,13 @@ impl Store {
     }
 
     /// Records the outcome of loading a version (not audited: the server did it, not a person).
-    pub async fn set_version_state(&self, model: &str, version: u64, state: VersionState, reason: &str) -> Result<(), StoreError> {
+    pub async fn set_version_state(
+        &self,
+        model: &str,
+        version: u64,
+        state: VersionState,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE model_versions SET state = $1, reason = $2 WHERE model = $3 AND version = $4")
             .bind(state.as_str())
             .bind(reason)
@@ -261,14 +286,16 @@ impl Store {
     pub async fn create_key(&self, actor: &str, name: &str, role: Role) -> Result<(ApiKey, String), StoreError> {
         let (id, key) = keys::generate()?;
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO api_keys (id, name, role, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)")
-            .bind(&id)
-            .bind(name)
-            .bind(role.as_str())
-            .bind(keys::hash(&key))
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, role, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(keys::hash(&key))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         audit(&mut tx, actor, "key.create", &id, &format!("name {name} role {}", role.as_str())).await?;
         tx.commit().await?;
         let record = self.key(&id).await?.expect("just inserted");
@@ -322,7 +349,8 @@ impl Store {
 
     /// True when at least one key is live.
     pub async fn has_keys(&self) -> Result<bool, StoreError> {
-        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetch_one(&self.pool).await?;
+        let row: (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetch_one(&self.pool).await?;
         Ok(row.0 > 0)
     }
 
@@ -415,13 +443,20 @@ fn normalise_url(url: &str) -> Result<(Backend, String), StoreError> {
         return Err(StoreError::Url("sqlite:// needs a file path".into()));
     }
     if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::Url(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::Url(format!("cannot create {}: {e}", parent.display())))?;
     }
     let url = if path.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
     Ok((Backend::Sqlite, url))
 }
 
-async fn audit(tx: &mut Transaction<'_, Any>, actor: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError> {
+async fn audit(
+    tx: &mut Transaction<'_, Any>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
         .bind(now_ms())
         .bind(actor)
@@ -441,7 +476,11 @@ async fn fetch_model(tx: &mut Transaction<'_, Any>, name: &str) -> Result<Option
     row.map(|r| model_row(&r)).transpose()
 }
 
-async fn fetch_version(tx: &mut Transaction<'_, Any>, model: &str, version: u64) -> Result<Option<VersionRecord>, StoreError> {
+async fn fetch_version(
+    tx: &mut Transaction<'_, Any>,
+    model: &str,
+    version: u64,
+) -> Result<Option<VersionRecord>, StoreError> {
     let row = sqlx::query(&format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE model = $1 AND version = $2"))
         .bind(model)
         .bind(version as i64)

@@ -73,7 +73,14 @@ macro_rules! both_engines {
 }
 
 fn version(model: &str, v: u64) -> NewVersion {
-    NewVersion { model: model.into(), version: v, sha256: format!("{v:064x}"), size: 10 * v, object_key: format!("models/{model}/{v}"), from_folder: v == 1 }
+    NewVersion {
+        model: model.into(),
+        version: v,
+        sha256: format!("{v:064x}"),
+        size: 10 * v,
+        object_key: format!("models/{model}/{v}"),
+        from_folder: v == 1,
+    }
 }
 
 async fn models_versions_and_defaults(url: &str) {
@@ -114,7 +121,15 @@ async fn models_versions_and_defaults(url: &str) {
     let actions: Vec<&str> = log.iter().rev().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["model.create", "version.create", "version.create", "model.default", "version.delete", "model.config", "model.delete"]
+        [
+            "model.create",
+            "version.create",
+            "version.create",
+            "model.default",
+            "version.delete",
+            "model.config",
+            "model.delete"
+        ]
     );
     assert_eq!(log[0].actor, "bob");
 }

@@ -209,7 +209,10 @@ impl ServeSettings {
             auth: AuthConfig::default(),
             database: String::new(),
             objects: String::new(),
-            max_upload_bytes: args.max_upload_bytes.or(file.storage.max_upload_bytes).unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
+            max_upload_bytes: args
+                .max_upload_bytes
+                .or(file.storage.max_upload_bytes)
+                .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
             log: args.log,
             tls: match (
                 args.tls_cert.or(from_file(file.server.tls_cert)),
@@ -263,7 +266,10 @@ fn resolve_auth(flags: &FileAuth, file: FileAuth) -> anyhow::Result<AuthConfig> 
         _ => anyhow::bail!("OIDC needs both an issuer (--oidc-issuer) and an audience (--oidc-audience)"),
     };
     let rate = flags.rate_limit.or(file.rate_limit).unwrap_or(0.0);
-    anyhow::ensure!(rate.is_finite() && rate >= 0.0, "--rate-limit must be a number of requests per second, 0 for none");
+    anyhow::ensure!(
+        rate.is_finite() && rate >= 0.0,
+        "--rate-limit must be a number of requests per second, 0 for none"
+    );
     let burst = flags.rate_burst.or(file.rate_burst).unwrap_or(((rate * 2.0).ceil() as u32).max(1));
     anyhow::ensure!(burst >= 1, "--rate-burst must be at least 1");
     Ok(AuthConfig {
@@ -288,7 +294,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lectern-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("lectern.toml");
-        std::fs::write(&path, "[server]\nlisten = \"0.0.0.0:9000\"\nmax_body_bytes = 10\n[repository]\nmodels = \"m\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"0.0.0.0:9000\"\nmax_body_bytes = 10\n[repository]\nmodels = \"m\"\n",
+        )
+        .unwrap();
         let args = ServeArgs { config: Some(path.clone()), listen: Some("127.0.0.1:1".into()), ..Default::default() };
         let s = ServeSettings::resolve(args).unwrap();
         assert_eq!(s.listen, "127.0.0.1:1");

@@ -53,8 +53,9 @@ pub fn infos(model: &TypedModel, outlets: &[OutletId], names: &[String]) -> Trac
         .map(|(ix, outlet)| {
             let fact = model.outlet_fact(*outlet)?;
             let name = names.get(ix).cloned().unwrap_or_else(|| model.node(outlet.node).name.clone());
-            let datatype = datatype_of(fact.datum_type)
-                .ok_or_else(|| TractError::msg(format!("'{name}' has type {:?}, which the V2 protocol cannot carry", fact.datum_type)))?;
+            let datatype = datatype_of(fact.datum_type).ok_or_else(|| {
+                TractError::msg(format!("'{name}' has type {:?}, which the V2 protocol cannot carry", fact.datum_type))
+            })?;
             let shape = fact.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect();
             Ok(TensorInfo { name, datatype, shape })
         })
@@ -85,14 +86,12 @@ pub fn to_tract(tensor: LTensor) -> Result<TValue, BackendError> {
         TensorData::F32(v) => array(&shape, v),
         TensorData::F64(v) => array(&shape, v),
         TensorData::Bytes(v) => {
-            let strings = v
-                .into_iter()
-                .map(String::from_utf8)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| BackendError::BadInput {
+            let strings = v.into_iter().map(String::from_utf8).collect::<Result<Vec<_>, _>>().map_err(|_| {
+                BackendError::BadInput {
                     input: tensor.name.clone(),
                     message: "BYTES elements must be UTF-8 text for this model".into(),
-                })?;
+                }
+            })?;
             array(&shape, strings)
         }
     })
@@ -119,10 +118,21 @@ pub fn from_tract(name: &str, value: &TValue) -> Result<LTensor, BackendError> {
         DatumType::F32 => TensorData::F32(slice(value).map_err(fail)?),
         DatumType::F64 => TensorData::F64(slice(value).map_err(fail)?),
         DatumType::String => TensorData::Bytes(
-            value.try_as_plain_ram().map_err(fail)?.as_slice::<String>().map_err(fail)?.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            value
+                .try_as_plain_ram()
+                .map_err(fail)?
+                .as_slice::<String>()
+                .map_err(fail)?
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
         ),
         DatumType::TDim => TensorData::I64(slice::<i64>(&*value.cast_to::<i64>().map_err(fail)?).map_err(fail)?),
-        other => return Err(BackendError::Inference(format!("output '{name}' has type {other:?}, which the V2 protocol cannot carry"))),
+        other => {
+            return Err(BackendError::Inference(format!(
+                "output '{name}' has type {other:?}, which the V2 protocol cannot carry"
+            )))
+        }
     };
     Ok(LTensor { name: name.to_string(), shape: value.shape().to_vec(), data })
 }

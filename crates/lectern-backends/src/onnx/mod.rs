@@ -68,10 +68,6 @@ impl Session for OnnxSession {
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         let values = inputs.into_iter().map(convert::to_tract).collect::<Result<TVec<_>, _>>()?;
         let results = self.state.run(values).map_err(|e| BackendError::Inference(format!("{e:#}")))?;
-        results
-            .into_iter()
-            .zip(&self.outputs)
-            .map(|(value, info)| convert::from_tract(&info.name, &value))
-            .collect()
+        results.into_iter().zip(&self.outputs).map(|(value, info)| convert::from_tract(&info.name, &value)).collect()
     }
 }

@@ -18,12 +18,7 @@ use tract_onnx::pb::{
 
 /// Names of the graph's real inputs (initializers listed as inputs are not inputs).
 pub fn input_names(graph: &GraphProto) -> Vec<String> {
-    graph
-        .input
-        .iter()
-        .filter(|i| !graph.initializer.iter().any(|t| t.name == i.name))
-        .map(|i| i.name.clone())
-        .collect()
+    graph.input.iter().filter(|i| !graph.initializer.iter().any(|t| t.name == i.name)).map(|i| i.name.clone()).collect()
 }
 
 /// Rewrites the operators tract lacks into ones it runs.
@@ -98,8 +93,12 @@ fn replace_zipmap(graph: &mut GraphProto, zipmap: NodeProto) -> Result<(), Strin
 fn replace_scaler(graph: &mut GraphProto, scaler: NodeProto) -> Result<(), String> {
     one_in_one_out(&scaler, 1)?;
     let out = scaler.output[0].clone();
-    let (cast, offset, shifted, scale) =
-        (format!("{out}_lectern_cast"), format!("{out}_lectern_offset"), format!("{out}_lectern_shifted"), format!("{out}_lectern_scale"));
+    let (cast, offset, shifted, scale) = (
+        format!("{out}_lectern_cast"),
+        format!("{out}_lectern_offset"),
+        format!("{out}_lectern_shifted"),
+        format!("{out}_lectern_scale"),
+    );
     let or_default = |mut v: Vec<f32>, default: f32| {
         if v.is_empty() {
             v.push(default);
@@ -159,7 +158,13 @@ fn relabel_binary_tree_classifier(graph: &mut GraphProto, mut tree: NodeProto) -
             ..Default::default()
         }
     } else {
-        TensorProto { name: classes.clone(), dims: vec![2], data_type: PbType::Int64 as i32, int64_data: labels_int, ..Default::default() }
+        TensorProto {
+            name: classes.clone(),
+            dims: vec![2],
+            data_type: PbType::Int64 as i32,
+            int64_data: labels_int,
+            ..Default::default()
+        }
     });
     graph.node.push(tree);
     graph.node.push(node(

@@ -104,9 +104,9 @@ pub fn from_ort(name: &str, value: &DynValue) -> Result<LTensor, BackendError> {
         TensorElementType::Float16 => numbers!(F16, half::f16),
         TensorElementType::Float32 => numbers!(F32, f32),
         TensorElementType::Float64 => numbers!(F64, f64),
-        TensorElementType::String => {
-            TensorData::Bytes(value.try_extract_strings().map_err(fail)?.1.into_iter().map(String::into_bytes).collect())
-        }
+        TensorElementType::String => TensorData::Bytes(
+            value.try_extract_strings().map_err(fail)?.1.into_iter().map(String::into_bytes).collect(),
+        ),
         other => {
             return Err(BackendError::Inference(format!(
                 "output '{name}' has type {other}, which the V2 protocol cannot carry"

@@ -78,7 +78,8 @@ fn venvs() -> Vec<PathBuf> {
 }
 
 fn from_python() -> Option<PathBuf> {
-    let script = "import importlib.util as u, os; s = u.find_spec('onnxruntime'); print(os.path.dirname(s.origin) if s else '')";
+    let script =
+        "import importlib.util as u, os; s = u.find_spec('onnxruntime'); print(os.path.dirname(s.origin) if s else '')";
     let output = Command::new("python3").args(["-c", script]).output().ok()?;
     let folder = String::from_utf8(output.stdout).ok()?;
     let folder = folder.trim();

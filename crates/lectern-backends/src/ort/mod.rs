@@ -30,9 +30,11 @@ pub fn environment() -> Result<&'static Environment, BackendError> {
     ENVIRONMENT
         .get_or_init(|| {
             let path = dylib::locate()?;
-            let builder = ::ort::init_from(&path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+            let builder = ::ort::init_from(&path)
+                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
             tracing::info!(library = %path.display(), "loaded ONNX Runtime");
-            let environment = builder.with_name("lectern").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+            let environment =
+                builder.with_name("lectern").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
             // ONNX Runtime's failures come back as errors, which the caller reports; its own log
             // would print them again on stderr. `ORT_LOG=warning` (or info, ...) brings it back.
             if std::env::var_os("ORT_LOG").is_none() {
@@ -129,7 +131,9 @@ impl Session for OrtInstance {
             Ok(results) => results,
             // Some ONNX-ML kernels (ArrayFeatureExtractor, behind skl2onnx's labels) refuse a batch
             // of no rows, which tract answers with empty outputs: answer those too.
-            Err(e) => return empty_outputs(&self.outputs, &rows).ok_or_else(|| BackendError::Inference(format!("{e}"))),
+            Err(e) => {
+                return empty_outputs(&self.outputs, &rows).ok_or_else(|| BackendError::Inference(format!("{e}")))
+            }
         };
         if results.len() != self.outputs.len() {
             return Err(BackendError::Inference(format!(

@@ -167,7 +167,9 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<Vec<u8>>, String> {
     for field in &fields {
         match field.number {
             GRAPH_NODE => match decode_node(field.payload) {
-                Some(node) if as_zipmap(&node).is_some() => push_message(&mut out, GRAPH_NODE, &identity(&node).encode_to_vec()),
+                Some(node) if as_zipmap(&node).is_some() => {
+                    push_message(&mut out, GRAPH_NODE, &identity(&node).encode_to_vec())
+                }
                 _ => out.extend_from_slice(field.raw),
             },
             GRAPH_OUTPUT => match find(&value_name(field.payload)) {
@@ -217,7 +219,11 @@ mod tests {
             name: "ZipMap".into(),
             op_type: "ZipMap".into(),
             domain: "ai.onnx.ml".into(),
-            attribute: vec![AttributeProto { name: "classlabels_int64s".into(), ints: vec![0, 1, 2], ..Default::default() }],
+            attribute: vec![AttributeProto {
+                name: "classlabels_int64s".into(),
+                ints: vec![0, 1, 2],
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let softmax = NodeProto {

@@ -37,9 +37,9 @@ fn resource(item: &Value) -> Result<Resource, String> {
 
 /// The first JSON object or list that starts somewhere in `text`.
 fn first_json(text: &str) -> Option<Value> {
-    text.char_indices().filter(|(_, c)| *c == '{' || *c == '[').find_map(|(i, _)| {
-        serde_json::Deserializer::from_str(&text[i..]).into_iter::<Value>().next()?.ok()
-    })
+    text.char_indices()
+        .filter(|(_, c)| *c == '{' || *c == '[')
+        .find_map(|(i, _)| serde_json::Deserializer::from_str(&text[i..]).into_iter::<Value>().next()?.ok())
 }
 
 #[cfg(test)]

@@ -203,7 +203,12 @@ mod tests {
     #[test]
     fn openai_events_accumulate_until_done() {
         let mut text = String::new();
-        for line in [": keep-alive", "data: {\"choices\":[{\"delta\":{\"content\":\"A\"}}]}", "", "data: {\"choices\":[{\"delta\":{}}]}"] {
+        for line in [
+            ": keep-alive",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"A\"}}]}",
+            "",
+            "data: {\"choices\":[{\"delta\":{}}]}",
+        ] {
             assert_eq!(apply_line(Provider::Openai, line, &mut text).unwrap(), Flow::More);
         }
         assert_eq!(apply_line(Provider::Openai, "data: [DONE]", &mut text).unwrap(), Flow::Done);

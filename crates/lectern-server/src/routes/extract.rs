@@ -34,7 +34,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        RawPathParams::from_request_parts(parts, state).await.map(Params).map_err(|e: RawPathParamsRejection| rejected(&e))
+        RawPathParams::from_request_parts(parts, state)
+            .await
+            .map(Params)
+            .map_err(|e: RawPathParamsRejection| rejected(&e))
     }
 }
 

@@ -22,7 +22,13 @@ pub async fn infer(State(state): State<Arc<AppState>>, params: Params, request: 
     run(&state, model, version, &parts.headers, body).await
 }
 
-async fn run(state: &AppState, model: &str, version: Option<u64>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn run(
+    state: &AppState,
+    model: &str,
+    version: Option<u64>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let loaded = state.registry.resolve(model, version)?;
     let json_len = header_length(headers)?;
     let bytes = read_body(body, headers, state.settings.max_body_bytes).await?;
@@ -54,8 +60,11 @@ fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.
 pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than the limit of {limit} bytes"));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than the limit of {limit} bytes"))
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }

@@ -1,10 +1,10 @@
 //! The management API: `/v1/models`, versions, config, default version; `/v1/keys`; `/v1/audit`.
 
 use super::infer::read_body;
+use super::{Path, Query};
 use crate::principal::Principal;
 use crate::{ApiError, AppState};
 use axum::body::Body;
-use super::{Path, Query};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,7 +67,10 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: CreateModel = json_body(&state, &headers, body).await?;
-    let view = state.manager.create_model(&who.actor, &request.name, request.config.as_ref(), request.labels.as_deref()).await?;
+    let view = state
+        .manager
+        .create_model(&who.actor, &request.name, request.config.as_ref(), request.labels.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -100,7 +103,10 @@ pub async fn upload(
 ) -> Result<Response, ApiError> {
     // Refuse a declared oversize body before reading any of it.
     let limit = state.manager.max_upload_bytes();
-    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(lectern_manage::ManageError::TooLarge(limit).into());
     }
@@ -157,7 +163,8 @@ pub async fn create_key(
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: CreateKey = json_body(&state, &headers, body).await?;
-    let role: Role = request.role.parse().map_err(|e: lectern_store::StoreError| ApiError::bad_request(e.to_string()))?;
+    let role: Role =
+        request.role.parse().map_err(|e: lectern_store::StoreError| ApiError::bad_request(e.to_string()))?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::bad_request("a key needs a name of 1 to 128 characters"));

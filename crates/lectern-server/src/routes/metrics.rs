@@ -30,27 +30,43 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     for (ix, (name, help)) in COUNTERS.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for ((model, version), m) in &models {
-            let value = [&m.success, &m.failure, &m.inference_count, &m.exec_count, &m.queue_rejected, &m.deadline_expired][ix]
-                .load(Relaxed);
+            let value =
+                [&m.success, &m.failure, &m.inference_count, &m.exec_count, &m.queue_rejected, &m.deadline_expired][ix]
+                    .load(Relaxed);
             let _ = writeln!(out, "{name}{{model=\"{}\",version=\"{version}\"}} {value}", escape(model));
         }
     }
     let name = "lectern_inference_queue_depth";
     let _ = writeln!(out, "# HELP {name} Requests waiting in the model's queue now.\n# TYPE {name} gauge");
     for ((model, version), m) in &models {
-        let _ = writeln!(out, "{name}{{model=\"{}\",version=\"{version}\"}} {}", escape(model), m.queue_depth.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "{name}{{model=\"{}\",version=\"{version}\"}} {}",
+            escape(model),
+            m.queue_depth.load(Relaxed)
+        );
     }
     for (ix, (name, help)) in HISTOGRAMS.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for ((model, version), m) in &models {
             let h = [&m.request_duration, &m.queue_duration, &m.compute_duration][ix];
-            write_histogram(&mut out, name, &format!("model=\"{}\",version=\"{version}\"", escape(model)), h.snapshot());
+            write_histogram(
+                &mut out,
+                name,
+                &format!("model=\"{}\",version=\"{version}\"", escape(model)),
+                h.snapshot(),
+            );
         }
     }
     let name = "lectern_inference_batch_size";
     let _ = writeln!(out, "# HELP {name} Rows per model execution.\n# TYPE {name} histogram");
     for ((model, version), m) in &models {
-        write_histogram(&mut out, name, &format!("model=\"{}\",version=\"{version}\"", escape(model)), m.batch_size.snapshot());
+        write_histogram(
+            &mut out,
+            name,
+            &format!("model=\"{}\",version=\"{version}\"", escape(model)),
+            m.batch_size.snapshot(),
+        );
     }
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], out)
 }

@@ -1,19 +1,19 @@
 //! Route table. Each resource has its own file.
 
+mod extract;
 mod health;
 mod infer;
 mod manage;
 mod metrics;
-mod extract;
 mod models;
 mod pipelines;
 mod repository;
 
 use crate::{ApiError, AppState};
-use extract::{Params, Path, Query};
 use axum::http::{StatusCode, Uri};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use extract::{Params, Path, Query};
 use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {

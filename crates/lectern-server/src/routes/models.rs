@@ -1,8 +1,8 @@
 //! Model metadata and readiness.
 
 use super::parse_version;
-use crate::{ApiError, AppState};
 use super::Path;
+use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::Json;
 use lectern_runtime::{LoadedModel, TensorInfo, VersionState};
@@ -26,11 +26,8 @@ fn describe(model: &LoadedModel, versions: Vec<String>) -> Value {
 pub async fn metadata(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
     let versions = state.registry.versions(&model)?;
     let newest = state.registry.resolve(&model, None)?;
-    let names = versions
-        .iter()
-        .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
-        .map(|(v, _)| v.to_string())
-        .collect();
+    let names =
+        versions.iter().filter(|(_, s)| matches!(s, VersionState::Ready(_))).map(|(v, _)| v.to_string()).collect();
     Ok(Json(describe(&newest, names)))
 }
 

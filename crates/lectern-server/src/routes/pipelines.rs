@@ -1,13 +1,13 @@
 //! `GET /v1/pipelines` and `POST /v1/pipelines/{name}` (JSON or multipart/form-data).
 
 use super::infer::read_body;
+use super::Path;
+use crate::principal::Principal;
 use crate::{ApiError, AppState};
 use axum::body::Body;
-use super::Path;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use crate::principal::Principal;
 use lectern_pipeline::{Engine, PipelineRequest};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -18,11 +18,7 @@ const JSON_PART: &str = "json";
 /// `GET /v1/pipelines`: every pipeline with its steps.
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let engine = engine(&state)?;
-    let pipelines: Vec<Value> = engine
-        .pipelines()
-        .iter()
-        .map(|p| json!(p.as_ref()))
-        .collect();
+    let pipelines: Vec<Value> = engine.pipelines().iter().map(|p| json!(p.as_ref())).collect();
     Ok(Json(json!({ "pipelines": pipelines })))
 }
 
@@ -43,10 +39,9 @@ pub async fn run(
 }
 
 fn engine(state: &AppState) -> Result<&Arc<Engine>, ApiError> {
-    state
-        .pipelines
-        .get()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pipelines are not ready yet: the server is starting"))
+    state.pipelines.get().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pipelines are not ready yet: the server is starting")
+    })
 }
 
 fn json_request(bytes: &[u8]) -> Result<PipelineRequest, ApiError> {
@@ -110,7 +105,8 @@ pub async fn define(
 ) -> Result<Json<Value>, ApiError> {
     let engine = engine(&state)?;
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::bad_request("the pipeline definition must be UTF-8 TOML text"))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::bad_request("the pipeline definition must be UTF-8 TOML text"))?;
     engine.define(&name, text)?;
     if let Err(e) = state.manager.store().put_pipeline(&who.actor, &name, text).await {
         engine.undefine(&name)?;
@@ -128,7 +124,8 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let engine = engine(&state)?;
     let served = engine.undefine(&name)?;
-    let stored = state.manager.store().delete_pipeline(&who.actor, &name).await.map_err(lectern_manage::ManageError::from)?;
+    let stored =
+        state.manager.store().delete_pipeline(&who.actor, &name).await.map_err(lectern_manage::ManageError::from)?;
     if !served && !stored {
         return Err(lectern_pipeline::PipelineError::UnknownPipeline(name).into());
     }

@@ -1,13 +1,13 @@
 //! The model repository extension: index, load, unload.
 
 use super::infer::read_body;
+use super::Path;
+use crate::principal::Principal;
 use crate::{ApiError, AppState};
 use axum::body::Body;
-use super::Path;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
-use crate::principal::Principal;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,7 +28,11 @@ fn optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiEr
 }
 
 /// `POST /v2/repository/index`
-pub async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn index(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
     let request: IndexRequest = optional_json(&bytes)?;
     let rows: Vec<Value> = state

@@ -211,14 +211,15 @@ pub(crate) struct Client {
 impl Client {
     pub(crate) fn new(args: &ClientArgs) -> Result<Self, Failure> {
         let shown = args.url.trim_end_matches('/').to_string();
-        let base = Url::parse(&args.url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-            .ok_or_else(|| Failure::Usage(format!("invalid --url '{}': give http://HOST:PORT or https://HOST:PORT", args.url)))?;
+        let base =
+            Url::parse(&args.url).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host()).ok_or_else(
+                || Failure::Usage(format!("invalid --url '{}': give http://HOST:PORT or https://HOST:PORT", args.url)),
+            )?;
         let auth = match args.key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
             Some(key) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-                    .map_err(|_| Failure::Usage("the key (--key / LECTERN_KEY) holds characters a header cannot carry".into()))?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                    Failure::Usage("the key (--key / LECTERN_KEY) holds characters a header cannot carry".into())
+                })?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -230,7 +231,8 @@ impl Client {
             // A redirect could carry the credential elsewhere: follow none.
             .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &args.ca_cert {
-            let pem = std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read --ca-cert {}: {e}", path.display())))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| Failure::Usage(format!("cannot read --ca-cert {}: {e}", path.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Failure::Usage(format!("--ca-cert {} holds no PEM certificate: {e}", path.display())))?;
             if certs.is_empty() {
@@ -240,7 +242,8 @@ impl Client {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(|e| Failure::Failed(format!("cannot set up the HTTP client: {}", chain(&e))))?;
+        let http =
+            builder.build().map_err(|e| Failure::Failed(format!("cannot set up the HTTP client: {}", chain(&e))))?;
         Ok(Client { http, base, shown, auth, json: args.json })
     }
 
@@ -273,11 +276,17 @@ impl Client {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Null);
             }
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| Failure::Failed(format!("the server at {} answered {status} with a body that is not JSON: {e}", self.shown)));
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                Failure::Failed(format!(
+                    "the server at {} answered {status} with a body that is not JSON: {e}",
+                    self.shown
+                ))
+            });
         }
         let message = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(o)) if o.get("error").is_some_and(Value::is_string) => o["error"].as_str().unwrap_or_default().to_string(),
+            Ok(Value::Object(o)) if o.get("error").is_some_and(Value::is_string) => {
+                o["error"].as_str().unwrap_or_default().to_string()
+            }
             _ => {
                 let text = String::from_utf8_lossy(&bytes);
                 let text = text.trim();
@@ -401,7 +410,8 @@ async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
     let file = tokio::fs::File::open(&args.file)
         .await
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
-    let metadata = file.metadata().await.map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
+    let metadata =
+        file.metadata().await.map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
     if !metadata.is_file() {
         return Err(Failure::Usage(format!("{} is not a file", args.file.display())));
     }
@@ -439,7 +449,8 @@ async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
         if let Some(map) = config.as_object_mut() {
             map.remove("labels");
         }
-        api.send_json(Method::PUT, &["v1", "models", name, "config"], &json!({ "config": config, "labels": labels })).await?;
+        api.send_json(Method::PUT, &["v1", "models", name, "config"], &json!({ "config": config, "labels": labels }))
+            .await?;
         eprintln!("set {} labels on {name}", labels.len());
     }
 
@@ -492,7 +503,11 @@ async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
     if state == "UNAVAILABLE" {
         let reason = version["reason"].as_str().unwrap_or("no reason given");
         let still: Vec<String> = serving_versions(&answer["model"]).iter().map(u64::to_string).collect();
-        let still = if still.is_empty() { "no version of it is serving".to_string() } else { format!("still serving: {}", still.join(", ")) };
+        let still = if still.is_empty() {
+            "no version of it is serving".to_string()
+        } else {
+            format!("still serving: {}", still.join(", "))
+        };
         return Err(Failure::Failed(format!("version {number} of {name} failed to load: {reason} ({still})")));
     }
     if !serving && !api.json {
@@ -502,7 +517,8 @@ async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
 }
 
 fn read_labels(path: &Path) -> Result<Vec<String>, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("cannot read labels file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("cannot read labels file {}: {e}", path.display())))?;
     let mut labels: Vec<String> = text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect();
     while labels.last().is_some_and(|l| l.trim().is_empty()) {
         labels.pop();
@@ -514,7 +530,11 @@ fn read_labels(path: &Path) -> Result<Vec<String>, Failure> {
 }
 
 fn serving_versions(model: &Value) -> Vec<u64> {
-    versions(model).iter().filter(|v| v["serving"].as_bool() == Some(true)).filter_map(|v| v["version"].as_u64()).collect()
+    versions(model)
+        .iter()
+        .filter(|v| v["serving"].as_bool() == Some(true))
+        .filter_map(|v| v["version"].as_u64())
+        .collect()
 }
 
 fn versions(model: &Value) -> Vec<Value> {
@@ -548,8 +568,11 @@ async fn list(api: &Client) -> Result<(), Failure> {
         .iter()
         .map(|m| {
             let all: Vec<u64> = versions(m).iter().filter_map(|v| v["version"].as_u64()).collect();
-            let failed: Vec<u64> =
-                versions(m).iter().filter(|v| v["state"] == "UNAVAILABLE").filter_map(|v| v["version"].as_u64()).collect();
+            let failed: Vec<u64> = versions(m)
+                .iter()
+                .filter(|v| v["state"] == "UNAVAILABLE")
+                .filter_map(|v| v["version"].as_u64())
+                .collect();
             vec![
                 m["name"].as_str().unwrap_or_default().to_string(),
                 default_text(m),

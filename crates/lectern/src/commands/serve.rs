@@ -4,16 +4,16 @@ use crate::settings::{AuthConfig, ServeArgs, ServeSettings};
 use anyhow::Context;
 use lectern_manage::{Manager, Objects, StoreSource};
 use lectern_pipeline::Engine;
+use lectern_runtime::{MetricsRegistry, Registry};
 use lectern_server::auth::jwt::{OidcConfig, OidcVerifier};
 use lectern_server::auth::ratelimit::{RateLimit, RateLimiter};
 use lectern_server::gate::{AuthSettings, AuthState};
-use lectern_store::Store;
-use std::net::SocketAddr;
-use lectern_runtime::{MetricsRegistry, Registry};
 use lectern_server::{AppState, HttpSettings};
+use lectern_store::Store;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Runs the server with the resolved settings.
@@ -58,7 +58,11 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let server = tokio::spawn(async move {
         match tls {
             Some(tls) => crate::tls::serve(listener, tls, app, shutdown_signal()).await,
-            None => axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app)).with_graceful_shutdown(shutdown_signal()).await,
+            None => {
+                axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
         }
     });
     if let Some(folder) = &folder {
