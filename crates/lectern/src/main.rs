@@ -1,6 +1,8 @@
 //! The `lectern` binary: parses the command line and runs a command.
 
+mod client;
 mod commands;
+mod output;
 mod settings;
 mod tls;
 

@@ -5,7 +5,8 @@
 //! The key text is printed once, alone on stdout (so `KEY=$(lectern keys create ...)` works),
 //! with a note on stderr that it will not be shown again. Exit codes as `lectern model`.
 
-use super::model::{block_on, print_json, print_table, time_text, Client, ClientArgs, Failure};
+use crate::client::{block_on, Client, ClientArgs, Failure};
+use crate::output::{print_json, print_table, time_text};
 use clap::{Args, Subcommand, ValueEnum};
 use lectern_store::{Role, Store};
 use reqwest::Method;

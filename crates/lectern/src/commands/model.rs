@@ -1,39 +1,19 @@
-//! `lectern model ...`: manage the models of a running server through its `/v1` API; also the
-//! HTTP client, failures and output helpers the `keys` commands share.
+//! `lectern model ...`: manage the models of a running server through its `/v1` API.
 //!
 //! Exit codes: 0 done; 1 the server refused (its `error` message and the HTTP status are
 //! printed), or a pushed version failed to load; 2 a usage error (clap's, or a local file that
-//! cannot be read); 3 the server cannot be reached. The credential (`--key`) is sent as
-//! `Authorization: Bearer` and is never printed, not even in an error message.
+//! cannot be read); 3 the server cannot be reached.
 
+use crate::client::{block_on, Client, ClientArgs, Failure};
+use crate::output::{print_json, print_table, size_text, time_text, Progress};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// Where the server is and how to talk to it; shared by `model` and `keys`.
-#[derive(Args, Debug, Clone)]
-pub struct ClientArgs {
-    /// URL of the Lectern server
-    #[arg(long, env = "LECTERN_URL", default_value = "http://127.0.0.1:8080", global = true)]
-    pub url: String,
-    /// API key or OIDC token, sent as `Authorization: Bearer`; prefer the environment variable
-    /// (a flag is visible to other users of the machine)
-    #[arg(long, env = "LECTERN_KEY", hide_env_values = true, global = true, value_name = "KEY")]
-    pub key: Option<String>,
-    /// PEM certificate to trust for an https:// URL, besides the public roots (self-signed servers)
-    #[arg(long, env = "LECTERN_CA_CERT", global = true, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-    /// Print the server's JSON answer instead of a table
-    #[arg(long, global = true)]
-    pub json: bool,
-}
+use std::sync::Arc;
 
 /// `lectern model`.
 #[derive(Args, Debug)]
@@ -122,287 +102,6 @@ pub fn run(args: ModelArgs) -> i32 {
     })
 }
 
-/// Runs a command on a current-thread runtime and turns its outcome into an exit code. Every
-/// message is scrubbed of the credential before it is printed.
-pub(crate) fn block_on<F>(client: &ClientArgs, command: F) -> i32
-where
-    F: std::future::Future<Output = Result<(), Failure>>,
-{
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    let outcome = runtime.block_on(command);
-    std::io::stdout().flush().ok();
-    match outcome {
-        Ok(()) => 0,
-        Err(failure) => {
-            eprintln!("error: {}", redact(&failure.to_string(), client.key.as_deref()));
-            failure.exit_code()
-        }
-    }
-}
-
-/// Why a command failed.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// The server answered with an error status.
-    Refused { status: StatusCode, message: String, retry_after: Option<String> },
-    /// No answer: connection refused, name not resolved, TLS handshake failed, timeout.
-    Unreachable { url: String, detail: String },
-    /// A local input problem (a file that cannot be read, a bad --url): exit 2.
-    Usage(String),
-    /// Anything else: exit 1.
-    Failed(String),
-}
-
-impl Failure {
-    pub(crate) fn exit_code(&self) -> i32 {
-        match self {
-            Failure::Refused { .. } | Failure::Failed(_) => 1,
-            Failure::Usage(_) => 2,
-            Failure::Unreachable { .. } => 3,
-        }
-    }
-
-    fn is_status(&self, wanted: StatusCode) -> bool {
-        matches!(self, Failure::Refused { status, .. } if *status == wanted)
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Refused { status, message, retry_after } => {
-                write!(f, "the server refused the request (HTTP {status}): {message}")?;
-                if let Some(wait) = retry_after {
-                    write!(f, " (retry after {wait} s)")?;
-                }
-                Ok(())
-            }
-            Failure::Unreachable { url, detail } => write!(f, "cannot reach the server at {url}: {detail}"),
-            Failure::Usage(m) | Failure::Failed(m) => f.write_str(m),
-        }
-    }
-}
-
-/// `text` with every occurrence of the credential replaced.
-pub(crate) fn redact(text: &str, key: Option<&str>) -> String {
-    match key.map(str::trim).filter(|k| !k.is_empty()) {
-        Some(k) => text.replace(k, "[credential]"),
-        None => text.to_string(),
-    }
-}
-
-/// The HTTP client of one command.
-pub(crate) struct Client {
-    http: reqwest::Client,
-    base: Url,
-    /// The base URL as given, for messages.
-    shown: String,
-    auth: Option<HeaderValue>,
-    /// `--json`: print the server's answer as it is.
-    pub(crate) json: bool,
-}
-
-impl Client {
-    pub(crate) fn new(args: &ClientArgs) -> Result<Self, Failure> {
-        let shown = args.url.trim_end_matches('/').to_string();
-        let base =
-            Url::parse(&args.url).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host()).ok_or_else(
-                || Failure::Usage(format!("invalid --url '{}': give http://HOST:PORT or https://HOST:PORT", args.url)),
-            )?;
-        let auth = match args.key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-            Some(key) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                    Failure::Usage("the key (--key / LECTERN_KEY) holds characters a header cannot carry".into())
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("lectern-cli/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            // A redirect could carry the credential elsewhere: follow none.
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &args.ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| Failure::Usage(format!("cannot read --ca-cert {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Failure::Usage(format!("--ca-cert {} holds no PEM certificate: {e}", path.display())))?;
-            if certs.is_empty() {
-                return Err(Failure::Usage(format!("--ca-cert {} holds no PEM certificate", path.display())));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http =
-            builder.build().map_err(|e| Failure::Failed(format!("cannot set up the HTTP client: {}", chain(&e))))?;
-        Ok(Client { http, base, shown, auth, json: args.json })
-    }
-
-    /// The URL of `segments` under the base URL (each segment percent-encoded).
-    pub(crate) fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        url.set_query(None);
-        url.set_fragment(None);
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
-    }
-
-    pub(crate) fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        let builder = self.http.request(method, url);
-        match &self.auth {
-            Some(value) => builder.header(AUTHORIZATION, value.clone()),
-            None => builder,
-        }
-    }
-
-    /// Sends a request; a 2xx answer's JSON body (`null` when empty), else the failure.
-    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
-        let response = request.send().await.map_err(|e| self.transport(e))?;
-        let status = response.status();
-        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
-        if status.is_success() {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                Failure::Failed(format!(
-                    "the server at {} answered {status} with a body that is not JSON: {e}",
-                    self.shown
-                ))
-            });
-        }
-        let message = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(o)) if o.get("error").is_some_and(Value::is_string) => {
-                o["error"].as_str().unwrap_or_default().to_string()
-            }
-            _ => {
-                let text = String::from_utf8_lossy(&bytes);
-                let text = text.trim();
-                if text.is_empty() {
-                    status.canonical_reason().unwrap_or("no message").to_string()
-                } else {
-                    text.chars().take(300).collect()
-                }
-            }
-        };
-        Err(Failure::Refused { status, message, retry_after })
-    }
-
-    pub(crate) async fn get(&self, segments: &[&str]) -> Result<Value, Failure> {
-        self.send(self.request(Method::GET, self.url(segments))).await
-    }
-
-    pub(crate) async fn delete(&self, segments: &[&str]) -> Result<Value, Failure> {
-        self.send(self.request(Method::DELETE, self.url(segments))).await
-    }
-
-    pub(crate) async fn send_json(&self, method: Method, segments: &[&str], body: &Value) -> Result<Value, Failure> {
-        self.send(self.request(method, self.url(segments)).json(body)).await
-    }
-
-    /// A transport error: unreachable (exit 3) when no connection was made.
-    fn transport(&self, e: reqwest::Error) -> Failure {
-        let detail = chain(&e);
-        if e.is_connect() || e.is_timeout() {
-            Failure::Unreachable { url: self.shown.clone(), detail }
-        } else {
-            Failure::Failed(format!("the request to {} failed: {detail}", self.shown))
-        }
-    }
-}
-
-/// An error with its causes, without the request URL.
-fn chain(e: &reqwest::Error) -> String {
-    let mut parts = vec![];
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.contains(&text) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    if parts.is_empty() {
-        parts.push(e.to_string());
-    }
-    parts.join(": ")
-}
-
-/// Prints a JSON value, indented, on stdout.
-pub(crate) fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
-}
-
-/// Prints rows under headers in aligned columns.
-pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
-/// A time in milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC; `-` when absent.
-pub(crate) fn time_text(ms: Option<i64>) -> String {
-    let Some(ms) = ms else { return "-".into() };
-    let secs = ms.div_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
-/// A byte count for people.
-fn size_text(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 // ----- the commands -----
 
 async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
@@ -476,11 +175,11 @@ async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
     let answer = answer.map_err(|e| match e {
         // A server that refuses an upload early (over its size limit) may close the connection
         // before its answer can be read: say what probably happened.
-        Failure::Failed(message) if progress.sent() < progress.total => Failure::Failed(format!(
+        Failure::Failed(message) if progress.sent() < progress.total() => Failure::Failed(format!(
             "{message}\nthe server closed the connection after about {} of {} bytes of the upload: the file may be \
              larger than the server's limit (lectern serve --max-upload-bytes)",
             progress.sent(),
-            progress.total
+            progress.total()
         )),
         other => other,
     })?;
@@ -682,107 +381,14 @@ async fn remove(api: &Client, name: &str, version: Option<u64>) -> Result<(), Fa
     Ok(())
 }
 
-/// The upload's progress bar on stderr (only when stderr is a terminal).
-struct Progress {
-    total: u64,
-    sent: AtomicU64,
-    enabled: bool,
-    last: Mutex<Option<Instant>>,
-}
-
-impl Progress {
-    fn new(total: u64, enabled: bool) -> Self {
-        Progress { total, sent: AtomicU64::new(0), enabled, last: Mutex::new(None) }
-    }
-
-    /// Bytes handed to the connection so far.
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
-    fn advance(&self, bytes: u64) {
-        let sent = self.sent.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if !self.enabled {
-            return;
-        }
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) && sent < self.total {
-            return;
-        }
-        *last = Some(Instant::now());
-        self.draw(sent);
-    }
-
-    fn draw(&self, sent: u64) {
-        const WIDTH: u64 = 30;
-        let fraction = if self.total == 0 { 1.0 } else { (sent as f64 / self.total as f64).min(1.0) };
-        let filled = (fraction * WIDTH as f64).round() as u64;
-        let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect();
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[2Kuploading [{bar}] {:>3.0}%  {} / {}",
-            fraction * 100.0,
-            size_text(sent),
-            size_text(self.total)
-        );
-        if sent >= self.total {
-            let _ = write!(err, "  loading...");
-        }
-        let _ = err.flush();
-    }
-
-    /// Clears the bar once the server has answered.
-    fn finish(&self) {
-        if self.enabled && self.last.lock().map(|l| l.is_some()).unwrap_or(true) {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_utc_calendar_dates() {
-        assert_eq!(time_text(Some(0)), "1970-01-01 00:00:00");
-        assert_eq!(time_text(Some(951_782_400_000)), "2000-02-29 00:00:00");
-        assert_eq!(time_text(Some(1_700_000_000_123)), "2023-11-14 22:13:20");
-        assert_eq!(time_text(None), "-");
-    }
-
-    #[test]
-    fn the_credential_is_scrubbed_from_messages() {
-        assert_eq!(redact("bad lk_abc_def here", Some("lk_abc_def")), "bad [credential] here");
-        assert_eq!(redact("nothing", None), "nothing");
-        assert_eq!(redact("x", Some("  ")), "x");
-    }
 
     #[test]
     fn default_versions_parse() {
         assert_eq!(parse_default("newest"), Ok(DefaultVersion::Newest));
         assert_eq!(parse_default("3"), Ok(DefaultVersion::Version(3)));
         assert!(parse_default("0").is_err() && parse_default("x").is_err());
-    }
-
-    #[test]
-    fn urls_encode_each_segment_under_the_base_path() {
-        let args = ClientArgs { url: "http://h:1/prefix/".into(), key: None, ca_cert: None, json: false };
-        let client = Client::new(&args).unwrap();
-        assert_eq!(client.url(&["v1", "models", "a b/c"]).as_str(), "http://h:1/prefix/v1/models/a%20b%2Fc");
-        let args = ClientArgs { url: "http://h:1".into(), ..args };
-        assert_eq!(Client::new(&args).unwrap().url(&["v1", "keys"]).as_str(), "http://h:1/v1/keys");
-        let args = ClientArgs { url: "ftp://h".into(), key: None, ca_cert: None, json: false };
-        assert!(matches!(Client::new(&args), Err(Failure::Usage(_))));
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(size_text(12), "12 B");
-        assert_eq!(size_text(1536), "1.5 KiB");
-        assert_eq!(size_text(3 << 20), "3.0 MiB");
     }
 }
