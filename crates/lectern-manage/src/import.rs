@@ -116,7 +116,9 @@ mod tests {
 
     #[test]
     fn the_stored_config_has_no_labels_file_and_keeps_everything_else() {
-        let stored = store_config("labels = \"labels.txt\"\nmax_batch_size = 16\n[image]\nwidth = 8\nheight = 8\nmode = \"gray\"\n");
+        let stored = store_config(
+            "labels = \"labels.txt\"\nmax_batch_size = 16\n[image]\nwidth = 8\nheight = 8\nmode = \"gray\"\n",
+        );
         let table: toml::Table = stored.parse().unwrap();
         assert!(!table.contains_key("labels"), "{stored}");
         assert_eq!(table["max_batch_size"].as_integer(), Some(16));
