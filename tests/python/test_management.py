@@ -409,14 +409,16 @@ def test_a_config_read_from_the_api_is_accepted_back_unchanged(start_server):
     assert_serves(api, "mg-roundtrip", 1, IRIS_V1)
 
 
-def test_a_config_the_model_cannot_load_with_keeps_the_versions_that_were_serving(api):
+def test_a_config_the_model_cannot_load_with_keeps_the_versions_that_were_serving(start_server, tmp_path):
     """docs/contract.md: `PUT .../config` with a config the model cannot load with keeps the
     versions that were serving; their states say why."""
+    # engine "ort" cannot load here, with or without the `ort` feature: no such library
+    srv = start_server(env={"ORT_DYLIB_PATH": str(tmp_path / "no-such-libonnxruntime.so")})
+    api = Api(srv)
     ok(api.create("mg-unloadable", labels=["a", "b", "c"]), 201)
     ok(api.upload("mg-unloadable", IRIS_V1.read_bytes()), 201)
     assert_serves(api, "mg-unloadable", 1, IRIS_V1)
-    # valid as a config, but the model has no input 'nope'
-    bad = {"inputs": [{"name": "nope", "datatype": "FP32", "shape": [-1, 4]}]}
+    bad = {"engine": "ort"}
     view = ok(api.set_config("mg-unloadable", config=bad, labels=["a", "b", "c"]))
     assert view["config"] == bad, "the change is stored"
     (v,) = view["versions"]
