@@ -14,6 +14,15 @@ The binary is taken from `LECTERN_BIN`, else `$CARGO_TARGET_DIR/debug/lectern`, 
 - `server_state`: a function-scoped factory of server *states* (a models folder, a `--data`
   folder and a database) on which servers can be started, killed and started again.
 
+Skips (read this before adding one): under CI (`CI=true` in the environment, as CI services
+set it) a skipped test is a *failure*, unless its reason starts with `FEATURE_NOT_BUILT`
+("feature not built: "), i.e. the binary under test lacks an optional cargo feature (e.g.
+`ort`). Skip for that reason with `skip_feature_not_built(feature, why)`; anything else that
+cannot run (a missing tool, a queue that did not form, a timing that did not happen) must be
+made to run or must fail, never skip: a skip in CI hides exactly the failure it stands for.
+Module-level skips (`pytest.skip(..., allow_module_level=True)`, `pytest.importorskip`) follow
+the same rule.
+
 Database engine: `LECTERN_TEST_DATABASE=sqlite` (the default) lets every server use its own
 SQLite file in `--data`; `LECTERN_TEST_DATABASE=postgres` gives every server the fixtures start
 (unless its arguments already name a `--database`) a fresh PostgreSQL database on
@@ -46,6 +55,54 @@ LISTEN_PREFIX = "lectern listening on "
 
 # iris-logreg has versions 1 and 2 on disk; the default policy (latest = 1) serves only 2.
 IRIS_BOTH_VERSIONS_CONFIG = 'labels = "labels.txt"\nversions = [1, 2]\n'
+
+
+# --------------------------------------------------------------------------- skips under CI
+
+FEATURE_NOT_BUILT = "feature not built: "
+
+
+def under_ci() -> bool:
+    """True when `CI` is set to true (or 1, yes): skips other than FEATURE_NOT_BUILT fail."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def skip_feature_not_built(feature: str, why: str):
+    """Skips the test because the binary under test lacks the cargo feature `feature` (the one
+    kind of skip that CI accepts)."""
+    pytest.skip(f"{FEATURE_NOT_BUILT}{feature} ({why})")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+    else:
+        reason = str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def _fail_skip_under_ci(report):
+    if not (under_ci() and report.skipped and not hasattr(report, "wasxfail")):
+        return
+    reason = _skip_reason(report)
+    if reason.startswith(FEATURE_NOT_BUILT):
+        return
+    report.outcome = "failed"
+    report.longrepr = (f"skipped under CI (CI=true), which counts as a failure: {reason}\n"
+                       f"(only a skip whose reason starts with {FEATURE_NOT_BUILT!r} is accepted; see conftest.py)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_skip_under_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_skip_under_ci(outcome.get_result())
 
 
 # --------------------------------------------------------------------------- databases
@@ -168,10 +225,12 @@ class LecternServer:
     """A running `lectern serve` process."""
 
     def __init__(self, models_dir: Path | None, data_dir: Path, extra_args=(), env=None,
-                 database: "TestDatabase | None" = None, listen: str = "127.0.0.1:0"):
+                 database: "TestDatabase | None" = None, listen: str = "127.0.0.1:0",
+                 binary: Path | None = None):
         # models_dir None: no --models flag (a --config file in extra_args names the models).
         # database None: a database of its own per LECTERN_TEST_DATABASE (dropped at cleanup),
         # unless extra_args name a --database; a TestDatabase given is used and left alone.
+        # binary None: lectern_binary().
         self.models_dir = Path(models_dir) if models_dir is not None else None
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
@@ -185,7 +244,7 @@ class LecternServer:
         self._stderr_file = tempfile.NamedTemporaryFile(
             prefix="lectern-stderr-", suffix=".log", delete=False
         )
-        self.binary = lectern_binary()
+        self.binary = Path(binary) if binary is not None else lectern_binary()
         if not self.binary.exists():
             pytest.fail(
                 f"lectern binary not found at {self.binary} "
@@ -327,14 +386,15 @@ def server(tmp_path_factory):
 def start_server(tmp_path):
     """Factory for function-scoped servers.
 
-    `start_server(prepare=None, extra_args=(), models_dir=None)`: copies examples/models into a
-    fresh temp dir (unless `models_dir` is given), calls `prepare(models_dir)` so the test can edit
-    the copy before start-up, starts the server and returns it. All are killed at teardown.
+    `start_server(prepare=None, extra_args=(), models_dir=None, env=None, binary=None)`: copies
+    examples/models into a fresh temp dir (unless `models_dir` is given), calls
+    `prepare(models_dir)` so the test can edit the copy before start-up, starts the server (the
+    `binary` given, else `lectern_binary()`) and returns it. All are killed at teardown.
     """
     started: list[LecternServer] = []
     counter = [0]
 
-    def start(prepare=None, extra_args=(), models_dir=None, env=None) -> LecternServer:
+    def start(prepare=None, extra_args=(), models_dir=None, env=None, binary=None) -> LecternServer:
         counter[0] += 1
         root = tmp_path / f"server{counter[0]}"
         root.mkdir()
@@ -344,7 +404,7 @@ def start_server(tmp_path):
             prepare(Path(models_dir))
         data = root / "data"
         data.mkdir()
-        srv = LecternServer(models_dir, data, extra_args=extra_args, env=env)
+        srv = LecternServer(models_dir, data, extra_args=extra_args, env=env, binary=binary)
         started.append(srv)
         return srv
 

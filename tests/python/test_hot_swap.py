@@ -16,6 +16,7 @@ import numpy as np
 import requests
 
 from conftest import EXAMPLE_MODELS
+from lectern_checks import ok
 from lectern_v2 import iris_x, json_input, metric_value, model_file, ort_reference, parse_metrics
 
 IRIS = {1: model_file(EXAMPLE_MODELS, "iris-logreg", 1), 2: model_file(EXAMPLE_MODELS, "iris-logreg", 2)}
@@ -90,10 +91,9 @@ def test_hot_swap_under_load_fails_no_request_and_follows_the_changes(start_serv
     refs = {v: ort_reference(path, {"X": ROWS})["output_probability"] for v, path in IRIS.items()}
     assert np.abs(refs[1] - refs[2]).max() > 0.1, "the two versions must be told apart by their outputs"
 
-    r = api.post(f"{srv.url}/v1/models", json={"name": MODEL}, timeout=30)
-    assert r.status_code == 201, r.text
-    r = api.post(f"{srv.url}/v1/models/{MODEL}/versions", data=IRIS[1].read_bytes(), timeout=60)
-    assert r.status_code == 201 and r.json()["version"]["version"] == 1, r.text
+    ok(api.post(f"{srv.url}/v1/models", json={"name": MODEL}, timeout=30), 201)
+    r = ok(api.post(f"{srv.url}/v1/models/{MODEL}/versions", data=IRIS[1].read_bytes(), timeout=60), 201)
+    assert r["version"]["version"] == 1, r
 
     events = {}
     with Load(f"{srv.url}/v2/models/{MODEL}/infer") as load:
@@ -101,23 +101,20 @@ def test_hot_swap_under_load_fails_no_request_and_follows_the_changes(start_serv
 
         r, *events["v2"] = timed(lambda: api.post(
             f"{srv.url}/v1/models/{MODEL}/versions", data=IRIS[2].read_bytes(), timeout=60))
-        assert r.status_code == 201, r.text
-        v = r.json()["version"]
+        v = ok(r, 201)["version"]
         assert (v["version"], v["state"], v["serving"]) == (2, "READY", True), v
         load.wait_for(PER_PHASE, "after version 2")
 
         r, *events["corrupt"] = timed(lambda: api.post(
             f"{srv.url}/v1/models/{MODEL}/versions", data=CORRUPT, timeout=60))
-        assert r.status_code == 201, r.text
-        v = r.json()["version"]
+        v = ok(r, 201)["version"]
         assert (v["version"], v["state"], v["serving"]) == (3, "UNAVAILABLE", False), v
         assert v["reason"], v
         load.wait_for(PER_PHASE, "after the corrupt version 3")
 
         r, *events["rollback"] = timed(lambda: api.put(
             f"{srv.url}/v1/models/{MODEL}/default", json={"version": 1}, timeout=60))
-        assert r.status_code == 200, r.text
-        assert r.json()["default_version"] == 1, r.text
+        assert ok(r)["default_version"] == 1, r.text
         load.wait_for(PER_PHASE, "after the roll-back to version 1")
 
     total = sum(len(rs) for rs in load.results)

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from conftest import EXAMPLE_MODELS, LecternServer, TestDatabase, copy_models
+from lectern_checks import assert_error, ok
 from lectern_v2 import iris_x, json_input, model_file, ort_reference, parse_infer_response
 
 IRIS_V1 = model_file(EXAMPLE_MODELS, "iris-logreg", 1)
@@ -29,29 +30,6 @@ def sha256(data: bytes) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def assert_error(resp: requests.Response, status: int, *mentions: str) -> str:
-    """`resp` is `status` with a `{"error": "..."}` body (mentioning each of `mentions`)."""
-    assert resp.status_code == status, (
-        f"{resp.request.method} {resp.request.path_url}: expected {status}, got {resp.status_code}: {resp.text[:500]!r}"
-    )
-    try:
-        body = resp.json()
-    except ValueError:
-        pytest.fail(f"error body is not JSON: {resp.text[:500]!r}")
-    assert isinstance(body, dict) and set(body) == {"error"}, f"error body is not {{'error'}}: {body!r}"
-    assert isinstance(body["error"], str) and body["error"].strip(), body
-    for m in mentions:
-        assert m.lower() in body["error"].lower(), f"error does not mention {m!r}: {body['error']!r}"
-    return body["error"]
-
-
-def ok(resp: requests.Response, status: int = 200):
-    assert resp.status_code == status, (
-        f"{resp.request.method} {resp.request.path_url}: expected {status}, got {resp.status_code}: {resp.text[:1000]!r}"
-    )
-    return resp.json() if resp.content else None
-
 
 class Api:
     """The management API of one server."""
@@ -405,6 +383,76 @@ def test_config_and_labels_are_replaced_applied_and_audited(api):
     assert [e["actor"] for e in configs] == ["local", "local"]
 
 
+def test_a_config_read_from_the_api_is_accepted_back_unchanged(start_server):
+    """GET -> PUT round trip of every model's config and labels: the models imported from the
+    folder (whose config.toml names a labels file) and one made over the API with every kind
+    of key. Each PUT is 200, changes neither config nor labels, and what served still serves."""
+    srv = start_server()
+    api = Api(srv)
+    full = {"versions": [1], "max_batch_size": 8, "queue_capacity": 16, "batching": "fixed",
+            "max_queue_delay_us": 500, "instances": 1, "engine": "tract",
+            "inputs": [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}],
+            "image": {"width": 2, "height": 2, "mode": "gray", "layout": "flat", "range": [0.0, 16.0]}}
+    ok(api.create("mg-roundtrip", config=full, labels=["setosa", "versicolor", "virginica"]), 201)
+    ok(api.upload("mg-roundtrip", IRIS_V1.read_bytes()), 201)
+    models = ok(api.call("GET", "/v1/models"))["models"]
+    assert len(models) == len(bundled_files()) + 1, [m["name"] for m in models]
+    for before in models:
+        name = before["name"]
+        assert "labels" not in before["config"], f"{name}: labels inside config: {before['config']}"
+        after = ok(api.set_config(name, config=before["config"], labels=before["labels"]))
+        assert (after["config"], after["labels"]) == (before["config"], before["labels"]), name
+        serving = lambda view: [v["version"] for v in view["versions"] if v["serving"]]  # noqa: E731
+        assert serving(after) == serving(before), (name, after["versions"])
+    assert ok(api.call("GET", "/v1/models/mg-roundtrip"))["config"] == full
+    assert_serves(api, "iris-logreg", 2, IRIS_V2)
+    assert_serves(api, "mg-roundtrip", 1, IRIS_V1)
+
+
+def test_a_config_the_model_cannot_load_with_keeps_the_versions_that_were_serving(start_server, tmp_path):
+    """docs/contract.md: `PUT .../config` with a config the model cannot load with keeps the
+    versions that were serving; their states say why."""
+    # engine "ort" cannot load here, with or without the `ort` feature: no such library
+    srv = start_server(env={"ORT_DYLIB_PATH": str(tmp_path / "no-such-libonnxruntime.so")})
+    api = Api(srv)
+    ok(api.create("mg-unloadable", labels=["a", "b", "c"]), 201)
+    ok(api.upload("mg-unloadable", IRIS_V1.read_bytes()), 201)
+    assert_serves(api, "mg-unloadable", 1, IRIS_V1)
+    bad = {"engine": "ort"}
+    view = ok(api.set_config("mg-unloadable", config=bad, labels=["a", "b", "c"]))
+    assert view["config"] == bad, "the change is stored"
+    (v,) = view["versions"]
+    assert v["serving"] and v["state"] == "UNAVAILABLE" and v["reason"].strip(), v
+    assert_serves(api, "mg-unloadable", 1, IRIS_V1)
+    # a config it can load with: served by the new config again
+    view = ok(api.set_config("mg-unloadable", config={}, labels=["a", "b", "c"]))
+    assert [(v["state"], v["serving"]) for v in view["versions"]] == [("READY", True)], view["versions"]
+    assert_serves(api, "mg-unloadable", 1, IRIS_V1)
+
+
+def test_revoking_the_last_key_turns_the_checks_off_again(start_server):
+    """docs/contract.md: creating the first key over the API turns checks on at once; revoking
+    the last one turns them off again."""
+    srv = start_server()
+    api = Api(srv)
+    ok(api.call("GET", "/v1/models"))            # no key yet: open on loopback
+    first = ok(api.call("POST", "/v1/keys", json={"name": "first", "role": "admin"}), 201)
+    assert_error(api.call("GET", "/v1/models"), 401)
+    auth = {"Authorization": f"Bearer {first['key']}"}
+    second = ok(api.call("POST", "/v1/keys", json={"name": "second", "role": "admin"}, headers=auth), 201)
+    ok(api.call("DELETE", f"/v1/keys/{first['id']}", headers=auth), 204)
+    # one live key left: still checked, and the revoked one no longer opens anything
+    assert_error(api.call("GET", "/v1/models"), 401)
+    assert_error(api.call("GET", "/v1/models", headers=auth), 401)
+    auth = {"Authorization": f"Bearer {second['key']}"}
+    ok(api.call("GET", "/v1/models", headers=auth))
+    ok(api.call("DELETE", f"/v1/keys/{second['id']}", headers=auth), 204)
+    # no live key: no checks
+    ok(api.call("GET", "/v1/models"))
+    keys = ok(api.call("GET", "/v1/keys"))["keys"]
+    assert sorted(k["name"] for k in keys if k["revoked_at_ms"]) == ["first", "second"], keys
+
+
 # =========================================================================== deletion
 
 def test_deleting_versions_and_models(api):
@@ -719,7 +767,8 @@ def test_api_changes_to_an_imported_model_survive_a_restart_and_folder_changes_w
     srv = state.start()
     api = Api(srv)
     forest = api.describe("iris-forest")
-    assert forest["config"] == {"labels": "labels.txt", "max_batch_size": 16}, forest["config"]
+    # labels are not a config key (docs/contract.md): the folder's labels file becomes the list
+    assert forest["config"] == {"max_batch_size": 16}, forest["config"]
     assert forest["labels"] == ["setosa", "versicolor", "virginica"]
     iris = api.describe("iris-logreg")
     assert [(v["version"], v["sha256"]) for v in iris["versions"]] == [

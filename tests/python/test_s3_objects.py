@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from conftest import EXAMPLE_MODELS
+from lectern_checks import assert_error, ok
 from lectern_v2 import iris_x, json_input, model_file, ort_reference, parse_infer_response
 
 try:
@@ -146,13 +147,6 @@ class Api:
     def infer(self, name: str, version=None) -> requests.Response:
         path = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/infer"
         return self.call("POST", path, json={"inputs": [json_input("X", ROWS, "FP32")]})
-
-
-def ok(resp: requests.Response, status: int = 200):
-    assert resp.status_code == status, (
-        f"{resp.request.method} {resp.request.path_url}: expected {status}, got {resp.status_code}: {resp.text[:2000]!r}"
-    )
-    return resp.json() if resp.content else None
 
 
 def versions_of(view: dict) -> dict[int, dict]:
@@ -284,7 +278,7 @@ def test_artifacts_live_in_an_s3_bucket_and_are_checked_on_every_load(s3, server
     try:
         resp = api.call("POST", "/v1/models/s3-big/versions", data=big)
         # the server answers 413 as soon as the limit is passed and closes the connection
-        assert resp.status_code == 413, f"{resp.status_code}: {resp.text[:500]}"
+        assert_error(resp, 413)
     except requests.ConnectionError:
         pass
     assert api.describe("s3-big")["versions"] == []

@@ -1,18 +1,24 @@
 """HTTPS served directly by `lectern serve --tls-cert FILE --tls-key FILE` (rustls).
 
-A self-signed certificate for 127.0.0.1 and localhost is made at test time with the `openssl`
-command; `requests` trusts exactly that certificate (verify=cert file).
+A self-signed certificate for 127.0.0.1 and localhost is made at test time with the
+`cryptography` library (a dependency of PyJWT[crypto] in tests/requirements.txt), so nothing
+outside the venv is needed; `requests` trusts exactly that certificate (verify=cert file).
 """
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from conftest import copy_models, lectern_binary
 
@@ -26,20 +32,29 @@ IRIS_REQUEST = {
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed P-256 certificate for 127.0.0.1 and localhost, and its PKCS#8 key."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed")
-    folder.mkdir(parents=True, exist_ok=True)
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-addext", "basicConstraints=critical,CA:FALSE",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
     )
-    return cert, key
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key_file = folder / "cert.pem", folder / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert, key_file
 
 
 @pytest.fixture

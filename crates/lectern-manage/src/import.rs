@@ -25,6 +25,7 @@ pub fn artifact_key(model: &str, sha256: &str) -> String {
 pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: &Path) -> Result<(), ManageError> {
     let (config, labels, files) = read_model(folder).await?;
     let fingerprint = sha256(format!("{config}\0{}", labels.as_deref().unwrap_or("")).as_bytes());
+    let config = store_config(&config);
     match store.model(name).await? {
         None => {
             store.create_model(IMPORT_ACTOR, name, &config, labels.as_deref()).await?;
@@ -72,6 +73,18 @@ pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: 
 /// The config text, labels text and version files of a model folder.
 type FolderModel = (String, Option<String>, Vec<(u64, Vec<u8>)>);
 
+/// The config as the store keeps it: without the folder's `labels` file name, whose lines are
+/// stored as the model's labels instead. Labels are not a config key in the store (the API
+/// shows and takes them next to the config), so a config read back from the API can be sent
+/// back as it is. Other text is kept as written; text that is not TOML is kept as it is (the
+/// model then shows why it cannot load).
+pub(crate) fn store_config(text: &str) -> String {
+    match text.parse::<toml::Table>() {
+        Ok(mut table) if table.remove("labels").is_some() => toml::to_string(&table).unwrap_or_else(|_| text.into()),
+        _ => text.to_string(),
+    }
+}
+
 async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
     let folder = folder.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -95,4 +108,25 @@ async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
     })
     .await
     .map_err(|e| ManageError::Invalid(format!("import failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_config_has_no_labels_file_and_keeps_everything_else() {
+        let stored = store_config(
+            "labels = \"labels.txt\"\nmax_batch_size = 16\n[image]\nwidth = 8\nheight = 8\nmode = \"gray\"\n",
+        );
+        let table: toml::Table = stored.parse().unwrap();
+        assert!(!table.contains_key("labels"), "{stored}");
+        assert_eq!(table["max_batch_size"].as_integer(), Some(16));
+        assert_eq!(table["image"]["mode"].as_str(), Some("gray"));
+        ModelConfig::parse(&stored, "stored").unwrap();
+        // Without labels, or not TOML at all: the text as it was.
+        let plain = "# the batch\nmax_batch_size = 4\n";
+        assert_eq!(store_config(plain), plain);
+        assert_eq!(store_config("max_batch_size = ["), "max_batch_size = [");
+    }
 }

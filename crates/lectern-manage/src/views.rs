@@ -45,6 +45,12 @@ impl ModelView {
             .collect();
         let config = toml::from_str::<toml::Table>(&model.config)
             .ok()
+            .map(|mut t| {
+                // Configs imported before labels were kept out of the stored config still name
+                // the folder's labels file; labels are shown as `labels`, never inside `config`.
+                t.remove("labels");
+                t
+            })
             .and_then(|t| serde_json::to_value(t).ok())
             .unwrap_or_else(|| Value::String(model.config.clone()));
         ModelView {
