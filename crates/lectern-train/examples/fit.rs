@@ -8,7 +8,7 @@
 //! `--test-rows FILE` names a JSON array of 0-based row indices to hold out (to use the same
 //! split as another tool). Writes `OUT_DIR/model.onnx` and `OUT_DIR/result.json`: the held-out
 //! rows, their raw model inputs, the predictions (Rust, and tract running the exported ONNX),
-//! the class labels and the metrics.
+//! the class labels and the metrics; and `OUT_DIR/model.json`, the learned structure.
 
 use anyhow::{bail, Context};
 use lectern_train::onnx::{export, predict_with_tract};
@@ -89,5 +89,6 @@ fn main() -> anyhow::Result<()> {
         "fit_seconds": fit_seconds,
     });
     std::fs::write(out.join("result.json"), serde_json::to_vec_pretty(&result)?)?;
+    std::fs::write(out.join("model.json"), serde_json::to_vec(&model.body)?)?;
     Ok(())
 }

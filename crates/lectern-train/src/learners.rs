@@ -52,7 +52,8 @@ struct TreeParams {
 
 fn tree_params(params: &mut Params) -> Result<TreeParams, TrainError> {
     Ok(TreeParams {
-        max_depth: params.integer("max_depth", None, 1, 100)?.map(|d| d as u16),
+        // Ours counts levels of splits (as scikit-learn's); smartcore counts the root as level 1.
+        max_depth: params.integer("max_depth", None, 1, 100)?.map(|d| d as u16 + 1),
         min_samples_split: params.integer("min_samples_split", Some(2), 2, 1_000_000)?.unwrap_or(2) as usize,
         min_samples_leaf: params.integer("min_samples_leaf", Some(1), 1, 1_000_000)?.unwrap_or(1) as usize,
     })

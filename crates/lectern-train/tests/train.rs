@@ -355,3 +355,32 @@ fn pictures_show_the_tree_the_importances_and_the_confusion_matrix() {
     assert!(tree_svg(&knn, 4).is_none());
     assert!(importance_svg(&knn).contains("no feature importances"));
 }
+
+/// `max_depth` counts levels of splits, as scikit-learn's does (smartcore counts the root as
+/// level 1, so its own `max_depth = 4` gives three levels of splits).
+#[test]
+fn max_depth_counts_levels_of_splits_like_scikit_learn() {
+    let data = animals();
+    let features = Some(vec!["weight".to_string(), "height".to_string(), "colour".to_string()]);
+    for algorithm in ["decision_tree", "random_forest"] {
+        for depth in [1u64, 3] {
+            let mut req = request("kind", algorithm, json!({"max_depth": depth, "n_trees": 3}));
+            if algorithm == "decision_tree" {
+                req.params.remove("n_trees");
+            }
+            req.features = features.clone();
+            let model = fit(&data, &req).unwrap();
+            let lectern_train::ModelBody::Trees { trees } = &model.body else { panic!() };
+            assert!(trees.iter().all(|t| t.depth() <= depth as usize), "{algorithm}");
+            assert!(trees.iter().any(|t| t.depth() == depth as usize), "{algorithm}: max_depth {depth}");
+        }
+        let data = Dataset::read_csv(regression_csv().as_bytes()).unwrap();
+        let mut req = request("price", algorithm, json!({"max_depth": 2, "n_trees": 3}));
+        if algorithm == "decision_tree" {
+            req.params.remove("n_trees");
+        }
+        let model = fit(&data, &req).unwrap();
+        let lectern_train::ModelBody::Trees { trees } = &model.body else { panic!() };
+        assert!(trees.iter().all(|t| t.depth() == 2), "{algorithm} regression");
+    }
+}
