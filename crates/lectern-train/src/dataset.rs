@@ -200,12 +200,15 @@ fn json_error(err: serde_json::Error) -> TrainError {
     TrainError::Malformed { line: err.line() as u64, column: err.column() as u64, message }
 }
 
+/// A string column under construction: value → code, the values by code, and each row's code.
+type StringColumn = (HashMap<String, u32>, Vec<String>, Vec<u32>);
+
 /// Builds one column as values arrive: numbers while every value is a number, then strings.
 struct ColumnBuilder {
     name: String,
     numbers: Vec<f64>,
     all_integer: bool,
-    strings: Option<(HashMap<String, u32>, Vec<String>, Vec<u32>)>,
+    strings: Option<StringColumn>,
     missing: u64,
 }
 
