@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! cargo run -p lectern-train --example fit -- DATA.csv TARGET ALGORITHM OUT_DIR \
-//!     [--param name=value ...] [--test-fraction F | --test-rows FILE] [--seed N]
+//!     [--param name=value ...] [--test-fraction F | --test-rows FILE] [--seed N] [--bench]
 //! ```
 //!
+//! `--bench` trains only (no export, no tract run) and writes the fit time and metrics.
 //! `--test-rows FILE` names a JSON array of 0-based row indices to hold out (to use the same
 //! split as another tool). Writes `OUT_DIR/model.onnx` and `OUT_DIR/result.json`: the held-out
 //! rows, their raw model inputs, the predictions (Rust, and tract running the exported ONNX),
@@ -26,8 +27,13 @@ fn main() -> anyhow::Result<()> {
     let mut params = BTreeMap::new();
     let mut holdout = Holdout::Fraction(0.25);
     let mut seed = 0u64;
+    let mut bench = false;
     let mut rest = args[4..].iter();
     while let Some(flag) = rest.next() {
+        if flag == "--bench" {
+            bench = true;
+            continue;
+        }
         let value = rest.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--param" => {
@@ -44,10 +50,26 @@ fn main() -> anyhow::Result<()> {
     let request =
         TrainRequest { target: target.clone(), features: None, algorithm: algorithm.clone(), params, holdout, seed };
     let started = std::time::Instant::now();
-    let model = train(&dataset, &request, &mut |_| {}, &AtomicBool::new(false))?;
+    let mut stages: Vec<(String, u8, f64)> = Vec::new();
+    let model = train(
+        &dataset,
+        &request,
+        &mut |p| stages.push((format!("{:?}", p.stage), p.percent, started.elapsed().as_secs_f64())),
+        &AtomicBool::new(false),
+    )?;
     let fit_seconds = started.elapsed().as_secs_f64();
-    let onnx = export(&model)?;
     std::fs::create_dir_all(&out)?;
+    if bench {
+        let result = json!({
+            "fit_seconds": fit_seconds,
+            "stages": stages,
+            "metrics": model.metrics,
+            "train_rows": model.train_rows,
+        });
+        std::fs::write(out.join("result.json"), serde_json::to_vec_pretty(&result)?)?;
+        return Ok(());
+    }
+    let onnx = export(&model)?;
     std::fs::write(out.join("model.onnx"), &onnx)?;
 
     // The raw inputs of the held-out rows, as the ONNX input X takes them.
