@@ -299,6 +299,15 @@ pub fn train(
 
     // Split.
     let (train_rows, test_rows) = split(&labelled, dataset.rows, &request.holdout, request.seed)?;
+    if let Target::Classes { labels, y } = &target {
+        let first = y[train_rows[0]];
+        if train_rows.iter().all(|&r| y[r] == first) {
+            return Err(TrainError::BadSplit(format!(
+                "the training rows hold only one class ('{}'); hold out fewer rows or add rows of other classes",
+                first.map(|c| labels[c].as_str()).unwrap_or_default()
+            )));
+        }
+    }
 
     // Features.
     let feature_names: Vec<String> = match &request.features {

@@ -319,6 +319,11 @@ fn bad_requests_are_refused_with_a_caller_mistake() {
         req.holdout = Holdout::Fraction(fraction);
         assert!(matches!(fit(&data, &req), Err(TrainError::BadSplit(_))), "{fraction}");
     }
+    let two_classes = Dataset::read_csv("x,y\n1,a\n2,a\n3,a\n4,b\n".as_bytes()).unwrap();
+    let mut req = request("y", "logistic_regression", json!({}));
+    req.holdout = Holdout::Rows(vec![3]);
+    let err = fit(&two_classes, &req).unwrap_err();
+    assert!(err.is_caller_mistake() && err.to_string().contains("only one class ('a')"), "{err}");
     let one_class = Dataset::read_csv("x,y\n1,a\n2,a\n3,a\n4,a\n".as_bytes()).unwrap();
     let err = fit(&one_class, &request("y", "decision_tree", json!({}))).unwrap_err();
     assert!(err.to_string().contains("only one class ('a')"), "{err}");
