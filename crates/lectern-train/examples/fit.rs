@@ -9,7 +9,8 @@
 //! `--test-rows FILE` names a JSON array of 0-based row indices to hold out (to use the same
 //! split as another tool). Writes `OUT_DIR/model.onnx` and `OUT_DIR/result.json`: the held-out
 //! rows, their raw model inputs, the predictions (Rust, and tract running the exported ONNX),
-//! the class labels and the metrics; and `OUT_DIR/model.json`, the learned structure.
+//! the class labels and the metrics; and `OUT_DIR/model.json`, the learned structure; and the pictures
+//! (`tree.svg` for trees, `importance.svg`, `confusion.svg`).
 
 use anyhow::{bail, Context};
 use lectern_train::onnx::{export, predict_with_tract};
@@ -112,5 +113,10 @@ fn main() -> anyhow::Result<()> {
     });
     std::fs::write(out.join("result.json"), serde_json::to_vec_pretty(&result)?)?;
     std::fs::write(out.join("model.json"), serde_json::to_vec(&model.body)?)?;
+    if let Some(tree) = lectern_train::pictures::tree_svg(&model, lectern_train::pictures::DEFAULT_TREE_DEPTH) {
+        std::fs::write(out.join("tree.svg"), tree)?;
+    }
+    std::fs::write(out.join("importance.svg"), lectern_train::pictures::importance_svg(&model))?;
+    std::fs::write(out.join("confusion.svg"), lectern_train::pictures::confusion_svg(&model))?;
     Ok(())
 }

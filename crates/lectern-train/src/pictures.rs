@@ -202,7 +202,8 @@ pub fn confusion_svg(model: &TrainedModel) -> String {
     let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1).min(24) as f64 * 8.0 + 20.0;
     let left = label_width + 30.0;
     let top = 70.0 + label_width;
-    let width = left + cell * k as f64 + 20.0;
+    // Wide enough for the title (about 8.5 px per character at 15 px bold).
+    let width = (left + cell * k as f64 + 20.0).max(300.0);
     let height = top + cell * k as f64 + 20.0;
     let max = confusion.iter().flatten().copied().max().unwrap_or(0).max(1) as f64;
     let mut s = String::new();
