@@ -65,12 +65,16 @@ echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 # Only what the engine changes: the backends crate's tests (the cross-engine conformance test
 # compares tract with ONNX Runtime on every bundled model) and the binary, once, for
 # tests/python/test_ort_engine.py; then the default binary again for the other end-to-end tests.
+# `--workspace --features lectern-backends/ort` (not `-p ...`): the dependencies keep the
+# features of the default build, so only the lectern crates and ort itself are compiled again
+# (`-p lectern-backends` would unify features differently and rebuild tract, ~10x the time).
+ORT_FEATURES=(--workspace --features lectern-backends/ort --locked)
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run -p lectern-backends --features ort --locked --no-fail-fast
+  cargo nextest run "${ORT_FEATURES[@]}" --no-fail-fast -E 'package(lectern-backends)'
 else
-  cargo test -p lectern-backends --features ort --locked --no-fail-fast
+  cargo test "${ORT_FEATURES[@]}" --no-fail-fast
 fi
-cargo build -p lectern --features ort --locked
+cargo build "${ORT_FEATURES[@]}"
 cp "$TARGET_DIR/debug/lectern" "$TARGET_DIR/debug/lectern-ort"
 cargo build --workspace --locked
 export LECTERN_ORT_BIN="$TARGET_DIR/debug/lectern-ort"

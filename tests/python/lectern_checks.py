@@ -6,6 +6,7 @@
   mention is a case-insensitive substring of the message, or a compiled `re.Pattern` searched in
   it. Returns the message.
 - `ok(resp, status=200)`: the answer has that status; returns its JSON body (None when empty).
+  `assert_status(resp, status=200)`: the same for any body (binary tensors); returns `resp`.
 - `assert_not_5xx(resp)`: no request may get a 5xx but the documented 503s; for tests that
   accept several outcomes.
 - `wait_until(predicate, what, timeout=...)`: polls until `predicate()` returns a true value
@@ -55,6 +56,12 @@ def assert_error(resp: requests.Response, status: int, *mentions: str | re.Patte
         else:
             assert m.lower() in message.lower(), f"error message {message!r} does not mention {m!r}"
     return message
+
+
+def assert_status(resp: requests.Response, status: int = 200) -> requests.Response:
+    """`resp` has `status` (the body is shown when not); returns it, whatever its body."""
+    assert resp.status_code == status, f"expected HTTP {status}: {describe(resp)}"
+    return resp
 
 
 def ok(resp: requests.Response, status: int = 200):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lectern_checks import ok
+from lectern_checks import assert_status
 from lectern_v2 import (
     EXAMPLE_MODELS,
     binary_input,
@@ -87,7 +87,7 @@ def test_json_inference_matches_onnxruntime_on_real_data(server, model, version,
         ref = ort_reference(path, {input_name: batch})
         resp = server.post(f"/v2/models/{model}/versions/{version}/infer",
                            json={"inputs": [json_input(input_name, batch, "FP32")]})
-        ok(resp)
+        assert_status(resp)
         header, outputs = parse_infer_response(resp)
         assert binary_output_names(header) == set()
         assert_matches_reference(header, outputs, ref, model, version, len(batch))
@@ -102,7 +102,7 @@ def test_binary_inference_matches_onnxruntime_on_real_data(server, model, versio
         spec, blob = binary_input(input_name, batch, "FP32")
         body, headers = binary_request({"inputs": [spec], "parameters": {"binary_data_output": True}}, [blob])
         resp = server.post(f"/v2/models/{model}/versions/{version}/infer", data=body, headers=headers)
-        ok(resp)
+        assert_status(resp)
         header, outputs = parse_infer_response(resp)
         assert binary_output_names(header) == set(ref)
         assert_matches_reference(header, outputs, ref, model, version, len(batch))
@@ -124,7 +124,7 @@ def test_concurrent_requests_each_get_their_own_rows_back(server, model, version
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         for batch, resp in pool.map(one, chunks):
-            ok(resp)
+            assert_status(resp)
             header, outputs = parse_infer_response(resp)
             assert_matches_reference(header, outputs, ort_reference(path, {input_name: batch}),
                                      model, version, len(batch))

@@ -80,7 +80,10 @@ type FolderModel = (String, Option<String>, Vec<(u64, Vec<u8>)>);
 /// model then shows why it cannot load).
 pub(crate) fn store_config(text: &str) -> String {
     match text.parse::<toml::Table>() {
-        Ok(mut table) if table.remove("labels").is_some() => toml::to_string(&table).unwrap_or_else(|_| text.into()),
+        Ok(mut table) if table.contains_key("labels") => {
+            table.remove("labels");
+            toml::to_string(&table).unwrap_or_else(|_| text.into())
+        }
         _ => text.to_string(),
     }
 }
