@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # the cycle functions are called indirectly ("$fn")
 # Memory over load/unload cycles: does a model that is unloaded and loaded again (or whose
 # versions come and go) give its memory back?
 #
@@ -13,10 +14,13 @@
 #   repository: POST /v2/repository/models/M/unload, then .../load (the V2 repository routes)
 #   versions:   POST /v1/models/cycles/versions (a new version of an API-made model, which is
 #               then served), then DELETE /v1/models/cycles/versions/N (back to the base version)
-# Prints the RSS after cycle 1 and after the last cycle, and their ratio, per variant.
+# Prints the RSS after cycle 1 and after the last cycle, their ratio, and the growth per cycle:
+# the least-squares slope of RSS over the cycles after the first fifth (the warm-up, while the
+# allocator's arenas and the engine's caches fill).
 #
-# Target (issue 3): after the last cycle, within 10% of the level after the first cycle.
-# Prints PASS/FAIL for each variant; exits 0 only if both pass.
+# Target (issue 3): memory given back, judged by the slope: at most BENCH_MAX_GROWTH_KB
+# (default 8) KB per cycle. A whole-process ratio would hide a leak: 10% of ~30 MB lets
+# ~60 KB a cycle through 50 cycles. Prints PASS/FAIL for each variant; exits 0 only if both pass.
 #
 # Environment:
 #   LECTERN_BIN      the binary (default: the release build in $CARGO_TARGET_DIR, built with
@@ -25,6 +29,7 @@
 #   BENCH_MODEL      the bundled model cycled by the repository variant (default iris-logreg);
 #                    the versions variant uploads that model's newest file
 #   BENCH_SETTLE     seconds between the end of a cycle and the RSS read (default 0.2)
+#   BENCH_MAX_GROWTH_KB  the largest growth per cycle that passes (default 8)
 #   BENCH_CPUS       taskset CPU list for the server (default: none, all cores)
 #   CARGO_TARGET_DIR default $HOME/.cache/lectern/target
 set -euo pipefail
@@ -37,10 +42,11 @@ cd "$ROOT"
 CYCLES="${BENCH_CYCLES:-50}"
 MODEL="${BENCH_MODEL:-iris-logreg}"
 SETTLE="${BENCH_SETTLE:-0.2}"
+MAX_GROWTH_KB="${BENCH_MAX_GROWTH_KB:-8}"
 CPUS="${BENCH_CPUS:-}"
 case "$LECTERN_BIN" in /*) ;; *) LECTERN_BIN="$ROOT/$LECTERN_BIN" ;; esac
 
-[ "$CYCLES" -ge 2 ] 2>/dev/null || { log "BENCH_CYCLES must be at least 2"; exit 2; }
+[ "$CYCLES" -ge 10 ] 2>/dev/null || { log "BENCH_CYCLES must be at least 10 (a slope needs points)"; exit 2; }
 [ -d "$ROOT/examples/models/$MODEL" ] || { log "no bundled model $MODEL in examples/models"; exit 2; }
 if [ ! -x "$LECTERN_BIN" ] || [ "${BENCH_BUILD:-0}" = 1 ]; then
     build_lectern
@@ -108,15 +114,17 @@ infer() {
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"; }
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f MB", kb / 1024 }'; }
 
-# cycles NAME FUNCTION: runs FUNCTION (one cycle) CYCLES times, reading RSS after each;
-# prints one result line and sets OK_<NAME>.
+# cycles NAME FUNCTION: runs FUNCTION (one cycle) CYCLES times, reading RSS after each into
+# $WORK/rss-NAME ("cycle kB" lines).
 declare -A FIRST LAST PEAK SERIES
 cycles() {
     local name="$1" fn="$2" i rss peak=0 series=""
+    : >"$WORK/rss-$name"
     for i in $(seq "$CYCLES"); do
         "$fn" "$i"
         sleep "$SETTLE"
         rss="$(rss_kb)"
+        echo "$i $rss" >>"$WORK/rss-$name"
         [ "$i" = 1 ] && FIRST[$name]="$rss"
         [ "$rss" -gt "$peak" ] && peak="$rss"
         if [ "$i" = 1 ] || [ $((i % 10)) = 0 ] || [ "$i" = "$CYCLES" ]; then series+=" $i:$(awk -v kb="$rss" 'BEGIN { printf "%.1f", kb / 1024 }')"; fi
@@ -158,21 +166,27 @@ log "versions variant: $CYCLES cycles of upload + delete of a version of 'cycles
 cycles versions versions_cycle
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
-verdict() { awk -v a="$1" -v b="$2" 'BEGIN { print (b <= a * 1.10) ? "PASS" : "FAIL" }'; }
+# growth FILE: kB per cycle, the least-squares slope of the "cycle kB" lines after the first fifth.
+growth() {
+    awk -v skip="$((CYCLES / 5))" '$1 > skip { n++; sx += $1; sy += $2; sxx += $1 * $1; sxy += $1 * $2 }
+        END { d = n * sxx - sx * sx; if (n < 2 || d == 0) { print "nan"; exit 1 }; printf "%.2f", (n * sxy - sx * sy) / d }' "$1"
+}
+verdict() { awk -v g="$1" -v max="$MAX_GROWTH_KB" 'BEGIN { print (g <= max) ? "PASS" : "FAIL" }'; }
 
 echo
 echo "Memory over load/unload cycles: Lectern $(lectern_version), $BUILD"
 echo "binary: $LECTERN_BIN"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); model $MODEL; $CYCLES cycles per variant; RSS read ${SETTLE}s after each cycle; RSS before the cycles $(mb "$START_RSS")"
 echo
-echo "| variant | RSS after cycle 1 | RSS after cycle $CYCLES | ratio | peak | RSS (MB) by cycle | target (<= 1.10) |"
-echo "| --- | ---: | ---: | ---: | ---: | --- | --- |"
+echo "| variant | RSS after cycle 1 | RSS after cycle $CYCLES | ratio | peak | RSS (MB) by cycle | growth per cycle (cycles $((CYCLES / 5 + 1))-$CYCLES) | target (<= $MAX_GROWTH_KB KB) |"
+echo "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |"
 status=0
 for name in repository versions; do
-    v="$(verdict "${FIRST[$name]}" "${LAST[$name]}")"
+    g="$(growth "$WORK/rss-$name")" || g=nan
+    v="$(verdict "$g")"
     [ "$v" = PASS ] || status=1
-    printf '| %s | %s | %s | %s | %s |%s | %s |\n' "$name" "$(mb "${FIRST[$name]}")" "$(mb "${LAST[$name]}")" \
-        "$(ratio "${FIRST[$name]}" "${LAST[$name]}")" "$(mb "${PEAK[$name]}")" "${SERIES[$name]}" "$v"
+    printf '| %s | %s | %s | %s | %s |%s | %s KB | %s |\n' "$name" "$(mb "${FIRST[$name]}")" "$(mb "${LAST[$name]}")" \
+        "$(ratio "${FIRST[$name]}" "${LAST[$name]}")" "$(mb "${PEAK[$name]}")" "${SERIES[$name]}" "$g" "$v"
 done
 kill -0 "$SERVER_PID" 2>/dev/null || { log "the server died during the cycles"; status=1; }
 exit "$status"

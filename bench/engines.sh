@@ -12,7 +12,9 @@
 # warmed up, then loaded by wrk pinned to core $BENCH_WRK_CPU (0) at concurrency 32
 # (`wrk -t2 -c32 --latency -s bench/post.lua`). Before it is measured, each server's answer
 # must be a 200 with outputs; at the end the two engines' answers must agree (labels exactly,
-# probabilities within 1e-5). Prints req/s, p50 and p99 per model and engine.
+# probabilities within 1e-5). The ort server's log must say it loaded ONNX Runtime ("loaded ONNX
+# Runtime"), or the run fails. Prints req/s, p50 and p99 per model and engine; exits 0 only if
+# every run was valid.
 #
 # The ONNX Runtime library: $ORT_DYLIB_PATH, else the onnxruntime wheel in ./.venv or the
 # bench venv ($LECTERN_BENCH_VENV, see bench/setup.sh); the script exports the one it uses.
@@ -39,8 +41,6 @@ DURATION="${BENCH_DURATION:-10}"
 WARMUP="${BENCH_WARMUP:-2}"
 ROUNDS="${BENCH_ROUNDS:-1}"
 CONNS="${BENCH_CONNECTIONS:-32}"
-SERVER_CPU="${BENCH_SERVER_CPU:-1}"
-WRK_CPU="${BENCH_WRK_CPU:-0}"
 if [ "$DURATION" -gt 10 ]; then DURATION=10; fi
 
 # One request body per model: one row of the data set it was trained on.
@@ -129,16 +129,6 @@ wait_ready() {
     fi
 }
 
-# run_wrk SECONDS OUTFILE URL (in the background, so that a signal stops it at once)
-run_wrk() {
-    local secs="$1" out="$2" url="$3"
-    timeout $((secs + 30)) "${PRIO[@]}" taskset -c "$WRK_CPU" wrk -t2 -c"$CONNS" -d"${secs}s" \
-        --timeout 5s --latency -s "$ROOT/bench/post.lua" "$url" >"$out" 2>&1 &
-    WRK_PID=$!
-    wait "$WRK_PID" || true
-    WRK_PID=""
-}
-
 # The two engines' answers to the same request: same outputs, labels exact, numbers within 1e-5.
 same_answers() {
     python3 - "$1" "$2" <<'PY'
@@ -176,12 +166,12 @@ for round in $(seq "$ROUNDS"); do
                 continue
             fi
             log "$model on $ENGINE answers: $(head -c 300 "$WORK/answer-$model-$ENGINE.json")"
-            if [ "$WARMUP" -gt 0 ]; then run_wrk "$WARMUP" /dev/null "$url"; fi
+            if [ "$WARMUP" -gt 0 ]; then run_wrk "$WARMUP" "$CONNS" /dev/null "$url"; fi
             cpu0="$(group_cpu_ticks "$SERVER_PID")"
             t0="$(date +%s.%N)"
             out="$WORK/wrk-$model-$ENGINE-$round.txt"
             log "load: $model on $ENGINE, ${DURATION}s at concurrency $CONNS"
-            run_wrk "$DURATION" "$out" "$url"
+            run_wrk "$DURATION" "$CONNS" "$out" "$url"
             t1="$(date +%s.%N)"
             cpu1="$(group_cpu_ticks "$SERVER_PID")"
             line="$(grep '^BENCH ' "$out" || true)"
@@ -190,7 +180,7 @@ for round in $(seq "$ROUNDS"); do
                 FAILED=1
                 continue
             fi
-            field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+            field() { wrk_field "$line" "$1"; }
             R_RPS[$key]="$(field rps)"
             R_P50[$key]="$(field p50_us)"
             R_P99[$key]="$(field p99_us)"
@@ -202,10 +192,12 @@ for round in $(seq "$ROUNDS"); do
                 FAILED=1
             fi
         done
-        # The ort server must really have loaded ONNX Runtime (the runtime honours `engine`).
-        if [ "$ENGINE" = ort ] && ! grep -q "ONNX Runtime" "$WORK/server-ort.log"; then
-            log "warning: the ort server's log never mentions ONNX Runtime (is 'engine' honoured?); its end:"
+        # The ort server must really have loaded ONNX Runtime (the runtime honours `engine`):
+        # otherwise its numbers are tract's under another name.
+        if [ "$ENGINE" = ort ] && ! grep -q "loaded ONNX Runtime" "$WORK/server-ort.log"; then
+            log "the ort server never loaded ONNX Runtime (is 'engine' honoured? is the library there?); its end:"
             tail -n 10 "$WORK/server-ort.log" >&2
+            FAILED=1
         fi
         stop_server
     done

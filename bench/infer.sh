@@ -6,8 +6,12 @@
 #   BENCH_SERVERS="mlserver fastapi" bench/infer.sh
 #
 # Each server runs alone, pinned to core $BENCH_SERVER_CPU (1); wrk runs pinned to
-# core $BENCH_WRK_CPU (0). Every server must answer the request body with a 200
-# carrying `outputs` before it is measured. Traffic goes to 127.0.0.1 only.
+# core $BENCH_WRK_CPU (0). Every server serves the same model, version 1 of
+# examples/models/iris-logreg (Lectern a repository holding only that version, FastAPI that
+# file, MLServer the same LogisticRegression fitted the same way), and before it is measured
+# its answer to the request body must be a 200 with onnxruntime's answer on that file (label
+# exactly, probabilities within 1e-5; a model_version, when given, "1"). A server that fails
+# this is not measured. Traffic goes to 127.0.0.1 only.
 #
 # Environment:
 #   BENCH_SERVERS      servers to run, in order (default: "lectern mlserver fastapi ceiling")
@@ -27,8 +31,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lectern/target}"
 VENV="${LECTERN_BENCH_VENV:-$HOME/.cache/lectern/bench-venv}"
 export LECTERN_BENCH_VENV="$VENV"
 SERVERS="${BENCH_SERVERS:-lectern mlserver fastapi ceiling}"
@@ -37,10 +42,10 @@ WARMUP="${BENCH_WARMUP:-3}"
 ROUNDS="${BENCH_ROUNDS:-1}"
 CONNS="${BENCH_CONNECTIONS:-32}"
 THREADS="${BENCH_THREADS:-2}"
-SERVER_CPU="${BENCH_SERVER_CPU:-1}"
-WRK_CPU="${BENCH_WRK_CPU:-0}"
+WRK_THREADS="$THREADS"
 MODEL="iris-logreg"
-ONNX="$ROOT/examples/models/$MODEL/1/model.onnx"
+VERSION=1
+ONNX="$ROOT/examples/models/$MODEL/$VERSION/model.onnx"
 BODY='{"inputs":[{"name":"X","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}'
 export BENCH_BODY="$BODY"
 
@@ -51,22 +56,23 @@ for s in $SERVERS; do
     *) echo "bench: unknown server $s (known: lectern mlserver fastapi ceiling)" >&2; exit 2 ;;
     esac
 done
-# Shared helpers: PRIO, log, WORK, stop_server, the EXIT trap, free_port, group_cpu_ticks,
-# busy_pct (see bench/lib.sh).
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
-
 # ---------------------------------------------------------------- preparation
 if [ "${BENCH_SKIP_SETUP:-0}" != 1 ]; then
     "$ROOT/bench/setup.sh" >&2
 fi
 command -v wrk >/dev/null || { log "wrk missing: run bench/setup.sh"; exit 1; }
 [ -x "$VENV/bin/python" ] || { log "venv $VENV missing: run bench/setup.sh"; exit 1; }
+reference_python >/dev/null || exit 1
+
+# Lectern's repository: the benchmark model at the one version every server serves.
+mkdir -p "$WORK/lectern-models/$MODEL/$VERSION"
+cp "$ONNX" "$WORK/lectern-models/$MODEL/$VERSION/model.onnx"
+cp "$ROOT/examples/models/$MODEL/labels.txt" "$WORK/lectern-models/$MODEL/"
+printf 'labels = "labels.txt"\n' >"$WORK/lectern-models/$MODEL/config.toml"
 
 declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_BAD RESULT_CPU RESULT_NOTE RESULT_BUSY RESULT_RANGE
 declare -A R_RPS R_P50 R_P99 R_BAD R_CPU R_BUSY
 
-LECTERN_BIN="${LECTERN_BIN:-$CARGO_TARGET_DIR/release/lectern}"
 CEILING_BIN="$CARGO_TARGET_DIR/release/lectern-bench-ceiling"
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
@@ -93,7 +99,7 @@ start_lectern() {
     local port="$1"
     [ -x "$LECTERN_BIN" ] || { log "no $LECTERN_BIN"; return 1; }
     "${PRIO[@]}" taskset -c "$SERVER_CPU" "$LECTERN_BIN" serve \
-        --models "$ROOT/examples/models" --listen "127.0.0.1:$port" --data "$WORK/lectern-data" \
+        --models "$WORK/lectern-models" --listen "127.0.0.1:$port" --data "$WORK/lectern-data" \
         >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
 }
@@ -123,19 +129,8 @@ start_ceiling() {
     SERVER_PID=$!
 }
 
-# run_wrk SECONDS OUTFILE URL: one bounded wrk run (in the background, so that a signal
-# to this script stops it at once).
-run_wrk() {
-    local secs="$1" out="$2" url="$3"
-    timeout $((secs + 30)) "${PRIO[@]}" taskset -c "$WRK_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" \
-        --timeout 5s --latency -s "$ROOT/bench/post.lua" "$url" >"$out" 2>&1 &
-    WRK_PID=$!
-    wait "$WRK_PID" || true
-    WRK_PID=""
-}
-
-# Polls the infer URL until it answers 200 (or gives up after 60 s), then checks
-# that the answer carries `outputs`.
+# Polls the infer URL until it answers 200 (or gives up after 60 s), then checks the
+# answer against onnxruntime on the model file.
 wait_ready() {
     local url="$1" name="$2" code
     for _ in $(seq 600); do   # up to 60 s (MLServer takes a few seconds)
@@ -158,9 +153,8 @@ wait_ready() {
         tail -n 30 "$WORK/server.log" >&2
         return 1
     fi
-    if ! python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert isinstance(d.get("outputs"), list) and d["outputs"], d' \
-        "$WORK/response.json" 2>/dev/null; then
-        log "$name answered 200 without outputs: $(head -c 400 "$WORK/response.json")"
+    if ! check_answer "$WORK/response.json" "$ONNX" "$BODY" "$VERSION" >&2; then
+        log "$name's answer is not onnxruntime's on $MODEL version $VERSION: $(head -c 400 "$WORK/response.json")"
         return 1
     fi
     log "$name answers: $(head -c 300 "$WORK/response.json")"
@@ -185,12 +179,12 @@ run_one() {
         return 0
     fi
     if ! wait_ready "$url" "$name"; then
-        RESULT_NOTE[$name]="not ready / bad response"
+        RESULT_NOTE[$name]="not ready / wrong answer"
         stop_server
         return 0
     fi
     if [ "$WARMUP" -gt 0 ]; then
-        run_wrk "$WARMUP" /dev/null "$url"
+        run_wrk "$WARMUP" "$CONNS" /dev/null "$url"
     fi
     hz="$(getconf CLK_TCK)"
     cpu0="$(group_cpu_ticks "$SERVER_PID")"
@@ -198,7 +192,7 @@ run_one() {
     out="$WORK/wrk-$name-$round.txt"
     log "load: $name, $DURATION s"
     # wrk stops itself after -d; timeout is a backstop.
-    run_wrk "$DURATION" "$out" "$url"
+    run_wrk "$DURATION" "$CONNS" "$out" "$url"
     t1="$(date +%s.%N)"
     cpu1="$(group_cpu_ticks "$SERVER_PID")"
     cat "$out" >&2
@@ -208,7 +202,7 @@ run_one() {
         RESULT_NOTE[$name]="wrk failed"
         return 0
     fi
-    field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+    field() { wrk_field "$line" "$1"; }
     R_RPS[$key]="$(field rps)"
     R_P50[$key]="$(field p50_us)"
     R_P99[$key]="$(field p99_us)"

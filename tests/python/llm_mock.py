@@ -22,7 +22,8 @@ The test picks the behaviour with `mock.mode`:
 - "stall": sends the status line and a first chunk, then sleeps `slow_seconds`;
 - "garbage": content that is not JSON;
 - "error": HTTP 500 with the provider's error body.
-A test produces "down" by pointing Lectern at `closed_port()`.
+A test produces "down" by pointing Lectern at `closed_port()`, and a few failures before the
+mode applies with `fail_next(n, status)` (default 429 "rate limited", with `Retry-After: 1`).
 
 Every call is recorded (thread-safe): `calls(path)`, `count(path)`, `prompts(path)` (the last
 user message of each call), `calls_mentioning(text)`, each `Call` with its headers and body;
@@ -84,6 +85,7 @@ class Call:
     user_messages: list = field(default_factory=list)
     mode: str = ""
     at: float = 0.0
+    failed_with: int | None = None  # the status of a `fail_next` failure
 
     @property
     def authorization(self) -> str | None:
@@ -121,6 +123,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _send_failure(self, status: int):
+        data = json.dumps({"error": {"message": f"mock LLM: failing with {status} on purpose",
+                                     "type": "rate_limit_error" if status == 429 else "server_error"}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status == 429:
+            self.send_header("Retry-After", "1")
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
@@ -190,6 +204,11 @@ class _Handler(BaseHTTPRequestHandler):
             mock._stopping.wait(mock.delay)
         if mode == "slow":
             mock._stopping.wait(mock.slow_seconds)
+        failure = mock._take_failure()
+        if failure is not None:
+            call.failed_with = failure
+            self._send_failure(failure)
+            return
         if mode == "error":
             if writer == self._ollama:
                 self._send_json(500, {"error": "mock LLM: model runner crashed"})
@@ -286,6 +305,7 @@ class LLMMock:
         self._calls: list[Call] = []
         self.in_flight = 0
         self.max_in_flight = 0  # most calls being answered at once
+        self._failures: list[int] = []  # statuses for the next calls (fail_next)
         self._stopping = threading.Event()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -325,6 +345,15 @@ class LLMMock:
     def set_mode(self, mode: str):
         assert mode in MODES, f"unknown mock mode {mode!r}"
         self.mode = mode
+
+    def fail_next(self, count: int, status: int = 429):
+        """Answer the next `count` calls with HTTP `status` whatever the mode, then as before."""
+        with self._lock:
+            self._failures.extend([status] * count)
+
+    def _take_failure(self) -> int | None:
+        with self._lock:
+            return self._failures.pop(0) if self._failures else None
 
     def content_for(self, mode: str, prompt: str) -> str:
         resources = resources_for(prompt)

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod protocol;
+pub mod ratelimit;
 pub mod tensor;
 
 pub use config::{

@@ -46,6 +46,9 @@ pub struct LlmSpec {
     pub concurrency: usize,
     #[serde(default = "default_cache_ttl_s")]
     pub cache_ttl_s: u64,
+    /// Most answers the cache keeps (0: none).
+    #[serde(default = "default_cache_max_entries")]
+    pub cache_max_entries: u64,
     /// Fallback resource catalog (.toml or .csv), relative to the config file.
     #[serde(default)]
     pub catalog: Option<PathBuf>,
@@ -65,6 +68,9 @@ fn default_concurrency() -> usize {
 }
 fn default_cache_ttl_s() -> u64 {
     3600
+}
+fn default_cache_max_entries() -> u64 {
+    10_000
 }
 
 /// One `[pipelines.<name>]` table.

@@ -3,6 +3,7 @@
 //! [`Principal`]. Credentials never reach a log or an error message.
 
 use crate::auth::jwt::OidcVerifier;
+use crate::auth::keycache::KeyCache;
 use crate::auth::ratelimit::RateLimiter;
 use crate::principal::Principal;
 use crate::{ApiError, AppState};
@@ -10,16 +11,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lectern_store::{ApiKey, Role, Store};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-/// How long a verified API key is trusted without asking the database again. Revoking through
-/// this server clears it at once; other replicas see a revocation within this time.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
-/// Keys cached at most (then the cache starts over).
-const KEY_CACHE_MAX: usize = 10_000;
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +67,12 @@ pub struct AuthState {
     settings: AuthSettings,
     /// At least one live API key exists: credentials are required.
     keys_live: AtomicBool,
-    cache: Mutex<HashMap<String, (ApiKey, Instant)>>,
+    keys: KeyCache,
 }
 
 impl AuthState {
     pub fn new(settings: AuthSettings, keys_live: bool) -> Self {
-        AuthState { settings, keys_live: AtomicBool::new(keys_live), cache: Mutex::new(HashMap::new()) }
+        AuthState { settings, keys_live: AtomicBool::new(keys_live), keys: KeyCache::default() }
     }
 
     /// No checks at all (tests, `--auth none`).
@@ -96,31 +88,13 @@ impl AuthState {
     /// Called after keys are created or revoked; `live`: whether any live key remains.
     pub fn keys_changed(&self, live: bool) {
         self.keys_live.store(live, Ordering::Relaxed);
-        self.lock_cache().clear();
-    }
-
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ApiKey, Instant)>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        self.keys.clear();
     }
 
     async fn key(&self, store: &Store, presented: &str) -> Result<Option<ApiKey>, ApiError> {
-        let hash = lectern_store::key_fingerprint(presented);
-        if let Some((key, at)) = self.lock_cache().get(&hash) {
-            if at.elapsed() < KEY_CACHE_TTL {
-                return Ok(Some(key.clone()));
-            }
-        }
-        let key = store.verify_key(presented).await.map_err(|_| {
+        self.keys.get_or_verify(presented, store.verify_key(presented)).await.map_err(|_| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot check credentials: the database is unavailable")
-        })?;
-        if let Some(k) = &key {
-            let mut cache = self.lock_cache();
-            if cache.len() >= KEY_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(hash, (k.clone(), Instant::now()));
-        }
-        Ok(key)
+        })
     }
 
     /// Who presents `token`, or why they are refused.

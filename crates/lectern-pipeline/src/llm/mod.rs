@@ -1,8 +1,9 @@
 //! LLM helpers: ask an Ollama or OpenAI-compatible server for resources on a topic, with a
-//! timeout, retries, a concurrency limit, a response cache that also shares calls in flight,
-//! and the local catalog when the LLM cannot answer.
+//! timeout, retries, a concurrency limit, a bounded response cache that also shares calls in
+//! flight, and the local catalog when the LLM cannot answer.
 
 mod answer;
+mod cache;
 mod wire;
 
 pub use answer::parse_resources;
@@ -10,16 +11,12 @@ pub use wire::endpoint;
 
 use crate::catalog::{Catalog, Resource};
 use crate::spec::{LlmSpec, Provider};
-use futures_util::future::{BoxFuture, FutureExt, Shared};
+use cache::AnswerCache;
 use serde::Serialize;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use wire::CallError;
-
-/// Cached answers kept before expired ones are swept.
-const CACHE_SWEEP_AT: usize = 10_000;
 
 /// Where an LLM step's resources came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,12 +36,8 @@ pub struct Advice {
     pub reason: Option<String>,
 }
 
-type Answer = Result<Arc<Vec<Resource>>, Arc<str>>;
-
-struct CacheEntry {
-    started: Instant,
-    answer: Shared<BoxFuture<'static, Answer>>,
-}
+/// What one call to the LLM gives: its resources, or why there are none.
+type Answer = Result<Arc<Vec<Resource>>, String>;
 
 /// One configured LLM server.
 pub struct LlmClient {
@@ -56,10 +49,9 @@ pub struct LlmClient {
     timeout: Duration,
     retries: u32,
     backoff: Duration,
-    cache_ttl: Duration,
     http: reqwest::Client,
     permits: Semaphore,
-    cache: Mutex<HashMap<String, CacheEntry>>,
+    cache: AnswerCache<Arc<Vec<Resource>>>,
     catalog: Catalog,
 }
 
@@ -89,17 +81,16 @@ impl LlmClient {
             timeout: Duration::from_millis(spec.timeout_ms),
             retries: spec.retries,
             backoff: Duration::from_millis(spec.backoff_ms),
-            cache_ttl: Duration::from_secs(spec.cache_ttl_s),
             http,
             permits: Semaphore::new(spec.concurrency),
-            cache: Mutex::new(HashMap::new()),
+            cache: AnswerCache::new(Duration::from_secs(spec.cache_ttl_s), spec.cache_max_entries),
             catalog,
         })
     }
 
     /// Resources on `topic`: the LLM's answer to `prompt`, else the catalog's rows for `topic`.
-    pub async fn advise(self: &Arc<Self>, topic: &str, prompt: &str) -> Advice {
-        match self.shared_answer(prompt).await {
+    pub async fn advise(&self, topic: &str, prompt: &str) -> Advice {
+        match self.cache.get_or_ask(prompt, self.ask(prompt)).await {
             Ok(resources) => Advice { source: Source::Llm, resources: resources.as_ref().clone(), reason: None },
             Err(reason) => {
                 tracing::warn!(llm = %self.name, %reason, "LLM unavailable; answering from the catalog");
@@ -112,46 +103,16 @@ impl LlmClient {
         }
     }
 
-    /// The answer to `prompt`: cached, or shared with an identical call in flight, or new.
-    async fn shared_answer(self: &Arc<Self>, prompt: &str) -> Answer {
-        let answer = {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get(prompt) {
-                Some(entry) if self.usable(entry) => entry.answer.clone(),
-                _ => {
-                    if cache.len() >= CACHE_SWEEP_AT {
-                        cache.retain(|_, e| self.usable(e));
-                    }
-                    let this = self.clone();
-                    let owned = prompt.to_string();
-                    let answer = async move { this.ask(&owned).await }.boxed().shared();
-                    cache.insert(prompt.to_string(), CacheEntry { started: Instant::now(), answer: answer.clone() });
-                    answer
-                }
-            }
-        };
-        answer.await
-    }
-
-    /// An entry is reused while its call is in flight, and after it for the TTL if it succeeded.
-    fn usable(&self, entry: &CacheEntry) -> bool {
-        match entry.answer.peek() {
-            None => true,
-            Some(Ok(_)) => entry.started.elapsed() < self.cache_ttl,
-            Some(Err(_)) => false,
-        }
-    }
-
     /// Asks the LLM: retries transient failures with backoff, asks again once after a
     /// malformed answer, and gives up after the timeout of an attempt.
     async fn ask(&self, prompt: &str) -> Answer {
-        let _permit = self.permits.acquire().await.map_err(|_| Arc::<str>::from("the LLM client is closed"))?;
+        let _permit = self.permits.acquire().await.map_err(|_| "the LLM client is closed".to_string())?;
         let body = wire::request_body(self.provider, &self.model, prompt);
         let (mut transient_left, mut malformed_left, mut delay) = (self.retries, 1u32, self.backoff);
         loop {
             let call = wire::chat(&self.http, self.provider, &self.url, self.key.as_deref(), &body);
             let failure = match tokio::time::timeout(self.timeout, call).await {
-                Err(_) => return Err(format!("no answer within {} ms", self.timeout.as_millis()).into()),
+                Err(_) => return Err(format!("no answer within {} ms", self.timeout.as_millis())),
                 Ok(Ok(text)) => match parse_resources(&text) {
                     Ok(resources) => return Ok(Arc::new(resources)),
                     Err(e) if malformed_left > 0 => {
@@ -159,10 +120,10 @@ impl LlmClient {
                         tracing::debug!(llm = %self.name, error = %e, "malformed answer; asking again");
                         continue;
                     }
-                    Err(e) => return Err(format!("malformed answer: {e}").into()),
+                    Err(e) => return Err(format!("malformed answer: {e}")),
                 },
                 Ok(Err(CallError::Transient(e))) if transient_left > 0 => e,
-                Ok(Err(e)) => return Err(e.to_string().into()),
+                Ok(Err(e)) => return Err(e.to_string()),
             };
             transient_left -= 1;
             tracing::debug!(llm = %self.name, error = %failure, retry_in_ms = delay.as_millis() as u64, "LLM call failed; retrying");

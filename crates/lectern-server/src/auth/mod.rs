@@ -1,4 +1,6 @@
-//! Access control building blocks: OIDC bearer-token verification and per-key rate limits.
+//! Access control building blocks: OIDC bearer-token verification, the API-key cache, and
+//! per-key rate limits (the limiter lives in lectern-core, shared with the other listeners).
 
 pub mod jwt;
-pub mod ratelimit;
+pub mod keycache;
+pub use lectern_core::ratelimit;

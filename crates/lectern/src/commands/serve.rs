@@ -2,11 +2,11 @@
 
 use crate::settings::{AuthConfig, ServeArgs, ServeSettings};
 use anyhow::Context;
+use lectern_core::ratelimit::{RateLimit, RateLimiter};
 use lectern_manage::{Manager, Objects, StoreSource};
 use lectern_pipeline::Engine;
 use lectern_runtime::{MetricsRegistry, Registry};
 use lectern_server::auth::jwt::{OidcConfig, OidcVerifier};
-use lectern_server::auth::ratelimit::{RateLimit, RateLimiter};
 use lectern_server::gate::{AuthSettings, AuthState};
 use lectern_server::{AppState, HttpSettings};
 use lectern_store::Store;
