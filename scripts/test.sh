@@ -74,6 +74,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test "${ORT_FEATURES[@]}" --no-fail-fast
 fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy "${ORT_FEATURES[@]}" --all-targets -- -D warnings
+fi
 cargo build "${ORT_FEATURES[@]}"
 cp "$TARGET_DIR/debug/lectern" "$TARGET_DIR/debug/lectern-ort"
 cargo build --workspace --locked
