@@ -1,6 +1,7 @@
 //! The `lectern` binary: parses the command line and runs a command.
 
 mod commands;
+mod listen;
 mod settings;
 mod tls;
 
