@@ -230,7 +230,7 @@ def test_deleting_a_version_while_its_bytes_are_uploaded_never_loses_an_acknowle
     for attempt in range(20):
         first = api.post(f"{srv.url}/v1/models/race/versions", data=IRIS_V1, timeout=60)
         assert first.status_code == 201, first.text[:300]
-        old = first.json()["version"]
+        old = first.json()["version"]["version"]
         barrier = threading.Barrier(2)
         answers = {}
 
@@ -250,7 +250,7 @@ def test_deleting_a_version_while_its_bytes_are_uploaded_never_loses_an_acknowle
         assert answers["delete"].status_code == 200, answers["delete"].text[:300]
         up = answers["upload"]
         assert up.status_code == 201, up.text[:300]
-        new = up.json()["version"]
+        new = up.json()["version"]["version"]
         view = {v["version"]: v for v in api.get(f"{srv.url}/v1/models/race", timeout=30).json()["versions"]}
         assert view[new]["state"] == "READY", f"attempt {attempt}: {view[new]}"
         # Its artifact is there: loading it again reads it (and checks its SHA-256).

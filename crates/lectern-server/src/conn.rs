@@ -108,7 +108,7 @@ enum State {
     Chunked(Chunked),
     /// Framing no longer followed (hyper refuses this body and closes the connection).
     Passthrough,
-    /// A head was refused: the stand-in is being handed over (`sent` bytes so far), then EOF.
+    /// A head was refused: the stand-in is being handed over (`sent` bytes so far), then nothing.
     Refused { sent: usize },
 }
 
@@ -196,13 +196,13 @@ impl<IO> GuardedIo<IO> {
     /// request in flight and no head begun, or a body stalled: `idle`.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let idle = match self.state {
-            State::Head { .. } if self.busy() => {
+            State::Head { .. } | State::Refused { .. } if self.busy() => {
                 self.deadline = None;
                 return Poll::Pending;
             }
             State::Head { .. } => self.checked == self.buf.len(),
-            State::Length(_) | State::Chunked(_) => true,
-            State::Passthrough | State::Refused { .. } => return Poll::Pending,
+            State::Length(_) | State::Chunked(_) | State::Refused { .. } => true,
+            State::Passthrough => return Poll::Pending,
         };
         let deadline = match self.deadline {
             // An idle time gives way to a head's time once its first byte is in.
@@ -214,23 +214,37 @@ impl<IO> GuardedIo<IO> {
                 d
             }
         };
-        // The timer is re-armed only when it would fire late, or has fired for an older deadline.
-        if self.sleep.deadline() > deadline || self.sleep.is_elapsed() {
-            if Instant::now() >= deadline {
-                return Poll::Ready(self.timed_out());
-            }
+        if self.arm(deadline, cx) {
+            Poll::Ready(self.timed_out())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Makes sure this task is woken at `deadline` (or earlier: the timer is only moved when it
+    /// would fire late, or has fired for an older deadline). True when `deadline` has passed.
+    fn arm(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
+        if self.sleep.deadline() > deadline {
             self.sleep.as_mut().reset(deadline);
         }
-        match self.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) if Instant::now() >= deadline => Poll::Ready(self.timed_out()),
-            Poll::Ready(()) => {
-                // Fired for an earlier deadline: wait for this one.
-                self.sleep.as_mut().reset(deadline);
-                let _ = self.sleep.as_mut().poll(cx);
-                Poll::Pending
-            }
-            Poll::Pending => Poll::Pending,
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return false;
         }
+        if self.sleep.deadline() == deadline {
+            return true;
+        }
+        self.sleep.as_mut().reset(deadline);
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// An answer was written: the idle time starts over from now. hyper does not read again
+    /// after answering (its last read already waited), so the timer is armed here, with this
+    /// task's waker, to wake the connection when the idle time is up.
+    fn wrote(&mut self, cx: &mut Context<'_>) {
+        let deadline = Instant::now() + self.timeouts.idle;
+        self.deadline = Some(deadline);
+        self.deadline_is_idle = true;
+        self.arm(deadline, cx);
     }
 
     fn timed_out(&self) -> io::Error {
@@ -256,10 +270,18 @@ impl<IO: AsyncRead + Unpin> AsyncRead for GuardedIo<IO> {
                 return Poll::Ready(Ok(()));
             }
             if let State::Refused { sent } = &mut this.state {
-                let n = (STAND_IN.len() - *sent).min(out.remaining());
-                out.put_slice(&STAND_IN[*sent..*sent + n]);
-                *sent += n;
-                return Poll::Ready(Ok(()));
+                if *sent < STAND_IN.len() {
+                    let n = (STAND_IN.len() - *sent).min(out.remaining());
+                    out.put_slice(&STAND_IN[*sent..*sent + n]);
+                    *sent += n;
+                    return Poll::Ready(Ok(()));
+                }
+                // Not EOF: hyper drops the answer in flight when the client seems to have gone.
+                // It closes the connection after answering the stand-in (`connection: close`).
+                return match this.poll_deadline(cx) {
+                    Poll::Ready(e) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                };
             }
             if this.eof {
                 return Poll::Ready(Ok(()));
@@ -303,8 +325,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for GuardedIo<IO> {
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let written = ready!(Pin::new(&mut self.io).poll_write(cx, data));
-        // Progress: an idle time starts over once the answer is written.
-        self.deadline = None;
+        self.wrote(cx);
         Poll::Ready(written)
     }
 
@@ -314,7 +335,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<IO> {
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, data));
-        self.deadline = None;
+        self.wrote(cx);
         Poll::Ready(written)
     }
 
@@ -641,7 +662,7 @@ impl Chunked {
                 (DataCr, b'\r') => DataLf,
                 (DataLf, b'\n') => Start,
                 (EndCr, b'\r') => EndLf,
-                (EndCr | Trailer, b'\r') => TrailerLf,
+                (Trailer, b'\r') => TrailerLf,
                 (EndCr | Trailer, _) => Trailer,
                 (TrailerLf, b'\n') => EndCr,
                 (EndLf, b'\n') => {
