@@ -14,6 +14,10 @@ use std::fmt;
 /// Largest number of elements one tensor may declare.
 pub const MAX_ELEMENTS: u64 = 1 << 31;
 
+/// Most inputs one request may carry, and most outputs it may ask for: far above any real
+/// model, low enough that a hostile request cannot make decoding or matching expensive.
+pub const MAX_TENSORS_PER_REQUEST: usize = 1024;
+
 /// A request that cannot be decoded; always the caller's mistake.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ProtocolError {
@@ -29,6 +33,9 @@ pub enum ProtocolError {
     NoInputs,
     #[error("input '{0}' appears more than once")]
     DuplicateInput(String),
+    /// More inputs or requested outputs than [`MAX_TENSORS_PER_REQUEST`].
+    #[error("the request has {count} {what}; at most {MAX_TENSORS_PER_REQUEST} are accepted")]
+    TooMany { what: &'static str, count: usize },
 }
 
 fn bad_input(input: &str, message: impl Into<String>) -> ProtocolError {
@@ -67,9 +74,56 @@ struct RequestJson<'a> {
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
     #[serde(borrow)]
-    inputs: Vec<InputJson<'a>>,
+    inputs: Bounded<InputJson<'a>>,
     #[serde(default)]
-    outputs: Option<Vec<OutputJson>>,
+    outputs: Option<Bounded<OutputJson>>,
+}
+
+/// A JSON array of which at most [`MAX_TENSORS_PER_REQUEST`] elements are decoded; the rest are
+/// only counted (checked as JSON, never allocated), so that an oversized list is refused in
+/// time and memory linear in its text.
+struct Bounded<T> {
+    items: Vec<T>,
+    /// Elements in the array, decoded or not.
+    count: usize,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Bounded<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BoundedVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedVisitor<T> {
+            type Value = Bounded<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bounded<T>, A::Error> {
+                let hint = seq.size_hint().unwrap_or(0).min(MAX_TENSORS_PER_REQUEST);
+                let mut items = Vec::with_capacity(hint);
+                while items.len() < MAX_TENSORS_PER_REQUEST {
+                    match seq.next_element()? {
+                        Some(item) => items.push(item),
+                        None => return Ok(Bounded { count: items.len(), items }),
+                    }
+                }
+                let mut count = items.len();
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(Bounded { items, count })
+            }
+        }
+        d.deserialize_seq(BoundedVisitor(std::marker::PhantomData))
+    }
+}
+
+impl<T> Bounded<T> {
+    /// The elements, or [`ProtocolError::TooMany`] when there were more than the bound.
+    fn into_checked(self, what: &'static str) -> Result<Vec<T>, ProtocolError> {
+        if self.count > MAX_TENSORS_PER_REQUEST {
+            return Err(ProtocolError::TooMany { what, count: self.count });
+        }
+        Ok(self.items)
+    }
 }
 
 #[derive(Deserialize)]
@@ -106,14 +160,13 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         None => (body, &[][..]),
     };
     let raw: RequestJson<'_> = serde_json::from_slice(json).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
-    if raw.inputs.is_empty() {
+    let raw_inputs = raw.inputs.into_checked("inputs")?;
+    if raw_inputs.is_empty() {
         return Err(ProtocolError::NoInputs);
     }
-    let mut inputs = Vec::with_capacity(raw.inputs.len());
-    for input in raw.inputs {
-        if inputs.iter().any(|t: &Tensor| t.name == input.name) {
-            return Err(ProtocolError::DuplicateInput(input.name));
-        }
+    check_unique_names(&raw_inputs)?;
+    let mut inputs = Vec::with_capacity(raw_inputs.len());
+    for input in raw_inputs {
         inputs.push(decode_input(input, &mut binary)?);
     }
     if !binary.is_empty() {
@@ -124,7 +177,7 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
     }
     let params = raw.parameters.as_ref();
     let outputs = match raw.outputs {
-        Some(list) => list.iter().map(decode_output).collect::<Result<_, _>>()?,
+        Some(list) => list.into_checked("requested outputs")?.iter().map(decode_output).collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
     Ok(InferRequest {
@@ -135,6 +188,27 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         priority: param_u64(params, "priority").unwrap_or(0),
         timeout_us: param_u64(params, "timeout").unwrap_or(0),
     })
+}
+
+/// Refuses a request naming one input twice, in time linear in the number of inputs: a
+/// scan for the few inputs of real models, a hash set above that.
+fn check_unique_names(inputs: &[InputJson<'_>]) -> Result<(), ProtocolError> {
+    const SCAN_UP_TO: usize = 8;
+    if inputs.len() <= SCAN_UP_TO {
+        for (i, input) in inputs.iter().enumerate() {
+            if inputs[..i].iter().any(|earlier| earlier.name == input.name) {
+                return Err(ProtocolError::DuplicateInput(input.name.clone()));
+            }
+        }
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(inputs.len());
+    for input in inputs {
+        if !seen.insert(input.name.as_str()) {
+            return Err(ProtocolError::DuplicateInput(input.name.clone()));
+        }
+    }
+    Ok(())
 }
 
 fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Option<bool> {
@@ -643,6 +717,42 @@ mod tests {
         body.extend_from_slice(&[0u8; 9]);
         assert!(matches!(decode_request(&body, Some(header.len())), Err(ProtocolError::BadBinary(_))));
         assert!(matches!(decode_request(&body, Some(body.len() + 1)), Err(ProtocolError::BadBinary(_))));
+    }
+
+    /// A request body with `n` one-element inputs named `x0`, `x1`, ..., the last named `last`.
+    fn many_inputs(n: usize, last: &str) -> String {
+        let mut inputs: Vec<String> =
+            (0..n - 1).map(|i| format!(r#"{{"name":"x{i}","datatype":"FP32","shape":[1],"data":[1]}}"#)).collect();
+        inputs.push(format!(r#"{{"name":"{last}","datatype":"FP32","shape":[1],"data":[1]}}"#));
+        format!(r#"{{"inputs":[{}]}}"#, inputs.join(","))
+    }
+
+    #[test]
+    fn inputs_and_outputs_are_bounded_per_request() {
+        let at_bound = one(&many_inputs(MAX_TENSORS_PER_REQUEST, "last")).unwrap();
+        assert_eq!(at_bound.inputs.len(), MAX_TENSORS_PER_REQUEST);
+        let err = one(&many_inputs(50_000, "last")).unwrap_err();
+        assert_eq!(err, ProtocolError::TooMany { what: "inputs", count: 50_000 });
+        assert!(err.to_string().contains("50000 inputs; at most 1024"), "{err}");
+        let outputs: Vec<String> = (0..1025).map(|i| format!(r#"{{"name":"o{i}"}}"#)).collect();
+        let body = format!(
+            r#"{{"inputs":[{{"name":"x","datatype":"FP32","shape":[1],"data":[1]}}],"outputs":[{}]}}"#,
+            outputs.join(",")
+        );
+        let err = one(&body).unwrap_err();
+        assert_eq!(err, ProtocolError::TooMany { what: "requested outputs", count: 1025 });
+        // The elements past the bound are still checked as JSON.
+        let broken = many_inputs(2_000, "last").replace("x1500\"", "x1500");
+        assert!(matches!(one(&broken), Err(ProtocolError::MalformedJson(_))));
+    }
+
+    #[test]
+    fn duplicate_inputs_are_found_among_few_and_many() {
+        let err = one(&many_inputs(3, "x1")).unwrap_err();
+        assert_eq!(err, ProtocolError::DuplicateInput("x1".into()));
+        let err = one(&many_inputs(MAX_TENSORS_PER_REQUEST, "x7")).unwrap_err();
+        assert_eq!(err, ProtocolError::DuplicateInput("x7".into()));
+        assert!(one(&many_inputs(MAX_TENSORS_PER_REQUEST, "x")).is_ok());
     }
 
     #[test]

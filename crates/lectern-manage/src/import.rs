@@ -2,6 +2,7 @@
 //! models it holds, so configs, labels and versions are brought in line with it (only what
 //! changed is written).
 
+use crate::manager::release_artifact;
 use crate::objects::{sha256, Objects};
 use crate::ManageError;
 use bytes::Bytes;
@@ -53,19 +54,31 @@ pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: 
                 continue;
             }
             Some((_, true)) => {
-                store.delete_version(IMPORT_ACTOR, name, version).await?;
+                let removed = store.delete_version(IMPORT_ACTOR, name, version).await?;
+                release_artifact(store, objects, name, &removed.object_key).await;
             }
             None => {}
         }
         let key = artifact_key(name, &sha);
         let size = bytes.len() as u64;
+        let new = NewVersion {
+            model: name.to_string(),
+            version,
+            sha256: sha,
+            size,
+            object_key: key.clone(),
+            from_folder: true,
+        };
+        // Under the artifact lock, as an upload: a concurrent deletion cannot remove the object
+        // between its write and its row.
+        let mut lock = store.lock_artifacts(name).await?;
+        lock.add_version(IMPORT_ACTOR, &new).await?;
         objects.put(&key, Bytes::from(bytes)).await?;
-        let new =
-            NewVersion { model: name.to_string(), version, sha256: sha, size, object_key: key, from_folder: true };
-        store.add_version(IMPORT_ACTOR, &new).await?;
+        lock.commit().await?;
     }
     for (version, _) in stored.iter().filter(|(v, (_, from_folder))| *from_folder && !on_disk.contains(v)) {
-        store.delete_version(IMPORT_ACTOR, name, *version).await?;
+        let removed = store.delete_version(IMPORT_ACTOR, name, *version).await?;
+        release_artifact(store, objects, name, &removed.object_key).await;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! registry swaps versions only once the new ones are loaded.
 
 use crate::import::{artifact_key, import_model};
-use crate::objects::{Objects, UploadError};
+use crate::objects::{Objects, Stored, UploadError};
 use crate::views::ModelView;
 use crate::{check_model_name, ManageError};
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use lectern_runtime::source::{model_folders, FolderSource};
 use lectern_runtime::{Registry, RuntimeError};
 use lectern_store::{NewVersion, Store, StoreError};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,8 +26,6 @@ pub struct Manager {
     folder: Option<FolderSource>,
     max_upload_bytes: u64,
     uploads: AtomicU64,
-    /// Serialises version numbering and deletions.
-    changes: tokio::sync::Mutex<()>,
 }
 
 impl Manager {
@@ -45,7 +44,6 @@ impl Manager {
             folder: folder.map(FolderSource::new),
             max_upload_bytes,
             uploads: AtomicU64::new(0),
-            changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -180,37 +178,57 @@ impl Manager {
             lectern_now_ms(),
             self.uploads.fetch_add(1, Ordering::Relaxed)
         );
-        let stored = self
-            .objects
-            .put_stream(&staging, body, self.max_upload_bytes, |sha| artifact_key(name, sha))
-            .await
-            .map_err(|e| match e {
-                UploadError::TooLarge(limit) => ManageError::TooLarge(limit),
-                UploadError::Body(m) => ManageError::Invalid(format!("the upload broke off: {m}")),
-                UploadError::Store(e) => e,
-            })?;
-        if stored.size == 0 {
-            return Err(ManageError::Invalid("the upload is empty: send the model file as the request body".into()));
-        }
-        let version = {
-            let _guard = self.changes.lock().await;
-            let version = match version {
-                Some(v) => v,
-                None => self.store.next_version(name).await?,
-            };
-            let new = NewVersion {
-                model: name.to_string(),
-                version,
-                sha256: stored.sha256,
-                size: stored.size,
-                object_key: stored.key,
-                from_folder: false,
-            };
-            self.store.add_version(actor, &new).await?;
-            version
+        let staged = self.objects.put_stream(&staging, body, self.max_upload_bytes).await.map_err(|e| match e {
+            UploadError::TooLarge(limit) => ManageError::TooLarge(limit),
+            UploadError::Body(m) => ManageError::Invalid(format!("the upload broke off: {m}")),
+            UploadError::Store(e) => e,
+        });
+        let registered = match staged {
+            Ok(staged) if staged.size == 0 => {
+                Err(ManageError::Invalid("the upload is empty: send the model file as the request body".into()))
+            }
+            Ok(staged) => self.register_upload(actor, name, version, &staged).await,
+            Err(e) => Err(e),
         };
+        if registered.is_err() {
+            // Whatever is left under the staging key (a missing one is not an error).
+            if let Err(e) = self.objects.delete(&staging).await {
+                tracing::warn!(model = name, error = %e, "cannot delete a staged upload");
+            }
+        }
+        let version = registered?;
         self.reload(name).await?;
         Ok((version, self.describe(name).await?))
+    }
+
+    /// Numbers and registers a staged upload and moves it to its content-addressed key, under
+    /// the model's artifact lock: a deletion of a version with the same bytes either finishes
+    /// before (and the object is put back) or sees this version's row (and keeps the object).
+    async fn register_upload(
+        &self,
+        actor: &str,
+        name: &str,
+        version: Option<u64>,
+        staged: &Stored,
+    ) -> Result<u64, ManageError> {
+        let mut lock = self.store.lock_artifacts(name).await?;
+        let version = match version {
+            Some(v) => v,
+            None => lock.next_version(name).await?,
+        };
+        let key = artifact_key(name, &staged.sha256);
+        let new = NewVersion {
+            model: name.to_string(),
+            version,
+            sha256: staged.sha256.clone(),
+            size: staged.size,
+            object_key: key.clone(),
+            from_folder: false,
+        };
+        lock.add_version(actor, &new).await?;
+        self.objects.promote(&staged.key, &key).await?;
+        lock.commit().await?;
+        Ok(version)
     }
 
     /// Sets (or with `None` clears) the version unversioned requests use.
@@ -220,39 +238,24 @@ impl Manager {
         self.describe(name).await
     }
 
-    /// Deletes one version and its artifact; the model reloads without it.
+    /// Deletes one version, and its artifact when no other version has the same bytes; the
+    /// model reloads without it.
     pub async fn delete_version(&self, actor: &str, name: &str, version: u64) -> Result<ModelView, ManageError> {
-        let _guard = self.changes.lock().await;
         let removed = self.store.delete_version(actor, name, version).await?;
-        self.release_artifact(name, &removed.object_key).await;
+        release_artifact(&self.store, &self.objects, name, &removed.object_key).await;
         self.reload(name).await?;
         self.describe(name).await
     }
 
     /// Deletes a model, its versions and artifacts; it stops serving at once.
     pub async fn delete_model(&self, actor: &str, name: &str) -> Result<(), ManageError> {
-        let _guard = self.changes.lock().await;
         let versions = self.store.delete_model(actor, name).await?;
         self.registry.remove(name).await;
-        for v in versions {
-            if let Err(e) = self.objects.delete(&v.object_key).await {
-                tracing::warn!(model = name, error = %e, "cannot delete an artifact");
-            }
+        let keys: BTreeSet<String> = versions.into_iter().map(|v| v.object_key).collect();
+        for key in keys {
+            release_artifact(&self.store, &self.objects, name, &key).await;
         }
         Ok(())
-    }
-
-    /// Deletes an artifact no version of the model refers to any more.
-    async fn release_artifact(&self, name: &str, key: &str) {
-        let still_used = match self.store.versions(name).await {
-            Ok(versions) => versions.iter().any(|v| v.object_key == key),
-            Err(_) => true,
-        };
-        if !still_used {
-            if let Err(e) = self.objects.delete(key).await {
-                tracing::warn!(model = name, error = %e, "cannot delete an artifact");
-            }
-        }
     }
 
     /// Reloads a model after a change. A failed load keeps what was serving (the versions'
@@ -271,6 +274,23 @@ impl Manager {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Deletes the object `key` of `model` unless a version row refers to it, decided and done
+/// under the model's artifact lock (so not between an upload putting it back and registering
+/// it). A failure leaves the object in place and is logged: the deletion it follows stands.
+pub(crate) async fn release_artifact(store: &Store, objects: &Objects, model: &str, key: &str) {
+    let released = async {
+        let mut lock = store.lock_artifacts(model).await?;
+        if !lock.is_referenced(key).await? {
+            objects.delete(key).await?;
+        }
+        lock.commit().await?;
+        Ok::<_, ManageError>(())
+    };
+    if let Err(e) = released.await {
+        tracing::warn!(model, key, error = %e, "cannot delete an unused artifact; it stays in the object store");
     }
 }
 

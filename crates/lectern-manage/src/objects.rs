@@ -93,15 +93,9 @@ impl Objects {
         }
     }
 
-    /// Writes a stream under a staging name while hashing it, then moves it to `final_key(sha)`.
-    /// Nothing appears under the final key unless the whole stream arrived.
-    pub async fn put_stream<S, E>(
-        &self,
-        staging_key: &str,
-        mut body: S,
-        limit: u64,
-        final_key: impl FnOnce(&str) -> String,
-    ) -> Result<Stored, UploadError>
+    /// Writes a stream under a staging key while hashing it; [`Objects::promote`] then moves it
+    /// to its content-addressed key. The returned `key` is the staging key.
+    pub async fn put_stream<S, E>(&self, staging_key: &str, mut body: S, limit: u64) -> Result<Stored, UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -130,11 +124,16 @@ impl Objects {
             writer.put(chunk);
         }
         writer.finish().await.map_err(store_error)?;
-        let sha256 = hex(&hasher.finalize());
-        let key = final_key(&sha256);
-        self.store.rename(&staging, &self.path(&key)).await.map_err(store_error)?;
-        self.sync(&key).map_err(UploadError::Store)?;
-        Ok(Stored { key, sha256, size })
+        Ok(Stored { key: staging_key.to_string(), sha256: hex(&hasher.finalize()), size })
+    }
+
+    /// Moves a staged object to `key` (replacing what is there) and makes it durable.
+    pub async fn promote(&self, staging_key: &str, key: &str) -> Result<(), ManageError> {
+        self.store
+            .rename(&self.path(staging_key), &self.path(key))
+            .await
+            .map_err(|e| ManageError::Objects(e.to_string()))?;
+        self.sync(key)
     }
 
     /// Writes bytes under `key` (used by the folder import).
@@ -188,21 +187,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lectern-objects-{}", std::process::id()));
         let objects = Objects::open(&format!("file://{}", dir.display())).unwrap();
         let chunks = vec![Ok::<_, String>(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))];
-        let stored = objects
-            .put_stream("uploads/1", futures_util::stream::iter(chunks), 100, |sha| {
-                format!("models/m/1-{}.onnx", &sha[..8])
-            })
-            .await
-            .unwrap();
+        let stored = objects.put_stream("uploads/1", futures_util::stream::iter(chunks), 100).await.unwrap();
         assert_eq!(stored.sha256, sha256(b"hello world"));
         assert_eq!(stored.size, 11);
+        assert_eq!(stored.key, "uploads/1");
+        let key = format!("models/m/1-{}.onnx", &stored.sha256[..8]);
+        objects.promote(&stored.key, &key).await.unwrap();
+        let stored = Stored { key, ..stored };
         assert_eq!(objects.get_checked(&stored.key, &stored.sha256).await.unwrap(), b"hello world");
         assert!(objects.get_checked(&stored.key, &sha256(b"x")).await.unwrap_err().contains("corrupt"));
         assert!(!dir.join("uploads/1").exists(), "the staging object is gone");
 
         let big = vec![Ok::<_, String>(Bytes::from(vec![0u8; 64]))];
-        let err =
-            objects.put_stream("uploads/2", futures_util::stream::iter(big), 10, |_| "x".into()).await.unwrap_err();
+        let err = objects.put_stream("uploads/2", futures_util::stream::iter(big), 10).await.unwrap_err();
         assert!(matches!(err, UploadError::TooLarge(10)));
         objects.delete(&stored.key).await.unwrap();
         objects.delete(&stored.key).await.unwrap();

@@ -2,6 +2,7 @@
 //! Prometheus metrics and request ids, over the runtime.
 
 pub mod auth;
+pub mod conn;
 mod error;
 pub mod gate;
 mod principal;

@@ -12,7 +12,7 @@ use tracing::Span;
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// A new id: `<8 hex digits for this process>-<12 hex digits counting requests>`.
-fn next_id() -> HeaderValue {
+pub(crate) fn next_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PREFIX: OnceLock<u32> = OnceLock::new();
     let prefix = *PREFIX.get_or_init(|| {

@@ -3,11 +3,13 @@
 //! (hashed) and an audit log written in the same transaction as each change. SQL lives here
 //! and nowhere else.
 
+mod artifacts;
 mod keys;
 mod migrate;
 mod records;
 mod store;
 
+pub use artifacts::ArtifactLock;
 pub use keys::{fingerprint as key_fingerprint, hex, ApiKey, Role};
 pub use records::{AuditEntry, ModelRecord, NewVersion, VersionRecord, VersionState};
 pub use store::{Backend, Store};

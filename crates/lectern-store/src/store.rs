@@ -58,7 +58,7 @@ impl Store {
     /// A transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`), so that concurrent writers wait for each other (busy_timeout)
     /// instead of failing when a read lock cannot be upgraded.
-    async fn write_tx(&self) -> Result<Transaction<'static, Any>, StoreError> {
+    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Any>, StoreError> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -198,28 +198,7 @@ impl Store {
     /// Registers a version whose artifact is already stored.
     pub async fn add_version(&self, actor: &str, new: &NewVersion) -> Result<VersionRecord, StoreError> {
         let mut tx = self.write_tx().await?;
-        if fetch_model(&mut tx, &new.model).await?.is_none() {
-            return Err(StoreError::ModelNotFound(new.model.clone()));
-        }
-        if fetch_version(&mut tx, &new.model, new.version).await?.is_some() {
-            return Err(StoreError::VersionExists(new.model.clone(), new.version));
-        }
-        sqlx::query(&format!(
-            "INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8)"
-        ))
-        .bind(&new.model)
-        .bind(new.version as i64)
-        .bind(&new.sha256)
-        .bind(new.size as i64)
-        .bind(&new.object_key)
-        .bind(VersionState::Pending.as_str())
-        .bind(now_ms())
-        .bind(i64::from(new.from_folder))
-        .execute(&mut *tx)
-        .await?;
-        let detail = format!("version {} sha256 {}", new.version, new.sha256);
-        audit(&mut tx, actor, "version.create", &new.model, &detail).await?;
-        let record = fetch_version(&mut tx, &new.model, new.version).await?.expect("just inserted");
+        let record = insert_version(&mut tx, actor, new).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -466,6 +445,34 @@ async fn audit(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Inserts a version row and its audit row in `tx`.
+pub(crate) async fn insert_version(
+    tx: &mut Transaction<'_, Any>,
+    actor: &str,
+    new: &NewVersion,
+) -> Result<VersionRecord, StoreError> {
+    if fetch_model(tx, &new.model).await?.is_none() {
+        return Err(StoreError::ModelNotFound(new.model.clone()));
+    }
+    if fetch_version(tx, &new.model, new.version).await?.is_some() {
+        return Err(StoreError::VersionExists(new.model.clone(), new.version));
+    }
+    sqlx::query(&format!("INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8)"))
+        .bind(&new.model)
+        .bind(new.version as i64)
+        .bind(&new.sha256)
+        .bind(new.size as i64)
+        .bind(&new.object_key)
+        .bind(VersionState::Pending.as_str())
+        .bind(now_ms())
+        .bind(i64::from(new.from_folder))
+        .execute(&mut **tx)
+        .await?;
+    let detail = format!("version {} sha256 {}", new.version, new.sha256);
+    audit(tx, actor, "version.create", &new.model, &detail).await?;
+    Ok(fetch_version(tx, &new.model, new.version).await?.expect("just inserted"))
 }
 
 async fn fetch_model(tx: &mut Transaction<'_, Any>, name: &str) -> Result<Option<ModelRecord>, StoreError> {

@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod listen;
 mod output;
 mod settings;
 mod tls;

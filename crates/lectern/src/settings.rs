@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -12,6 +13,14 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Default model upload limit: 4 GiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
+/// Default time a client has to send a whole request head: 10 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT_S: f64 = 10.0;
+/// Default time a connection with no request in flight stays open: 60 s.
+pub const DEFAULT_IDLE_TIMEOUT_S: f64 = 60.0;
+/// File descriptors kept out of the default connection cap (database, models, logs).
+const RESERVED_FILES: u64 = 256;
+/// The default connection cap never exceeds this, whatever the open-files limit.
+const MAX_DEFAULT_CONNECTIONS: u64 = 10_000;
 
 /// Flags of `lectern serve`; each may also come from the environment or the config file.
 #[derive(Args, Debug, Default)]
@@ -31,6 +40,17 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes [default: 67108864]
     #[arg(long, env = "LECTERN_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Seconds a client has to send a whole request head (from its first byte, or from the
+    /// connection's opening for the first request) [default: 10]
+    #[arg(long, env = "LECTERN_HEADER_READ_TIMEOUT_S", value_name = "SECONDS")]
+    pub header_read_timeout_s: Option<f64>,
+    /// Seconds a connection with no request in flight (or a stalled request body) stays open [default: 60]
+    #[arg(long, env = "LECTERN_IDLE_TIMEOUT_S", value_name = "SECONDS")]
+    pub idle_timeout_s: Option<f64>,
+    /// Connections served at once; more wait to be accepted [default: the open-files limit
+    /// (raised to its hard limit at start-up) less 256, at most 10000]
+    #[arg(long, env = "LECTERN_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
     #[arg(long, env = "LECTERN_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -100,6 +120,9 @@ struct FileSettings {
 struct FileServer {
     listen: Option<String>,
     max_body_bytes: Option<usize>,
+    header_read_timeout_s: Option<f64>,
+    idle_timeout_s: Option<f64>,
+    max_connections: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -141,6 +164,12 @@ pub struct ServeSettings {
     pub models: PathBuf,
     pub data: PathBuf,
     pub max_body_bytes: usize,
+    /// Time to send a request head.
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay idle.
+    pub idle_timeout: Duration,
+    /// Connections served at once; `None`: from the open-files limit at start-up.
+    pub max_connections: Option<usize>,
     /// Database URL (`sqlite://` or `postgres://`).
     pub database: String,
     /// Object store URL (`file://` or `s3://`).
@@ -206,6 +235,17 @@ impl ServeSettings {
             models: args.models.or(from_file(file.repository.models)).unwrap_or_else(|| "models".into()),
             data: args.data.or(from_file(file.storage.data)).unwrap_or_else(|| "lectern-data".into()),
             max_body_bytes: args.max_body_bytes.or(file.server.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            header_read_timeout: seconds(
+                "header_read_timeout_s",
+                args.header_read_timeout_s
+                    .or(file.server.header_read_timeout_s)
+                    .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_S),
+            )?,
+            idle_timeout: seconds(
+                "idle_timeout_s",
+                args.idle_timeout_s.or(file.server.idle_timeout_s).unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+            )?,
+            max_connections: args.max_connections.or(file.server.max_connections),
             auth: AuthConfig::default(),
             database: String::new(),
             objects: String::new(),
@@ -231,6 +271,7 @@ impl ServeSettings {
             },
         };
         anyhow::ensure!(settings.max_body_bytes > 0, "max_body_bytes must be at least 1");
+        anyhow::ensure!(settings.max_connections != Some(0), "max_connections must be at least 1");
         let mut settings = settings;
         settings.auth = resolve_auth(&args_auth, file.auth)?;
         settings.database = args
@@ -242,6 +283,20 @@ impl ServeSettings {
             .or(file.storage.objects)
             .unwrap_or_else(|| format!("file://{}", settings.data.join("objects").display()));
         Ok(settings)
+    }
+}
+
+/// A positive, finite number of seconds.
+fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(value.is_finite() && value > 0.0, "{name} must be a positive number of seconds, not {value}");
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// The default connection cap for an open-files limit (`None`: unknown).
+pub fn default_max_connections(open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(limit) => limit.saturating_sub(RESERVED_FILES).clamp(64, MAX_DEFAULT_CONNECTIONS) as usize,
+        None => 1024,
     }
 }
 
@@ -330,6 +385,37 @@ mod tests {
         let err =
             ServeSettings::resolve(ServeArgs { tls_key: Some("k.pem".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("no certificate"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn connection_limits_layer_and_are_checked() {
+        let dir = std::env::temp_dir().join(format!("lectern-settings-conn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lectern.toml");
+        std::fs::write(&path, "[server]\nheader_read_timeout_s = 2.5\nidle_timeout_s = 30\nmax_connections = 50\n")
+            .unwrap();
+        let s = ServeSettings::resolve(ServeArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
+        assert_eq!(s.header_read_timeout, Duration::from_millis(2500));
+        assert_eq!(s.idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_connections, Some(50));
+        let args = ServeArgs { config: Some(path), idle_timeout_s: Some(0.5), ..Default::default() };
+        assert_eq!(ServeSettings::resolve(args).unwrap().idle_timeout, Duration::from_millis(500));
+        let d = ServeSettings::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(
+            (d.header_read_timeout, d.idle_timeout, d.max_connections),
+            (Duration::from_secs(10), Duration::from_secs(60), None)
+        );
+        for bad in [
+            ServeArgs { header_read_timeout_s: Some(0.0), ..Default::default() },
+            ServeArgs { idle_timeout_s: Some(f64::NAN), ..Default::default() },
+            ServeArgs { max_connections: Some(0), ..Default::default() },
+        ] {
+            assert!(ServeSettings::resolve(bad).is_err());
+        }
+        assert_eq!(default_max_connections(Some(1024)), 768);
+        assert_eq!(default_max_connections(Some(1 << 20)), 10_000);
+        assert_eq!(default_max_connections(Some(100)), 64);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,28 +1,16 @@
-//! HTTPS without a proxy: rustls (with the `ring` provider) in front of the same axum router.
+//! HTTPS without a proxy: rustls (with the `ring` provider) in front of the same application.
 //!
 //! [`load`] reads a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 RSA or SEC1
-//! EC), with errors that name the file at fault. [`serve`] accepts TCP connections, does each
-//! TLS handshake in its own task (a failed or stalled handshake only drops that connection,
-//! logged at debug), serves HTTP/1.1 on it with hyper, and on the shutdown signal stops
-//! accepting and waits for the open connections to finish, as `axum::serve` does for plain HTTP.
+//! EC), with errors that name the file at fault. The accept loop ([`crate::listen::serve`])
+//! does each TLS handshake in its own task (a failed or stalled handshake only drops that
+//! connection, logged at debug).
 
 use anyhow::Context;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use std::convert::Infallible;
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::TlsAcceptor;
-
-/// A client that has not finished its handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's TLS configuration from a PEM certificate chain and a PEM private key.
 pub fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Arc<ServerConfig>> {
@@ -78,86 +66,16 @@ fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     })
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes, then waits for the open
-/// connections (idle keep-alive connections close at once, busy ones after their response).
-pub async fn serve<S>(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    app: S,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    S: tower_service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = axum::response::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let acceptor = TlsAcceptor::from(config);
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    accept_error(e).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        // Taken before the handshake, so a shutdown during it still waits for this connection.
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::debug!(connections = graceful.count(), "waiting for open connections");
-    graceful.shutdown().await;
-    Ok(())
-}
-
-/// Per-connection accept errors are skipped; others (too many open files) pause the loop a
-/// little, as axum does, instead of spinning.
-async fn accept_error(e: std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
-        return;
-    }
-    tracing::error!(error = %e, "cannot accept a connection");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listen::{serve, ConnectionLimits};
     use axum::routing::get;
+    use lectern_server::conn::Timeouts;
     use std::path::PathBuf;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
     // A self-signed P-256 certificate for localhost and 127.0.0.1 (valid until 2126), its key
     // as PKCS#8 and as SEC1, and another key; made once with openssl, for these tests only.
@@ -310,7 +228,11 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgOCVxRce4uaw9nALW
         let address = listener.local_addr().unwrap();
         let app = axum::Router::new().route("/hello", get(|| async { "hello over tls" }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, config, app, async move {
+        let limits = ConnectionLimits {
+            timeouts: Timeouts { header_read: Duration::from_secs(10), idle: Duration::from_secs(60) },
+            max_connections: 16,
+        };
+        let server = tokio::spawn(serve(listener, Some(config), app, limits, async move {
             let _ = stopped.await;
         }));
 

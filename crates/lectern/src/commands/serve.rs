@@ -7,6 +7,7 @@ use lectern_manage::{Manager, Objects, StoreSource};
 use lectern_pipeline::Engine;
 use lectern_runtime::{MetricsRegistry, Registry};
 use lectern_server::auth::jwt::{OidcConfig, OidcVerifier};
+use lectern_server::conn::Timeouts;
 use lectern_server::gate::{AuthSettings, AuthState};
 use lectern_server::{AppState, HttpSettings};
 use lectern_store::Store;
@@ -55,16 +56,18 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         pipelines: OnceLock::new(),
     });
     let app = lectern_server::app(state.clone());
-    let server = tokio::spawn(async move {
-        match tls {
-            Some(tls) => crate::tls::serve(listener, tls, app, shutdown_signal()).await,
-            None => {
-                axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
-            }
-        }
-    });
+    let open_files = crate::listen::raise_open_files_limit();
+    let max_connections =
+        settings.max_connections.unwrap_or_else(|| crate::settings::default_max_connections(open_files));
+    if let Some(limit) = open_files.filter(|&l| max_connections as u64 >= l) {
+        tracing::warn!(max_connections, open_files = limit, "the connection cap is not below the open-files limit");
+    }
+    let limits = crate::listen::ConnectionLimits {
+        timeouts: Timeouts { header_read: settings.header_read_timeout, idle: settings.idle_timeout },
+        max_connections,
+    };
+    tracing::debug!(?limits, "connection limits");
+    let server = tokio::spawn(crate::listen::serve(listener, tls, app, limits, shutdown_signal()));
     if let Some(folder) = &folder {
         let imported = manager.import_folder(folder).await?;
         tracing::info!(models = imported, folder = %folder.display(), "imported the model folder");
