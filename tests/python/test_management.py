@@ -31,7 +31,7 @@ def sha256(data: bytes) -> str:
 # --------------------------------------------------------------------------- helpers
 
 def assert_error(resp: requests.Response, status: int, *mentions: str) -> str:
-    """`resp` is `status` with a `{"error": "..."}` body (mentioning each of `mentions`)."""
+    """`resp` is `status` with a `{"error": "...", "code": "..."}` body (mentioning each of `mentions`)."""
     assert resp.status_code == status, (
         f"{resp.request.method} {resp.request.path_url}: expected {status}, got {resp.status_code}: {resp.text[:500]!r}"
     )
@@ -39,7 +39,8 @@ def assert_error(resp: requests.Response, status: int, *mentions: str) -> str:
         body = resp.json()
     except ValueError:
         pytest.fail(f"error body is not JSON: {resp.text[:500]!r}")
-    assert isinstance(body, dict) and set(body) == {"error"}, f"error body is not {{'error'}}: {body!r}"
+    assert isinstance(body, dict) and set(body) == {"error", "code"}, f"error body is not {{'error', 'code'}}: {body!r}"
+    assert isinstance(body["code"], str) and body["code"], body
     assert isinstance(body["error"], str) and body["error"].strip(), body
     for m in mentions:
         assert m.lower() in body["error"].lower(), f"error does not mention {m!r}: {body['error']!r}"

@@ -180,7 +180,7 @@ def assert_error(resp: requests.Response, status: int, *mentions: str) -> str:
         body = resp.json()
     except ValueError:
         pytest.fail(f"error body is not JSON: {resp.text[:500]!r}")
-    assert isinstance(body, dict) and set(body) == {"error"}, f"error body is not {{'error'}}: {body!r}"
+    assert isinstance(body, dict) and set(body) == {"error", "code"}, f"error body is not {{'error', 'code'}}: {body!r}"
     assert isinstance(body["error"], str) and body["error"].strip(), f"empty error: {body!r}"
     for m in mentions:
         assert re.search(m, body["error"], re.IGNORECASE), (
@@ -603,7 +603,8 @@ def assert_raw_413(result):
     )
     assert status == 413, f"got HTTP {status} ({note}): {body[:300]!r}"
     parsed = json.loads(body)
-    assert set(parsed) == {"error"} and parsed["error"].strip(), parsed
+    assert set(parsed) == {"error", "code"} and parsed["error"].strip(), parsed
+    assert parsed["code"] == "payload_too_large", parsed
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

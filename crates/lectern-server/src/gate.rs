@@ -9,6 +9,7 @@ use crate::{ApiError, AppState};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use lectern_core::{Coded, ErrorCode};
 use lectern_store::{ApiKey, Role, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,9 +111,10 @@ impl AuthState {
                 return Ok(Some(key.clone()));
             }
         }
-        let key = store.verify_key(presented).await.map_err(|_| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot check credentials: the database is unavailable")
-        })?;
+        let key = store
+            .verify_key(presented)
+            .await
+            .map_err(|e| ApiError::coded(e.code(), format!("cannot check credentials: {e}")))?;
         if let Some(k) = &key {
             let mut cache = self.lock_cache();
             if cache.len() >= KEY_CACHE_MAX {
@@ -134,7 +136,7 @@ impl AuthState {
         let Some(oidc) = &self.settings.oidc else { return Err(unauthorized("invalid API key")) };
         let verified = oidc.verify(token).await.map_err(|e| {
             if e.is_unavailable() {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the token: {e}"))
+                ApiError::coded(ErrorCode::IdentityProviderUnavailable, format!("cannot check the token: {e}"))
             } else {
                 unauthorized(&format!("invalid token: {e}"))
             }
