@@ -1,8 +1,8 @@
 """Assertions and waiting helpers shared by the end-to-end tests.
 
 - `assert_error(resp, status, *mentions)`: the answer has that status and the contract's error
-  body: `Content-Type: application/json`, a JSON object with a non-empty `error` string (other
-  keys, such as a machine-readable `code`, are tolerated), and an `x-request-id` header. Each
+  body: `Content-Type: application/json`, a JSON object with a non-empty `error` string and a
+  machine-readable snake_case `code` (other keys are tolerated), and an `x-request-id` header. Each
   mention is a case-insensitive substring of the message, or a compiled `re.Pattern` searched in
   it. Returns the message.
 - `ok(resp, status=200)`: the answer has that status; returns its JSON body (None when empty).
@@ -49,6 +49,8 @@ def assert_error(resp: requests.Response, status: int, *mentions: str | re.Patte
     assert isinstance(body, dict), f"error body is not a JSON object: {body!r}"
     message = body.get("error")
     assert isinstance(message, str) and message.strip(), f"error body lacks a non-empty 'error' string: {body!r}"
+    code = body.get("code")
+    assert isinstance(code, str) and re.fullmatch(r"[a-z][a-z0-9_]*", code), f"error body lacks a snake_case 'code': {body!r}"
     assert resp.headers.get("x-request-id"), f"error answer lacks x-request-id: {describe(resp)}"
     for m in mentions:
         if isinstance(m, re.Pattern):

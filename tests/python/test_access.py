@@ -341,7 +341,7 @@ def test_every_route_answers_each_credential_as_the_access_table_says(world):
                 continue
             if expected in (401, 403):
                 body = r.json()
-                if set(body) != {"error"} or not body["error"]:
+                if set(body) != {"error", "code"} or not body["error"] or body["code"] != ("unauthorized" if expected == 401 else "forbidden"):
                     mismatches.append(f"{what}: error body {body!r}")
                 if expected == 401 and r.headers.get("WWW-Authenticate", "").split(" ")[0].lower() != "bearer":
                     mismatches.append(f"{what}: 401 without WWW-Authenticate: Bearer ({dict(r.headers)})")
@@ -383,7 +383,7 @@ def test_keys_are_listed_without_their_secret_and_bad_key_requests_are_400_or_40
     for body in ({"name": "x", "role": "root"}, {"name": "", "role": "client"}, {"role": "client"},
                  {"name": "x", "role": "client", "extra": 1}, "not an object"):
         r = requests.post(url + "/v1/keys", json=body, headers=w.admin(), timeout=30)
-        assert r.status_code == 400 and set(r.json()) == {"error"}, (body, r.status_code, r.text)
+        assert r.status_code == 400 and set(r.json()) == {"error", "code"}, (body, r.status_code, r.text)
     assert requests.delete(url + "/v1/keys/nope", headers=w.admin(), timeout=30).status_code == 404
     r = requests.delete(f"{url}/v1/keys/{w.key_ids['revoked']}", headers=w.admin(), timeout=30)
     assert r.status_code == 404, f"revoking a revoked key: {r.status_code} {r.text}"
@@ -429,7 +429,7 @@ def test_the_rate_limit_answers_429_with_retry_after_per_key(world):
         status, retry_after, text = statuses[3]
         assert status == 429, f"the fourth fast request of one key: {statuses}"
         assert retry_after is not None and retry_after.isdigit() and int(retry_after) >= 1, statuses
-        assert set(json.loads(text)) == {"error"}, text
+        assert json.loads(text)["code"] == "rate_limited" and set(json.loads(text)) == {"error", "code"}, text
         # another key is not affected, nor are the open routes
         r = s.post(path, json=INFER_BODY, headers=bearer(w.keys["other-client"]), timeout=30)
         assert r.status_code == 200, f"another key was limited too: {r.status_code} {r.text}"

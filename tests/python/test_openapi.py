@@ -57,7 +57,7 @@ def test_every_route_and_method_of_the_server_is_described(document):
 
 def test_errors_and_security_are_described(document):
     components = document["components"]
-    assert components["schemas"]["Error"]["required"] == ["error"]
+    assert components["schemas"]["Error"]["required"] == ["error", "code"]
     bearer = components["securitySchemes"]["bearerAuth"]
     assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
     assert "WWW-Authenticate" in components["responses"]["Unauthorized"]["headers"]

@@ -591,6 +591,7 @@ def assert_raw_413(result):
     assert status == 413, f"got HTTP {status} ({note}): {body[:300]!r}"
     parsed = json.loads(body)
     assert isinstance(parsed, dict) and isinstance(parsed.get("error"), str) and parsed["error"].strip(), parsed
+    assert parsed.get("code") == "payload_too_large", parsed
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

@@ -1,7 +1,9 @@
-//! Lectern's shared vocabulary: tensors, the V2 inference protocol and model configuration.
+//! Lectern's shared vocabulary: tensors, the V2 inference protocol, model configuration and
+//! the table of error codes.
 //! Nothing here knows about HTTP or any inference engine.
 
 pub mod config;
+pub mod error;
 pub mod protocol;
 pub mod ratelimit;
 pub mod tensor;
@@ -9,6 +11,7 @@ pub mod tensor;
 pub use config::{
     BatchingMode, ColorMode, ConfigError, ImageLayout, ImageSpec, ModelConfig, TensorSpec, VersionPolicy,
 };
+pub use error::{Coded, ErrorCode, ErrorType};
 pub use protocol::{
     decode_request, encode_response, EncodedResponse, InferRequest, InferResponse, ProtocolError, RequestedOutput,
     ResponseOutput,

@@ -7,7 +7,7 @@ use crate::objects::{sha256, Objects};
 use crate::ManageError;
 use bytes::Bytes;
 use lectern_core::ModelConfig;
-use lectern_runtime::source::{read_version_file, version_folders};
+use lectern_runtime::source::{read_version_file, version_folders, SourceError};
 use lectern_store::{NewVersion, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -114,16 +114,19 @@ async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
             .ok()
             .and_then(|c| c.labels)
             .and_then(|file| std::fs::read_to_string(folder.join(file)).ok());
-        let versions = version_folders(&folder)
-            .map_err(|e| ManageError::Invalid(format!("cannot list {}: {e}", folder.display())))?;
+        let versions = version_folders(&folder).map_err(|source| SourceError::Io {
+            action: "list",
+            path: folder.clone(),
+            source,
+        })?;
         let files = versions
             .into_iter()
-            .map(|v| read_version_file(&folder, v).map(|bytes| (v, bytes)).map_err(ManageError::Invalid))
+            .map(|v| read_version_file(&folder, v).map(|bytes| (v, bytes)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((config, labels, files))
     })
     .await
-    .map_err(|e| ManageError::Invalid(format!("import failed: {e}")))?
+    .map_err(SourceError::from)?
 }
 
 #[cfg(test)]

@@ -10,11 +10,12 @@ mod source;
 mod views;
 
 pub use manager::Manager;
-pub use objects::{Objects, Stored, UploadError};
+pub use objects::{ArtifactError, Objects, Stored, UploadError};
 pub use source::StoreSource;
 pub use views::{ModelView, VersionView};
 
-use lectern_runtime::{ErrorKind, RuntimeError};
+use lectern_core::{Coded, ErrorCode};
+use lectern_runtime::{RuntimeError, SourceError};
 use lectern_store::StoreError;
 
 /// What can go wrong managing models.
@@ -24,6 +25,9 @@ pub enum ManageError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A repository folder cannot be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error("object store: {0}")]
     Objects(String),
     #[error("{0}")]
@@ -32,22 +36,15 @@ pub enum ManageError {
     TooLarge(u64),
 }
 
-impl ManageError {
-    /// The class of this error, for mapping to a transport status.
-    pub fn kind(&self) -> ErrorKind {
+impl Coded for ManageError {
+    fn code(&self) -> ErrorCode {
         match self {
-            ManageError::Store(e) => match e {
-                StoreError::ModelNotFound(_) | StoreError::VersionNotFound(..) | StoreError::KeyNotFound(_) => {
-                    ErrorKind::NotFound
-                }
-                StoreError::ModelExists(_) | StoreError::VersionExists(..) => ErrorKind::Conflict,
-                StoreError::Invalid(_) => ErrorKind::Invalid,
-                StoreError::Url(_) | StoreError::Database(_) => ErrorKind::Dependency,
-            },
-            ManageError::Runtime(e) => e.kind(),
-            ManageError::Objects(_) => ErrorKind::Dependency,
-            ManageError::Invalid(_) => ErrorKind::Invalid,
-            ManageError::TooLarge(_) => ErrorKind::TooLarge,
+            ManageError::Store(e) => e.code(),
+            ManageError::Runtime(e) => e.code(),
+            ManageError::Source(e) => e.code(),
+            ManageError::Objects(_) => ErrorCode::ObjectStoreUnavailable,
+            ManageError::Invalid(_) => ErrorCode::InvalidRequest,
+            ManageError::TooLarge(_) => ErrorCode::PayloadTooLarge,
         }
     }
 }

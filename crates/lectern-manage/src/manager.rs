@@ -8,7 +8,7 @@ use crate::views::ModelView;
 use crate::{check_model_name, ManageError};
 use bytes::Bytes;
 use futures_util::Stream;
-use lectern_core::ModelConfig;
+use lectern_core::{Coded, ErrorCode, ModelConfig};
 use lectern_runtime::source::{model_folders, FolderSource};
 use lectern_runtime::{Registry, RuntimeError};
 use lectern_store::{NewVersion, Store, StoreError};
@@ -56,6 +56,12 @@ impl Manager {
         &self.store
     }
 
+    /// True when the store's database is believed to answer (cheap: at most one round trip
+    /// a second, none while it is known to be down).
+    pub async fn database_available(&self) -> bool {
+        self.store.available().await
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
@@ -63,7 +69,7 @@ impl Manager {
     /// Imports every model of the repository folder; a model that cannot be imported is
     /// logged and skipped (the folder's other models still come in).
     pub async fn import_folder(&self, root: &std::path::Path) -> Result<usize, ManageError> {
-        let names = model_folders(root).map_err(ManageError::Invalid)?;
+        let names = model_folders(root)?;
         let mut imported = 0;
         for name in names {
             if let Err(e) = check_model_name(&name) {
@@ -268,8 +274,8 @@ impl Manager {
         }
         match self.registry.load(name).await {
             Ok(()) => Ok(()),
-            Err(RuntimeError::LoadFailed(_, reason)) => {
-                tracing::warn!(model = name, %reason, "the change is stored; the versions that were serving still serve");
+            Err(e) if e.code() == ErrorCode::ModelLoadFailed => {
+                tracing::warn!(model = name, reason = %e, "the change is stored; the versions that were serving still serve");
                 Ok(())
             }
             Err(e) => Err(e.into()),

@@ -44,6 +44,19 @@ pub enum UploadError {
     Store(ManageError),
 }
 
+/// Why a stored artifact cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("cannot read artifact {key}: {source}")]
+    Read {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("artifact {key} is corrupt: its SHA-256 is {actual}, expected {expected}")]
+    Corrupt { key: String, actual: String, expected: String },
+}
+
 impl Objects {
     /// Opens `file://PATH` (or a plain path) or `s3://bucket[/prefix]`.
     pub fn open(url: &str) -> Result<Self, ManageError> {
@@ -143,12 +156,12 @@ impl Objects {
     }
 
     /// Reads an artifact and checks its SHA-256.
-    pub async fn get_checked(&self, key: &str, sha256: &str) -> Result<Vec<u8>, String> {
-        let result = self.store.get(&self.path(key)).await.map_err(|e| format!("cannot read artifact {key}: {e}"))?;
-        let bytes = result.bytes().await.map_err(|e| format!("cannot read artifact {key}: {e}"))?;
+    pub async fn get_checked(&self, key: &str, sha256: &str) -> Result<Vec<u8>, ArtifactError> {
+        let read = |source| ArtifactError::Read { key: key.to_string(), source };
+        let bytes = self.store.get(&self.path(key)).await.map_err(read)?.bytes().await.map_err(read)?;
         let actual = hex(&Sha256::digest(&bytes));
         if actual != sha256 {
-            return Err(format!("artifact {key} is corrupt: its SHA-256 is {actual}, expected {sha256}"));
+            return Err(ArtifactError::Corrupt { key: key.to_string(), actual, expected: sha256.to_string() });
         }
         Ok(bytes.to_vec())
     }
@@ -195,7 +208,7 @@ mod tests {
         objects.promote(&stored.key, &key).await.unwrap();
         let stored = Stored { key, ..stored };
         assert_eq!(objects.get_checked(&stored.key, &stored.sha256).await.unwrap(), b"hello world");
-        assert!(objects.get_checked(&stored.key, &sha256(b"x")).await.unwrap_err().contains("corrupt"));
+        assert!(matches!(objects.get_checked(&stored.key, &sha256(b"x")).await, Err(ArtifactError::Corrupt { .. })));
         assert!(!dir.join("uploads/1").exists(), "the staging object is gone");
 
         let big = vec![Ok::<_, String>(Bytes::from(vec![0u8; 64]))];

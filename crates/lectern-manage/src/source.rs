@@ -1,10 +1,10 @@
 //! The store as the registry's source: which versions to serve, their artifacts (checksummed)
 //! and the record of each load.
 
-use crate::objects::Objects;
-use lectern_core::ModelConfig;
-use lectern_runtime::{ModelDefinition, ModelSource, SourceFuture};
-use lectern_store::{Store, VersionRecord, VersionState};
+use crate::objects::{ArtifactError, Objects};
+use lectern_core::{Coded, ErrorCode, ModelConfig};
+use lectern_runtime::{ModelDefinition, ModelSource, SourceError, SourceFuture};
+use lectern_store::{Store, StoreError, VersionRecord, VersionState};
 use std::sync::Arc;
 
 /// Models registered in the store, artifacts in the object store.
@@ -18,19 +18,31 @@ impl StoreSource {
         StoreSource { store, objects }
     }
 
-    async fn read(&self, name: &str) -> Result<Option<ModelDefinition>, String> {
-        let Some(model) = self.store.model(name).await.map_err(|e| e.to_string())? else { return Ok(None) };
-        let config =
-            ModelConfig::parse(&model.config, &format!("config of model '{name}'")).map_err(|e| e.to_string())?;
+    async fn read(&self, name: &str) -> Result<Option<ModelDefinition>, SourceError> {
+        let Some(model) = self.store.model(name).await.map_err(store_error)? else { return Ok(None) };
+        let config = ModelConfig::parse(&model.config, &format!("config of model '{name}'"))?;
         let labels = model.labels.as_deref().map(|text| text.lines().map(|l| l.trim().to_string()).collect());
-        let versions = self.store.versions(name).await.map_err(|e| e.to_string())?;
+        let versions = self.store.versions(name).await.map_err(store_error)?;
         let selected = select(&config, &versions, model.default_version);
         let mut artifacts = Vec::with_capacity(selected.len());
         for record in selected {
-            artifacts.push((record.version, self.objects.get_checked(&record.object_key, &record.sha256).await));
+            let bytes = self.objects.get_checked(&record.object_key, &record.sha256).await;
+            artifacts.push((record.version, bytes.map_err(artifact_error)));
         }
         Ok(Some(ModelDefinition { config, labels, default_version: model.default_version, versions: artifacts }))
     }
+}
+
+fn store_error(e: StoreError) -> SourceError {
+    SourceError::other(e.code(), e)
+}
+
+fn artifact_error(e: ArtifactError) -> SourceError {
+    let code = match e {
+        ArtifactError::Read { .. } => ErrorCode::ObjectStoreUnavailable,
+        ArtifactError::Corrupt { .. } => ErrorCode::ModelLoadFailed,
+    };
+    SourceError::other(code, e)
 }
 
 /// The versions to serve: the config's policy over the versions not known to fail (over all
@@ -49,14 +61,14 @@ fn select<'a>(config: &ModelConfig, versions: &'a [VersionRecord], default: Opti
 }
 
 impl ModelSource for StoreSource {
-    fn names(&self) -> SourceFuture<'_, Result<Vec<String>, String>> {
+    fn names(&self) -> SourceFuture<'_, Result<Vec<String>, SourceError>> {
         Box::pin(async move {
-            let models = self.store.models().await.map_err(|e| e.to_string())?;
+            let models = self.store.models().await.map_err(store_error)?;
             Ok(models.into_iter().map(|m| m.name).collect())
         })
     }
 
-    fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, String>> {
+    fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, SourceError>> {
         Box::pin(self.read(name))
     }
 

@@ -14,7 +14,8 @@ pub use plan::{Pipeline, Step, StepKind};
 pub use run::{Engine, PipelineRequest};
 pub use spec::PipelineFile;
 
-use lectern_runtime::{ErrorKind, RuntimeError};
+use lectern_core::{Coded, ErrorCode};
+use lectern_runtime::RuntimeError;
 
 /// What can go wrong building or running a pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -41,19 +42,19 @@ pub enum PipelineError {
     Item { field: String, index: usize, source: Box<PipelineError> },
 }
 
-impl PipelineError {
-    /// The class of this error, for mapping to a transport status.
-    pub fn kind(&self) -> ErrorKind {
+impl Coded for PipelineError {
+    fn code(&self) -> ErrorCode {
         match self {
-            PipelineError::Config { .. } | PipelineError::File(_) => ErrorKind::Internal,
-            PipelineError::UnknownPipeline(_) => ErrorKind::NotFound,
-            PipelineError::Input(_) | PipelineError::Step { .. } => ErrorKind::Invalid,
-            PipelineError::Model { source, .. } => match source.kind() {
+            PipelineError::Config { .. } | PipelineError::File(_) => ErrorCode::Internal,
+            PipelineError::UnknownPipeline(_) => ErrorCode::PipelineNotFound,
+            PipelineError::Input(_) => ErrorCode::InvalidInput,
+            PipelineError::Step { .. } => ErrorCode::PipelineStepFailed,
+            PipelineError::Model { source, .. } => match source.code() {
                 // A model the pipeline names that is missing now is not the caller's URL.
-                ErrorKind::NotFound => ErrorKind::Unavailable,
-                kind => kind,
+                ErrorCode::ModelNotFound | ErrorCode::VersionNotFound => ErrorCode::ModelNotReady,
+                code => code,
             },
-            PipelineError::Item { source, .. } => source.kind(),
+            PipelineError::Item { source, .. } => source.code(),
         }
     }
 }

@@ -11,9 +11,12 @@ pub use lectern_backends::{Signature, TensorInfo};
 pub use metrics::{MetricsRegistry, ModelMetrics};
 pub use model::LoadedModel;
 pub use registry::{IndexEntry, Registry, VersionState};
-pub use source::{FolderSource, ModelDefinition, ModelSource, SourceFuture, MODEL_FILE};
+pub use source::{FolderSource, ModelDefinition, ModelSource, SourceError, SourceFuture, MODEL_FILE};
+pub use worker::WorkerError;
 
-/// What can go wrong serving a request or changing the registry. `kind()` tells the
+use lectern_core::{Coded, ErrorCode};
+
+/// What can go wrong serving a request or changing the registry. [`Coded::code`] tells the
 /// transport layer how to answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -33,45 +36,34 @@ pub enum RuntimeError {
     DeadlineExpired(u64),
     #[error("model '{0}': {1}")]
     Inference(String, String),
+    /// Versions of the model failed to load (the reason names each).
     #[error("failed to load model '{0}': {1}")]
     LoadFailed(String, String),
+    /// The source could not give the model's definition.
+    #[error("failed to load model '{model}': {source}")]
+    SourceFailed {
+        model: String,
+        #[source]
+        source: SourceError,
+    },
+    /// The source could not list its models.
     #[error("{0}")]
-    Repository(String),
+    Source(#[from] SourceError),
 }
 
-/// The class of a [`RuntimeError`], for mapping to a transport status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The caller sent something wrong.
-    Invalid,
-    /// The named thing does not exist.
-    NotFound,
-    /// The model exists but cannot serve now.
-    Unavailable,
-    /// Too much load; retry later.
-    Overloaded,
-    /// The caller's deadline passed.
-    Timeout,
-    /// The request conflicts with what exists (a name or version taken).
-    Conflict,
-    /// The request body is larger than allowed.
-    TooLarge,
-    /// A service Lectern depends on (the database, the object store) failed; retry later.
-    Dependency,
-    /// The server itself is broken (misconfiguration at start-up).
-    Internal,
-}
-
-impl RuntimeError {
-    /// The class of this error.
-    pub fn kind(&self) -> ErrorKind {
+impl Coded for RuntimeError {
+    fn code(&self) -> ErrorCode {
         match self {
-            RuntimeError::Protocol(_) | RuntimeError::BadRequest(_) | RuntimeError::Inference(..) => ErrorKind::Invalid,
-            RuntimeError::LoadFailed(..) | RuntimeError::NotReady(..) => ErrorKind::Unavailable,
-            RuntimeError::ModelNotFound(_) | RuntimeError::VersionNotFound(..) => ErrorKind::NotFound,
-            RuntimeError::QueueFull(_) => ErrorKind::Overloaded,
-            RuntimeError::DeadlineExpired(_) => ErrorKind::Timeout,
-            RuntimeError::Repository(_) => ErrorKind::Internal,
+            RuntimeError::Protocol(e) => e.code(),
+            RuntimeError::BadRequest(_) => ErrorCode::InvalidInput,
+            RuntimeError::Inference(..) => ErrorCode::InferenceFailed,
+            RuntimeError::ModelNotFound(_) => ErrorCode::ModelNotFound,
+            RuntimeError::VersionNotFound(..) => ErrorCode::VersionNotFound,
+            RuntimeError::NotReady(..) => ErrorCode::ModelNotReady,
+            RuntimeError::LoadFailed(..) => ErrorCode::ModelLoadFailed,
+            RuntimeError::QueueFull(_) => ErrorCode::QueueFull,
+            RuntimeError::DeadlineExpired(_) => ErrorCode::RequestTimeout,
+            RuntimeError::SourceFailed { source, .. } | RuntimeError::Source(source) => source.code(),
         }
     }
 }

@@ -5,8 +5,8 @@
 
 use crate::metrics::MetricsRegistry;
 use crate::model::LoadedModel;
-use crate::source::{ModelDefinition, ModelSource};
-use crate::worker::{SchedulerConfig, Worker};
+use crate::source::{ModelDefinition, ModelSource, SourceError};
+use crate::worker::{SchedulerConfig, Worker, WorkerError};
 use crate::RuntimeError;
 use lectern_core::config::DEFAULT_MAX_BATCH_SIZE;
 use lectern_core::ModelConfig;
@@ -68,12 +68,12 @@ impl Registry {
     /// Loads every model of the source, keeping whatever loads and recording why the rest did not.
     pub async fn load_all(self: &Arc<Self>) -> Result<(), RuntimeError> {
         let _guard = self.changes.lock().await;
-        let names = self.source.names().await.map_err(RuntimeError::Repository)?;
+        let names = self.source.names().await?;
         for name in names {
             let entry = match self.source.definition(&name).await {
                 Ok(Some(definition)) => self.build_entry_off_runtime(&name, definition).await,
                 Ok(None) => continue,
-                Err(reason) => ModelEntry { reason: Some(reason), ..Default::default() },
+                Err(e) => ModelEntry { reason: Some(e.to_string()), ..Default::default() },
             };
             self.report(&name, &entry).await;
             log_entry(&name, &entry);
@@ -89,7 +89,7 @@ impl Registry {
         let definition = match self.source.definition(name).await {
             Ok(Some(d)) => d,
             Ok(None) => return Err(RuntimeError::ModelNotFound(name.to_string())),
-            Err(reason) => return Err(RuntimeError::LoadFailed(name.to_string(), reason)),
+            Err(source) => return Err(RuntimeError::SourceFailed { model: name.to_string(), source }),
         };
         let entry = self.build_entry_off_runtime(name, definition).await;
         self.report(name, &entry).await;
@@ -230,9 +230,12 @@ impl Registry {
         let versions = versions
             .into_iter()
             .map(|(v, bytes)| {
-                let state = match bytes.and_then(|b| self.load_version(name, v, &b, &config, labels.clone())) {
+                let loaded = bytes
+                    .map_err(LoadError::from)
+                    .and_then(|b| self.load_version(name, v, &b, &config, labels.clone()));
+                let state = match loaded {
                     Ok(m) => VersionState::Ready(Arc::new(m)),
-                    Err(reason) => VersionState::Unavailable(reason),
+                    Err(e) => VersionState::Unavailable(e.to_string()),
                 };
                 (v, state)
             })
@@ -247,8 +250,8 @@ impl Registry {
         bytes: &[u8],
         config: &ModelConfig,
         labels: Option<Vec<String>>,
-    ) -> Result<LoadedModel, String> {
-        let backend = lectern_backends::load_backend(&config.engine, bytes).map_err(|e| e.to_string())?;
+    ) -> Result<LoadedModel, LoadError> {
+        let backend = lectern_backends::load_backend(&config.engine, bytes)?;
         let signature = apply_declared(backend.signature().clone(), config);
         let max_batch_size = config.max_batch_size.unwrap_or_else(|| default_max_batch_size(&signature));
         let metrics = self.metrics.model(name, &version.to_string());
@@ -263,6 +266,17 @@ impl Registry {
         Ok(LoadedModel::new(name.to_string(), version, signature, max_batch_size, metrics, worker)
             .described(labels, config.image.clone()))
     }
+}
+
+/// Why one version could not be loaded (its reason in the index).
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Engine(#[from] lectern_backends::BackendError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
 }
 
 /// Batching is on by default only when every input and output has a free first dimension.

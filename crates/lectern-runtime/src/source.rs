@@ -1,6 +1,6 @@
 //! Where the registry gets models from: a repository folder, or (in the binary) the store.
 
-use lectern_core::ModelConfig;
+use lectern_core::{Coded, ConfigError, ErrorCode, ModelConfig};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -11,6 +11,54 @@ pub const MODEL_FILE: &str = "model.onnx";
 /// A boxed future, so that sources can be trait objects.
 pub type SourceFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Why a source cannot give a model, a version's file, or its list of models.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A file or folder cannot be read.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model's config (or labels file) is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No version folder is selected by the version policy.
+    #[error("no version folder with a {} matches the version policy (found {found:?})", MODEL_FILE)]
+    NoVersion { found: Vec<u64> },
+    /// The task reading the source crashed.
+    #[error("reading the repository failed: {0}")]
+    Crashed(#[from] tokio::task::JoinError),
+    /// A failure of what the source reads from (a database, an object store), with its code.
+    #[error("{source}")]
+    Other {
+        code: ErrorCode,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl SourceError {
+    /// A failure of what the source reads from, classified by `code`.
+    pub fn other(code: ErrorCode, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        SourceError::Other { code, source: source.into() }
+    }
+}
+
+impl Coded for SourceError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            SourceError::Other { code, .. } => *code,
+            SourceError::Io { .. }
+            | SourceError::Config(_)
+            | SourceError::NoVersion { .. }
+            | SourceError::Crashed(_) => ErrorCode::ModelLoadFailed,
+        }
+    }
+}
+
 /// Everything needed to load a model: its config, labels, and the versions to serve.
 pub struct ModelDefinition {
     pub config: ModelConfig,
@@ -18,19 +66,20 @@ pub struct ModelDefinition {
     /// The version unversioned requests use; `None`: the newest ready one.
     pub default_version: Option<u64>,
     /// The versions to serve, each with its model file's bytes or why they cannot be read.
-    pub versions: Vec<(u64, Result<Vec<u8>, String>)>,
+    pub versions: Vec<(u64, Result<Vec<u8>, SourceError>)>,
 }
 
 /// A place models are loaded from.
 pub trait ModelSource: Send + Sync {
     /// The names of every model the source holds.
-    fn names(&self) -> SourceFuture<'_, Result<Vec<String>, String>>;
+    fn names(&self) -> SourceFuture<'_, Result<Vec<String>, SourceError>>;
 
     /// A model's definition; `Ok(None)` when there is no such model, `Err` with the reason
     /// when it exists but cannot be read.
-    fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, String>>;
+    fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, SourceError>>;
 
-    /// Told the outcome of loading each version (`Err` holds the reason); a store keeps it.
+    /// Told the outcome of loading each version (`Err` holds the reason, as the repository
+    /// index shows it); a store keeps it.
     fn loaded<'a>(&'a self, _name: &'a str, _outcomes: Vec<(u64, Result<(), String>)>) -> SourceFuture<'a, ()> {
         Box::pin(async {})
     }
@@ -56,12 +105,12 @@ impl FolderSource {
 }
 
 impl ModelSource for FolderSource {
-    fn names(&self) -> SourceFuture<'_, Result<Vec<String>, String>> {
+    fn names(&self) -> SourceFuture<'_, Result<Vec<String>, SourceError>> {
         let root = self.root.clone();
         Box::pin(async move { off_runtime(move || model_folders(&root)).await? })
     }
 
-    fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, String>> {
+    fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, SourceError>> {
         let folder = self.model_folder(name);
         Box::pin(async move {
             let Some(folder) = folder else { return Ok(None) };
@@ -70,32 +119,40 @@ impl ModelSource for FolderSource {
     }
 }
 
-async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| format!("reading the repository failed: {e}"))
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, SourceError> {
+    Ok(tokio::task::spawn_blocking(f).await?)
 }
 
 /// A model folder's config, labels and the files of the versions its policy selects.
-pub fn read_folder(folder: &Path) -> Result<ModelDefinition, String> {
-    let config = ModelConfig::load(folder).map_err(|e| e.to_string())?;
-    let labels = config.load_labels(folder).map_err(|e| e.to_string())?;
-    let available = version_folders(folder).map_err(|e| format!("cannot list {}: {e}", folder.display()))?;
+pub fn read_folder(folder: &Path) -> Result<ModelDefinition, SourceError> {
+    let config = ModelConfig::load(folder)?;
+    let labels = config.load_labels(folder)?;
+    let available = version_folders(folder).map_err(|source| SourceError::Io {
+        action: "list",
+        path: folder.to_path_buf(),
+        source,
+    })?;
     let selected = config.version_policy().select(&available);
     if selected.is_empty() {
-        return Err(format!("no version folder with a {MODEL_FILE} matches the version policy (found {available:?})"));
+        return Err(SourceError::NoVersion { found: available });
     }
     let versions = selected.into_iter().map(|v| (v, read_version_file(folder, v))).collect();
     Ok(ModelDefinition { config, labels, default_version: None, versions })
 }
 
 /// The model file of one version folder.
-pub fn read_version_file(folder: &Path, version: u64) -> Result<Vec<u8>, String> {
+pub fn read_version_file(folder: &Path, version: u64) -> Result<Vec<u8>, SourceError> {
     let path = folder.join(version.to_string()).join(MODEL_FILE);
-    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    std::fs::read(&path).map_err(|source| SourceError::Io { action: "read", path, source })
 }
 
 /// Names of the model folders under `root`, sorted.
-pub fn model_folders(root: &Path) -> Result<Vec<String>, String> {
-    let read = std::fs::read_dir(root).map_err(|e| format!("cannot read model repository {}: {e}", root.display()))?;
+pub fn model_folders(root: &Path) -> Result<Vec<String>, SourceError> {
+    let read = std::fs::read_dir(root).map_err(|source| SourceError::Io {
+        action: "read model repository",
+        path: root.to_path_buf(),
+        source,
+    })?;
     let mut names: Vec<String> = read
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())

@@ -281,6 +281,17 @@ pub struct Worker {
     shared: Arc<Shared>,
 }
 
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The engine could not open a session for an instance.
+    #[error(transparent)]
+    Session(BackendError),
+    /// The operating system refused a thread.
+    #[error("cannot start a model thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 impl Worker {
     /// Starts `config.instances` threads named after `label`, each with its own session.
     pub fn start(
@@ -288,7 +299,7 @@ impl Worker {
         config: SchedulerConfig,
         backend: Arc<dyn Backend>,
         metrics: Arc<ModelMetrics>,
-    ) -> Result<Worker, String> {
+    ) -> Result<Worker, WorkerError> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             arrived: Condvar::new(),
@@ -299,12 +310,12 @@ impl Worker {
         });
         let worker = Worker { shared: shared.clone() };
         for ix in 0..shared.config.instances.max(1) {
-            let session = backend.session().map_err(|e| e.to_string())?;
+            let session = backend.session().map_err(WorkerError::Session)?;
             let (shared, backend) = (shared.clone(), backend.clone());
             std::thread::Builder::new()
                 .name(format!("model-{label}-{ix}"))
                 .spawn(move || run_instance(&shared, session, &*backend))
-                .map_err(|e| format!("cannot start a model thread: {e}"))?;
+                .map_err(WorkerError::Thread)?;
         }
         Ok(worker)
     }

@@ -10,6 +10,7 @@ use crate::{ApiError, AppState};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use lectern_core::{Coded, ErrorCode};
 use lectern_store::{ApiKey, Role, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -92,9 +93,10 @@ impl AuthState {
     }
 
     async fn key(&self, store: &Store, presented: &str) -> Result<Option<ApiKey>, ApiError> {
-        self.keys.get_or_verify(presented, store.verify_key(presented)).await.map_err(|_| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot check credentials: the database is unavailable")
-        })
+        self.keys
+            .get_or_verify(presented, store.verify_key(presented))
+            .await
+            .map_err(|e| ApiError::coded(e.code(), format!("cannot check credentials: {e}")))
     }
 
     /// Who presents `token`, or why they are refused.
@@ -108,7 +110,7 @@ impl AuthState {
         let Some(oidc) = &self.settings.oidc else { return Err(unauthorized("invalid API key")) };
         let verified = oidc.verify(token).await.map_err(|e| {
             if e.is_unavailable() {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the token: {e}"))
+                ApiError::coded(ErrorCode::IdentityProviderUnavailable, format!("cannot check the token: {e}"))
             } else {
                 unauthorized(&format!("invalid token: {e}"))
             }

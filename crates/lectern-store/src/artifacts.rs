@@ -4,7 +4,8 @@
 //! that puts the object in place and then adds its row. Both hold an [`ArtifactLock`] on the
 //! model across their object-store step and their rows.
 
-use crate::store::{insert_version, Backend};
+use crate::versions::insert_version;
+use crate::DatabaseKind;
 use crate::{NewVersion, Store, StoreError, VersionRecord};
 use sqlx::{Any, Transaction};
 
@@ -23,15 +24,18 @@ impl Store {
     /// Waits for and takes the lock on `model`'s artifacts. Hold it only across short steps,
     /// and make no other store call while holding it (on SQLite it is the write lock).
     pub async fn lock_artifacts(&self, model: &str) -> Result<ArtifactLock, StoreError> {
-        let mut tx = self.write_tx().await?;
-        if self.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                .bind(ARTIFACT_LOCK_CLASS)
-                .bind(model)
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(ArtifactLock { tx })
+        self.run(async {
+            let mut tx = self.write_tx().await?;
+            if self.kind() == DatabaseKind::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    .bind(ARTIFACT_LOCK_CLASS)
+                    .bind(model)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(ArtifactLock { tx })
+        })
+        .await
     }
 }
 

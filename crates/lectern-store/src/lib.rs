@@ -1,50 +1,32 @@
 //! Lectern's durable state. One schema over two engines: SQLite embedded (a file in the data
 //! folder, WAL mode) and PostgreSQL. Holds models, their versions, configs and states, API keys
-//! (hashed) and an audit log written in the same transaction as each change. SQL lives here
-//! and nowhere else.
+//! (hashed), pipelines defined through the API and an audit log written in the same
+//! transaction as each change. SQL lives here and nowhere else.
+//!
+//! Layout: `store.rs` opens the pool and runs every operation through the health watch
+//! (`health.rs`); each table has its own file (`models.rs`, `versions.rs`, `keys.rs`,
+//! `pipelines.rs`, `audit.rs`); `migrate.rs` and `database.rs` (the engine and its URL) sit
+//! below the store.
 
 mod artifacts;
+mod audit;
+mod database;
+mod error;
+mod health;
 mod keys;
 mod migrate;
+mod models;
+mod pipelines;
 mod records;
 mod store;
+mod versions;
 
 pub use artifacts::ArtifactLock;
+pub use database::DatabaseKind;
+pub use error::StoreError;
 pub use keys::{fingerprint as key_fingerprint, hex, ApiKey, Role};
 pub use records::{AuditEntry, ModelRecord, NewVersion, VersionRecord, VersionState};
-pub use store::{Backend, Store};
-
-/// What can go wrong with the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database URL is not one Lectern can use.
-    #[error("invalid database URL: {0}")]
-    Url(String),
-    #[error("unknown model '{0}'")]
-    ModelNotFound(String),
-    #[error("model '{0}' has no version {1}")]
-    VersionNotFound(String, u64),
-    #[error("model '{0}' already exists")]
-    ModelExists(String),
-    #[error("model '{0}' already has version {1}")]
-    VersionExists(String, u64),
-    #[error("unknown API key '{0}'")]
-    KeyNotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// The database failed; the message never carries the URL (it may hold a password).
-    #[error("database error: {0}")]
-    Database(String),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Database(match e {
-            sqlx::Error::Database(db) => db.message().to_string(),
-            other => other.to_string(),
-        })
-    }
-}
+pub use store::Store;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {

@@ -1,6 +1,6 @@
 //! Versioned migrations, applied at start-up, each in its own transaction.
 
-use crate::store::Backend;
+use crate::DatabaseKind;
 use crate::{now_ms, StoreError};
 use sqlx::AnyPool;
 
@@ -13,16 +13,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 /// A migration's SQL for one engine.
-fn for_backend(sql: &str, backend: Backend) -> String {
-    let identity = match backend {
-        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-        Backend::Postgres => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-    };
-    sql.replace("$IDENTITY", identity)
+fn for_engine(sql: &str, kind: DatabaseKind) -> String {
+    sql.replace("$IDENTITY", kind.identity_column())
 }
 
 /// Applies the migrations the database has not seen yet; returns how many ran.
-pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize, StoreError> {
+pub async fn run(pool: &AnyPool, kind: DatabaseKind) -> Result<usize, StoreError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )
@@ -30,11 +26,11 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize, StoreError> 
     .await?;
     let mut applied = 0;
     for &(version, sql) in MIGRATIONS {
-        let mut tx = match backend {
-            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => pool.begin().await?,
+        let mut tx = match kind {
+            DatabaseKind::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            DatabaseKind::Postgres => pool.begin().await?,
         };
-        if backend == Backend::Postgres {
+        if kind == DatabaseKind::Postgres {
             // Replicas starting together: one migrates, the others wait here, then see it done.
             sqlx::query("SELECT pg_advisory_xact_lock(7410001)").execute(&mut *tx).await?;
         }
@@ -45,7 +41,7 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<usize, StoreError> 
         if done.is_some() {
             continue;
         }
-        let script = for_backend(sql, backend);
+        let script = for_engine(sql, kind);
         for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             sqlx::query(statement).execute(&mut *tx).await?;
         }

@@ -42,7 +42,7 @@ impl VersionState {
             "PENDING" => Ok(VersionState::Pending),
             "READY" => Ok(VersionState::Ready),
             "UNAVAILABLE" => Ok(VersionState::Unavailable),
-            other => Err(StoreError::Database(format!("unknown version state '{other}' in the database"))),
+            other => Err(StoreError::Corrupt { what: "version state", value: other.to_string() }),
         }
     }
 }

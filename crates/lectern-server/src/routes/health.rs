@@ -2,8 +2,9 @@
 
 use crate::{ApiError, AppState};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use lectern_core::ErrorCode;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,13 +14,18 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
-/// `GET /v2/health/ready`: ready once the start-up load of the repository has finished.
-pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    if state.ready.load(Ordering::Acquire) {
-        Ok(Json(json!({ "ready": true })))
+/// `GET /v2/health/ready`: ready once the start-up load of the repository has finished, and
+/// while the database answers (checked at most once a second, not on every probe).
+/// Not ready: 503 `{"ready": false, "error", "code"}` with `Retry-After`.
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let not_ready = if !state.ready.load(Ordering::Acquire) {
+        ApiError::coded(ErrorCode::NotReady, "the server is still loading its models")
+    } else if !state.manager.database_available().await {
+        ApiError::coded(ErrorCode::DatabaseUnavailable, "the database is unavailable; retry later")
     } else {
-        Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is still loading its models"))
-    }
+        return Json(json!({ "ready": true })).into_response();
+    };
+    not_ready.into_response_with(serde_json::Map::from_iter([("ready".to_string(), Value::Bool(false))]))
 }
 
 /// `GET /v2`

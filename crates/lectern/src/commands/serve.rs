@@ -93,7 +93,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
 async fn open_models(settings: &ServeSettings) -> anyhow::Result<(Arc<Manager>, Option<PathBuf>)> {
     // The URL may hold a password: errors name the engine, not the URL.
     let store = Store::open(&settings.database).await.context("cannot open the database")?;
-    tracing::info!(backend = ?store.backend(), "database ready");
+    tracing::info!(engine = ?store.kind(), "database ready");
     let objects = Arc::new(Objects::open(&settings.objects).context("cannot open the object store")?);
     objects.check().await.context("cannot use the object store")?;
     let source = Arc::new(StoreSource::new(store.clone(), objects.clone()));
