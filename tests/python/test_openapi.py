@@ -54,7 +54,7 @@ def test_every_described_operation_is_routed_and_every_other_method_is_405(serve
         for method in described:
             # a body that is neither JSON nor TOML nor a model: every route answers it with its
             # own status (400, 404, ...) and changes nothing; never the router's 404 or 405
-            r = requests.request(method.upper(), url, data=b"{", timeout=30)
+            r = requests.request(method.upper(), url, data=b"{" if method in ("post", "put") else None, timeout=30)
             assert r.status_code != 405, f"{method.upper()} {path} is described but not routed"
             if r.status_code == 404:
                 assert not r.json()["error"].startswith("no route for"), f"{method.upper()} {path} is not routed"
