@@ -2,14 +2,19 @@
 this test process, open inference, per-key rate limits, the loopback-only rule, and secrets
 that never reach a log.
 
-Every route of crates/lectern-server/src/routes/mod.rs, with every method it has, is called
-with: no credential, malformed ones, a revoked key, a key of each role, a valid token of each
-role, an expired token, one from another issuer, one for another audience, one with a forged
-signature and one without a role. The expected status follows the access table of
-crates/lectern-server/src/gate.rs: open routes answer everyone; inference and model metadata
-need any role; models and the repository need trainer or admin; keys and the audit log need
-admin. A refused call is 401 (no or bad credential, with `WWW-Authenticate: Bearer`) or 403
-(wrong role), and changes nothing; an allowed call answers what the route answers.
+Every declared route (read from the served OpenAPI document, whose `x-lectern-access` comes
+from the one route table in crates/lectern-server/src/routes/mod.rs) is called with no key, a
+client, a trainer, an admin and a revoked key, and each answer is compared with its declared
+level. A hand-written list of routes with their expected answers is also called with: no
+credential, malformed ones, a revoked key, a key of each role, a valid token of each role, an
+expired token, one from another issuer, one for another audience, one with a forged signature
+and one without a role; the levels it expects (the contract's access table) must be the ones
+the document declares. Open routes answer everyone; inference, model metadata and running
+pipelines need any role; models, the repository and defining pipelines need trainer or admin;
+keys and the audit log need admin; an undeclared path or method needs a valid credential of
+any role (then 404 or 405). A refused call is 401 (no or bad credential, with
+`WWW-Authenticate: Bearer`) or 403 (wrong role), and changes nothing; an allowed call answers
+what the route answers.
 
 Run on SQLite and on PostgreSQL (LECTERN_TEST_DATABASE=postgres).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -172,9 +178,9 @@ def world(tmp_path_factory):
 
 # =========================================================================== the walk
 
-OPEN, INFER, MODELS, ADMIN = "open", "infer", "models", "admin"
+OPEN, INFER, MODELS, ADMIN, UNDECLARED = "open", "client", "trainer", "admin", "undeclared"
 ROLES_ALLOWED = {OPEN: {"client", "trainer", "admin"}, INFER: {"client", "trainer", "admin"},
-                 MODELS: {"trainer", "admin"}, ADMIN: {"admin"}}
+                 MODELS: {"trainer", "admin"}, ADMIN: {"admin"}, UNDECLARED: {"client", "trainer", "admin"}}
 _unique = itertools.count(1)
 
 
@@ -245,8 +251,9 @@ ROUTES = [
     Route("GET", "/v2/health/ready", OPEN, 200),
     Route("GET", "/metrics", OPEN, 200),
     Route("GET", "/openapi.json", OPEN, 200),
-    Route("GET", "/no/such/route", OPEN, 404),
-    Route("DELETE", "/v2/health/live", OPEN, 405),
+    Route("GET", "/no/such/route", UNDECLARED, 404),
+    Route("DELETE", "/v2/health/live", UNDECLARED, 405),
+    Route("OPTIONS", "/v2/models/walk/infer", UNDECLARED, 405),
     # inference and model metadata
     Route("GET", "/v2/models/walk", INFER, 200),
     Route("GET", "/v2/models/walk/versions/1", INFER, 200),
@@ -264,7 +271,7 @@ ROUTES = [
     Route("POST", "/v2/repository/models/walk-scratch/unload", MODELS, 200),
     Route("GET", "/v1/models", MODELS, 200),
     Route("POST", "/v1/models", MODELS, 201, lambda: {"name": f"walk-new-{next(_unique)}"}),
-    Route("PATCH", "/v1/models", MODELS, 405, {}),
+    Route("PATCH", "/v1/models", UNDECLARED, 405, {}),
     Route("GET", "/v1/models/walk", MODELS, 200),
     Route("DELETE", "/v1/models/{target}", MODELS, 204, None, make_model, model_exists),
     Route("PUT", "/v1/models/walk-scratch/config", MODELS, 200, {"config": {}}),
@@ -351,6 +358,99 @@ def test_every_route_answers_each_credential_as_the_access_table_says(world):
                     mismatches.append(f"{what}: refused, yet {target} is gone")
     assert not mismatches, f"{len(mismatches)} calls answered otherwise than the access table:\n" + "\n".join(mismatches)
     assert any(p == "/jwks" for p in w.issuer.requests), "the server never fetched the issuer's keys"
+
+
+# =========================================================================== the declared routes
+
+# Path parameters of the walk from the document: names that exist nowhere, so that an allowed
+# call answers the route's own 4xx (or 200) and changes nothing.
+SAMPLE_PARAMS = {"model": "walk-nothing", "version": "1", "name": "walk-nothing", "id": "000000000000"}
+METHODS = ("get", "post", "put", "delete", "patch", "head", "options", "trace")
+
+
+def declared_operations(url: str) -> list[tuple[str, str, str]]:
+    """(METHOD, path template, access) of every operation of the served document."""
+    document = requests.get(url + "/openapi.json", timeout=30).json()
+    ops = [(method.upper(), path, op.get("x-lectern-access"))
+           for path, item in document["paths"].items() for method, op in item.items() if method in METHODS]
+    assert len(ops) >= 30, f"the document declares only {len(ops)} operations"
+    return ops
+
+
+def test_every_declared_route_answers_each_key_as_its_declared_access(world):
+    w, url = world, world.oidc.url
+    keys = {"no key": ({}, None), "revoked key": (bearer(w.keys["revoked"]), None),
+            "client key": (bearer(w.keys["client"]), "client"),
+            "trainer key": (bearer(w.keys["trainer"]), "trainer"),
+            "admin key": (bearer(w.keys["admin"]), "admin")}
+    operations = declared_operations(url)
+    assert {access for _, _, access in operations} == {"open", "client", "trainer", "admin"}, operations
+    mismatches = []
+    for method, template, access in operations:
+        path = template.format(**SAMPLE_PARAMS)
+        for key_name, (headers, role) in keys.items():
+            body = b"{" if method in ("POST", "PUT") else None  # neither JSON, TOML nor a model: changes nothing
+            r = requests.request(method, url + path, headers=headers, data=body, timeout=60)
+            what = f"{key_name}: {method} {path} ({access}) -> {r.status_code} {r.text[:160]!r}"
+            if access == "open":
+                ok = r.status_code not in (401, 403)
+            elif role is None:
+                ok = r.status_code == 401 and r.headers.get("WWW-Authenticate", "").lower().startswith("bearer")
+            elif role in ROLES_ALLOWED[access]:
+                ok = r.status_code not in (401, 403) and r.status_code < 500
+            else:
+                ok = r.status_code == 403
+            if not ok:
+                mismatches.append(what)
+    assert not mismatches, f"{len(mismatches)} answers differ from the declared access:\n" + "\n".join(mismatches)
+
+
+def test_the_hand_written_walk_expects_the_levels_the_document_declares(world):
+    declared = {(method, template): access for method, template, access in declared_operations(world.oidc.url)}
+    templates = [(template.format(**{k: "(?P<%s>[^/]+)" % k for k in SAMPLE_PARAMS}), (method, template))
+                 for method, template in declared]
+    for route in ROUTES:
+        path = route.path.format(target="walk-target")
+        matched = [(m, t) for pattern, (m, t) in templates if m == route.method and re.fullmatch(pattern, path)]
+        if route.access == UNDECLARED:
+            assert not matched, f"{route.method} {route.path} is declared: {matched}"
+        else:
+            assert len(matched) == 1, f"{route.method} {route.path}: {matched}"
+            assert declared[matched[0]] == route.access, f"{route.method} {route.path}: declared {declared[matched[0]]}"
+
+
+UNDECLARED_PATHS = [
+    "/", "/v1", "/v1/", "/v2/", "/v1/model", "/v1/models/", "/v1/modelsx", "/v1/models/walk/extra",
+    "/v1/keys/x/y", "/v1/audit/1", "/v1/pipelines/", "/v1/pipelines/x/y", "/v2/models", "/v2/models/",
+    "/v2/models/walk/infer/x", "/v2/models/walk/versions", "/v2/health", "/v2/health/started",
+    "/v2/repository", "/v2/repository/models/walk", "/admin", "/metrics/x", "/openapi.yaml", "/.env",
+]
+
+
+def test_undeclared_paths_are_401_or_404_never_200(world, server_state):
+    w, url = world, world.oidc.url
+    assert len(UNDECLARED_PATHS) >= 20
+    declared = {template for _, template, _ in declared_operations(url)}
+    wrong = []
+    for path in UNDECLARED_PATHS:
+        assert path not in declared
+        for method in ("GET", "POST"):
+            for key_name, headers, expected in (("no key", {}, {401}), ("revoked key", bearer(w.keys["revoked"]), {401}),
+                                                ("client key", bearer(w.keys["client"]), {404, 405}),
+                                                ("admin key", bearer(w.keys["admin"]), {404, 405})):
+                r = requests.request(method, url + path, headers=headers, timeout=30)
+                if r.status_code not in expected:
+                    wrong.append(f"auth on, {key_name}: {method} {path} -> {r.status_code} {r.text[:120]!r}")
+    off = server_state(models=False).start(extra_args=["--auth", "none"])
+    try:
+        for path in UNDECLARED_PATHS:
+            for method in ("GET", "POST"):
+                r = requests.request(method, off.url + path, timeout=30)
+                if r.status_code not in (404, 405) or set(r.json()) < {"error"}:
+                    wrong.append(f"auth off: {method} {path} -> {r.status_code} {r.text[:120]!r}")
+    finally:
+        off.kill()
+    assert not wrong, f"{len(wrong)} undeclared paths answered otherwise:\n" + "\n".join(wrong)
 
 
 def test_the_audit_log_names_the_key_or_token_subject_that_made_each_change(world):

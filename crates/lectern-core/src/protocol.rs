@@ -67,15 +67,21 @@ pub struct InferRequest {
     pub timeout_us: u64,
 }
 
+/// The JSON of an inference request as it arrives (the OpenAPI document's `InferRequest`).
 #[derive(Deserialize)]
-struct RequestJson<'a> {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = InferRequest))]
+pub struct RequestJson<'a> {
     #[serde(default)]
     id: Option<String>,
+    /// `binary_data_output`, `priority`, `timeout` (microseconds).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     parameters: Option<Map<String, Value>>,
     #[serde(borrow)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<InputJson>, min_items = 1, max_items = 1024))]
     inputs: Bounded<InputJson<'a>>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<OutputJson>>, max_items = 1024))]
     outputs: Option<Bounded<OutputJson>>,
 }
 
@@ -126,23 +132,34 @@ impl<T> Bounded<T> {
     }
 }
 
+/// One input tensor of a request.
 #[derive(Deserialize)]
-struct InputJson<'a> {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = InferInput))]
+pub struct InputJson<'a> {
     name: String,
     /// Borrowed from the body (datatype names never need unescaping).
     #[serde(borrow)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "FP32"))]
     datatype: Cow<'a, str>,
     shape: Vec<i64>,
+    /// `binary_data_size` when the data follows the JSON (binary tensor extension).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     parameters: Option<Map<String, Value>>,
+    /// Row-major values, flat or nested; absent when the data is binary.
     #[serde(default, borrow)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Value>>))]
     data: Option<&'a RawValue>,
 }
 
+/// One output a request asks for.
 #[derive(Deserialize)]
-struct OutputJson {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = InferRequestedOutput))]
+pub struct OutputJson {
     name: String,
+    /// `binary_data`, `classification`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     parameters: Option<Map<String, Value>>,
 }
 

@@ -7,11 +7,13 @@ use serde_json::Value;
 
 /// A model as the API describes it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Model))]
 pub struct ModelView {
     pub name: String,
     /// The version unversioned requests use; `null`: the newest ready one.
     pub default_version: Option<u64>,
     /// The model's config (the keys of its `config.toml`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: Value,
     pub labels: Option<Vec<String>>,
     pub versions: Vec<VersionView>,
@@ -21,9 +23,11 @@ pub struct ModelView {
 
 /// A version as the API describes it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Version))]
 pub struct VersionView {
     pub version: u64,
     /// PENDING (never loaded), READY or UNAVAILABLE: the outcome of its last load.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^(PENDING|READY|UNAVAILABLE)$"))]
     pub state: &'static str,
     /// Why it is unavailable.
     pub reason: String,

@@ -18,6 +18,7 @@ const TOPIC: &str = "topic";
 
 /// A checked pipeline.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pipeline {
     pub name: String,
     /// The request field whose items each run the steps.
@@ -25,11 +26,13 @@ pub struct Pipeline {
     pub steps: Vec<Step>,
     /// Answer field -> expression; `None`: every step result by id.
     #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub shape: Option<Vec<(String, String)>>,
 }
 
 /// One checked step.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Step {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,6 +43,7 @@ pub struct Step {
 
 /// What a step does.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum StepKind {
     /// Run one model.
@@ -69,6 +73,7 @@ pub enum StepKind {
 
 /// Where a model step's input row comes from.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ModelInput {
     /// These fields of `input`, as one row.

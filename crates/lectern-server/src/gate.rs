@@ -14,41 +14,70 @@ use lectern_core::{Coded, ErrorCode};
 use lectern_store::{ApiKey, Role, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What a route needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who may call a route: every route of the table (`routes::table`) declares one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
-    /// Health, server metadata, metrics, the OpenAPI file.
+    /// Anyone, always: health, server metadata, metrics, the OpenAPI document.
     Open,
-    /// Inference and model metadata: any role (when inference is protected).
-    Infer,
-    /// Models and the repository: trainer or admin.
-    Models,
-    /// Keys and the audit log: admin.
+    /// Any role (`client`, `trainer`, `admin`); anyone with `--open-inference`: inference,
+    /// model metadata, running and listing pipelines.
+    Client,
+    /// `trainer` or `admin`: models, the repository, defining pipelines.
+    Trainer,
+    /// `admin`: keys and the audit log.
     Admin,
 }
 
-/// The access a request needs.
-pub fn access(method: &Method, path: &str) -> Access {
-    let open = matches!(path, "/v2" | "/v2/health/live" | "/v2/health/ready" | "/metrics" | "/openapi.json");
-    if open || *method == Method::OPTIONS {
-        Access::Open
-    } else if path.starts_with("/v1/pipelines/") && (*method == Method::PUT || *method == Method::DELETE) {
-        Access::Models
-    } else if path.starts_with("/v2/models/") || path == "/v1/pipelines" || path.starts_with("/v1/pipelines/") {
-        Access::Infer
-    } else if path == "/v1/models" || path.starts_with("/v1/models/") || path.starts_with("/v2/repository/") {
-        Access::Models
-    } else if path == "/v1/keys" || path.starts_with("/v1/keys/") || path == "/v1/audit" {
-        Access::Admin
-    } else {
-        Access::Open
+impl Access {
+    /// The name the OpenAPI document (`x-lectern-access`) and the contract use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Open => "open",
+            Access::Client => "client",
+            Access::Trainer => "trainer",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+/// The access of every declared route and method, matched with the router axum uses inside,
+/// so that the gate and the router read a path alike. A path or method that is not declared
+/// has no access level: it is refused without a valid credential (once checks apply).
+pub struct AccessTable {
+    paths: matchit::Router<Vec<(Method, Access)>>,
+}
+
+impl AccessTable {
+    /// The table of `routes`: `(path, method, access)` (paths in axum's `{param}` syntax).
+    pub fn new<'a>(routes: impl IntoIterator<Item = (&'a str, Method, Access)>) -> Self {
+        let mut by_path: Vec<(&str, Vec<(Method, Access)>)> = Vec::new();
+        for (path, method, access) in routes {
+            match by_path.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, methods)) => methods.push((method, access)),
+                None => by_path.push((path, vec![(method, access)])),
+            }
+        }
+        let mut paths = matchit::Router::new();
+        for (path, methods) in by_path {
+            // The route table is fixed at build time; the router refuses the same paths.
+            paths.insert(path, methods).unwrap_or_else(|e| panic!("route {path}: {e}"));
+        }
+        AccessTable { paths }
+    }
+
+    /// The access `method path` needs; `None`: not a declared route. `HEAD` is `GET`'s (axum
+    /// answers it with the `GET` handler).
+    pub fn access(&self, method: &Method, path: &str) -> Option<Access> {
+        let methods = self.paths.at(path).ok()?.value;
+        let method = if method == Method::HEAD { &Method::GET } else { method };
+        methods.iter().find(|(m, _)| m == method).map(|(_, access)| *access)
     }
 }
 
 fn allowed(access: Access, role: Role) -> bool {
     match access {
-        Access::Open | Access::Infer => true,
-        Access::Models => role >= Role::Trainer,
+        Access::Open | Access::Client => true,
+        Access::Trainer => role >= Role::Trainer,
         Access::Admin => role == Role::Admin,
     }
 }
@@ -137,15 +166,20 @@ fn credential(request: &Request) -> Option<&str> {
 }
 
 /// Lets a request through (with its [`Principal`] when the route records who acted) or
-/// answers it with the refusal.
-pub async fn admit(state: &AppState, mut request: Request) -> Result<Request, Response> {
-    let needed = access(request.method(), request.uri().path());
+/// answers it with the refusal. A request for an undeclared route or method is let through
+/// (to its 404 or 405) only without checks or with a valid credential of any role.
+pub async fn admit(state: &AppState, table: &AccessTable, mut request: Request) -> Result<Request, Response> {
+    let needed = table.access(request.method(), request.uri().path());
     let auth = &state.auth;
-    let open = needed == Access::Open || (needed == Access::Infer && !auth.settings.protect_inference);
+    let open = match needed {
+        Some(Access::Open) => true,
+        Some(Access::Client) => !auth.settings.protect_inference,
+        _ => false,
+    };
     if !auth.enforced() || open {
         // Only the routes that record who acted (models, keys) read the principal; inference,
         // the hot path, gets none and so costs no allocation here.
-        if matches!(needed, Access::Models | Access::Admin) {
+        if matches!(needed, Some(Access::Trainer | Access::Admin)) {
             request.extensions_mut().insert(Principal::local());
         }
         return Ok(request);
@@ -160,7 +194,7 @@ pub async fn admit(state: &AppState, mut request: Request) -> Result<Request, Re
         Err(e) if e.status == StatusCode::UNAUTHORIZED => return Err(with_challenge(e)),
         Err(e) => return Err(e.into_response()),
     };
-    if !allowed(needed, who.role) {
+    if needed.is_some_and(|access| !allowed(access, who.role)) {
         let message =
             format!("the role '{}' may not use {} {}", who.role.as_str(), request.method(), request.uri().path());
         return Err(ApiError::new(StatusCode::FORBIDDEN, message).into_response());
@@ -188,18 +222,37 @@ fn with_challenge(error: ApiError) -> Response {
 mod tests {
     use super::*;
 
+    fn table() -> AccessTable {
+        AccessTable::new([
+            ("/v2/health/ready", Method::GET, Access::Open),
+            ("/v2/models/{model}/infer", Method::POST, Access::Client),
+            ("/v1/pipelines/{name}", Method::POST, Access::Client),
+            ("/v1/pipelines/{name}", Method::PUT, Access::Trainer),
+            ("/v1/keys", Method::GET, Access::Admin),
+        ])
+    }
+
     #[test]
-    fn routes_are_classified() {
-        assert_eq!(access(&Method::GET, "/v2/health/ready"), Access::Open);
-        assert_eq!(access(&Method::POST, "/v2/models/iris/infer"), Access::Infer);
-        assert_eq!(access(&Method::POST, "/v1/pipelines/x"), Access::Infer);
-        assert_eq!(access(&Method::PUT, "/v1/pipelines/x"), Access::Models);
-        assert_eq!(access(&Method::DELETE, "/v1/pipelines/x"), Access::Models);
-        assert_eq!(access(&Method::POST, "/v2/repository/models/iris/load"), Access::Models);
-        assert_eq!(access(&Method::DELETE, "/v1/models/iris"), Access::Models);
-        assert_eq!(access(&Method::POST, "/v1/keys"), Access::Admin);
-        assert_eq!(access(&Method::GET, "/v1/audit"), Access::Admin);
-        assert!(allowed(Access::Models, Role::Trainer) && !allowed(Access::Models, Role::Client));
-        assert!(!allowed(Access::Admin, Role::Trainer));
+    fn declared_routes_have_their_access_and_others_none() {
+        let t = table();
+        assert_eq!(t.access(&Method::GET, "/v2/health/ready"), Some(Access::Open));
+        assert_eq!(t.access(&Method::HEAD, "/v2/health/ready"), Some(Access::Open));
+        assert_eq!(t.access(&Method::POST, "/v2/models/iris/infer"), Some(Access::Client));
+        assert_eq!(t.access(&Method::POST, "/v1/pipelines/x"), Some(Access::Client));
+        assert_eq!(t.access(&Method::PUT, "/v1/pipelines/x"), Some(Access::Trainer));
+        assert_eq!(t.access(&Method::GET, "/v1/keys"), Some(Access::Admin));
+        // undeclared methods and paths, including prefixes and extensions of declared ones
+        assert_eq!(t.access(&Method::DELETE, "/v1/pipelines/x"), None);
+        assert_eq!(t.access(&Method::OPTIONS, "/v2/health/ready"), None);
+        for path in ["/", "/v2/health", "/v2/health/ready/", "/v2/models/iris", "/v1/keys/x", "/v1/pipelines", "/x"] {
+            assert_eq!(t.access(&Method::GET, path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn roles_reach_their_levels_and_those_below() {
+        assert!(allowed(Access::Client, Role::Client));
+        assert!(allowed(Access::Trainer, Role::Trainer) && !allowed(Access::Trainer, Role::Client));
+        assert!(allowed(Access::Admin, Role::Admin) && !allowed(Access::Admin, Role::Trainer));
     }
 }

@@ -48,11 +48,20 @@ pub struct AppState {
 pub struct App {
     router: Router,
     state: Arc<AppState>,
+    /// Who may call each route: from the same table as the router.
+    access: Arc<gate::AccessTable>,
 }
 
 /// Builds the application over its state.
 pub fn app(state: Arc<AppState>) -> App {
-    App { router: routes::router().with_state(state.clone()), state }
+    let table = routes::table();
+    let access = Arc::new(routes::access_table(&table));
+    App { router: routes::router(&table).with_state(state.clone()), state, access }
+}
+
+/// The OpenAPI document of every route (what `GET /openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::openapi_document()
 }
 
 impl<B> tower_service::Service<axum::http::Request<B>> for App
@@ -71,10 +80,10 @@ where
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let request = request.map(axum::body::Body::new);
         let (id, span) = request_id::assign(&request);
-        let (mut router, state) = (self.router.clone(), self.state.clone());
+        let (mut router, state, access) = (self.router.clone(), self.state.clone(), self.access.clone());
         Box::pin(
             async move {
-                let mut response = match gate::admit(&state, request).await {
+                let mut response = match gate::admit(&state, &access, request).await {
                     Ok(request) => match router.call(request).await {
                         Ok(response) => response,
                         Err(never) => match never {},

@@ -1,38 +1,69 @@
 //! Server liveness, readiness and metadata.
 
+use super::openapi::ErrorBody;
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lectern_core::ErrorCode;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// The answer of `GET /v2/health/live`.
+#[derive(Serialize, ToSchema)]
+pub struct Live {
+    live: bool,
+}
+
+/// The answer of `GET /v2/health/ready`.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    ready: bool,
+}
+
+/// The answer of `GET /v2`.
+#[derive(Serialize, ToSchema)]
+pub struct ServerMetadata {
+    name: &'static str,
+    version: &'static str,
+    extensions: [&'static str; 4],
+}
 
 /// `GET /v2/health/live`
-pub async fn live() -> Json<Value> {
-    Json(json!({ "live": true }))
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2", operation_id = "serverLive",
+    responses((status = 200, description = "The process is up.", body = Live)))]
+pub async fn live() -> Json<Live> {
+    Json(Live { live: true })
 }
 
 /// `GET /v2/health/ready`: ready once the start-up load of the repository has finished, and
 /// while the database answers (checked at most once a second, not on every probe).
 /// Not ready: 503 `{"ready": false, "error", "code"}` with `Retry-After`.
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2", operation_id = "serverReady",
+    responses(
+        (status = 200, description = "The start-up load of the models has finished and the database answers.", body = Ready),
+        (status = 503, description = "Still loading, or the database is unavailable (`ready` is false).", body = ErrorBody),
+    ))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let not_ready = if !state.ready.load(Ordering::Acquire) {
         ApiError::coded(ErrorCode::NotReady, "the server is still loading its models")
     } else if !state.manager.database_available().await {
         ApiError::coded(ErrorCode::DatabaseUnavailable, "the database is unavailable; retry later")
     } else {
-        return Json(json!({ "ready": true })).into_response();
+        return Json(Ready { ready: true }).into_response();
     };
-    not_ready.into_response_with(serde_json::Map::from_iter([("ready".to_string(), Value::Bool(false))]))
+    not_ready.into_response_with(serde_json::Map::from_iter([("ready".to_string(), serde_json::Value::Bool(false))]))
 }
 
 /// `GET /v2`
-pub async fn server_metadata() -> Json<Value> {
-    Json(json!({
-        "name": "lectern",
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "model_repository", "classification", "schedule_policy"],
-    }))
+#[utoipa::path(get, path = "/v2", tag = "v2", operation_id = "serverMetadata",
+    responses((status = 200, description = "Name, version and protocol extensions.", body = ServerMetadata)))]
+pub async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata {
+        name: "lectern",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: ["binary_tensor_data", "model_repository", "classification", "schedule_policy"],
+    })
 }

@@ -1,5 +1,6 @@
 //! `POST /v2/models/{model}[/versions/{version}]/infer`, with the binary tensor extension.
 
+use super::openapi::ErrorBody;
 use super::{parse_version, Params};
 use crate::{ApiError, AppState};
 use axum::body::Body;
@@ -7,15 +8,84 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use lectern_core::protocol::RequestJson;
 use lectern_core::{decode_request, encode_response};
+use serde_json::Value;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// The header that gives the length of the JSON part of a binary request or response.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// One output tensor of an inference answer.
+#[derive(ToSchema)]
+#[schema(as = InferOutput)]
+#[allow(dead_code)] // a schema: `lectern_core::encode_response` writes the answer
+struct OutputSchema {
+    name: String,
+    #[schema(example = "FP32")]
+    datatype: String,
+    shape: Vec<i64>,
+    /// `binary_data_size` when the data follows the JSON (binary tensor extension).
+    parameters: Option<std::collections::HashMap<String, Value>>,
+    /// Row-major, flat; absent when the data is binary.
+    data: Option<Vec<Value>>,
+}
+
+/// The JSON of an inference answer (`lectern_core::encode_response` writes it).
+#[derive(ToSchema)]
+#[schema(as = InferResponse)]
+#[allow(dead_code)] // a schema: `lectern_core::encode_response` writes the answer
+struct ResponseSchema {
+    model_name: String,
+    model_version: String,
+    /// The request's `id`, when it had one.
+    id: Option<String>,
+    outputs: Vec<OutputSchema>,
+}
+
+/// `POST /v2/models/{model}/infer`: inference on the newest ready version (or the default).
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "v2", operation_id = "modelInfer",
+    params(("model" = String, Path, description = "The model's name.")),
+    request_body(description = "JSON, or JSON followed by binary tensors (`Inference-Header-Content-Length`).",
+        content((RequestJson = "application/json"), (Vec<u8> = "application/octet-stream"))),
+    responses(
+        (status = 200, description = "The outputs (JSON, or JSON followed by binary tensors).",
+            content((ResponseSchema = "application/json"), (Vec<u8> = "application/octet-stream"))),
+        (status = 400, description = "A malformed request, or the model is not ready.", body = ErrorBody),
+        (status = 404, description = "No such model.", body = ErrorBody),
+        (status = 408, description = "The request's `timeout` passed while it was queued.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `--max-body-bytes`.", body = ErrorBody),
+    ))]
+pub async fn infer(state: State<Arc<AppState>>, params: Params, request: Request) -> Result<Response, ApiError> {
+    infer_on(state, params, request).await
+}
+
+/// `POST /v2/models/{model}/versions/{version}/infer`
+#[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "v2", operation_id = "modelVersionInfer",
+    params(("model" = String, Path, description = "The model's name."),
+           ("version" = String, Path, description = "A version number (a positive integer).")),
+    request_body(description = "JSON, or JSON followed by binary tensors (`Inference-Header-Content-Length`).",
+        content((RequestJson = "application/json"), (Vec<u8> = "application/octet-stream"))),
+    responses(
+        (status = 200, description = "The outputs (JSON, or JSON followed by binary tensors).",
+            content((ResponseSchema = "application/json"), (Vec<u8> = "application/octet-stream"))),
+        (status = 400, description = "A malformed request, or the version is not ready.", body = ErrorBody),
+        (status = 404, description = "No such model or version.", body = ErrorBody),
+        (status = 408, description = "The request's `timeout` passed while it was queued.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `--max-body-bytes`.", body = ErrorBody),
+    ))]
+pub async fn infer_version(
+    state: State<Arc<AppState>>,
+    params: Params,
+    request: Request,
+) -> Result<Response, ApiError> {
+    infer_on(state, params, request).await
+}
+
 /// Inference on the newest ready version, or on the version the path names. The path
 /// parameters and headers are borrowed from the request (no copies on the hot path).
-pub async fn infer(State(state): State<Arc<AppState>>, params: Params, request: Request) -> Result<Response, ApiError> {
+async fn infer_on(State(state): State<Arc<AppState>>, params: Params, request: Request) -> Result<Response, ApiError> {
     let model = params.get("model").unwrap_or_default();
     let version = params.get("version").map(|v| parse_version(model, v)).transpose()?;
     let (parts, body) = request.into_parts();

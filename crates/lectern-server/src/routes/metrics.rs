@@ -23,7 +23,9 @@ const HISTOGRAMS: [(&str, &str); 3] = [
     ("lectern_inference_compute_duration_seconds", "Time the engine spent computing."),
 ];
 
-/// Renders all metrics as Prometheus text.
+/// `GET /metrics`: renders all metrics as Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition 0.0.4.", body = String, content_type = "text/plain")))]
 pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let models = state.registry.metrics().all();
     let mut out = String::with_capacity(4096);

@@ -1,4 +1,7 @@
-//! Route table. Each resource has its own file.
+//! The route table: every route is declared once, below, with who may call it. Its path,
+//! method, parameters, bodies and statuses are the handler's `#[utoipa::path]`; the axum
+//! router, the gate's [`AccessTable`] and the OpenAPI document are all derived from
+//! [`table`]. Each resource has its own file.
 
 mod extract;
 mod health;
@@ -6,50 +9,114 @@ mod infer;
 mod manage;
 mod metrics;
 mod models;
+pub(crate) mod openapi;
 mod pipelines;
 mod repository;
 
+use crate::gate::{Access, AccessTable};
 use crate::{ApiError, AppState};
-use axum::http::{StatusCode, Uri};
-use axum::routing::{delete, get, post, put};
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::MethodRouter;
 use axum::Router;
 use extract::{Params, Path, Query};
 use std::sync::Arc;
+use utoipa::openapi::path::{Operation, PathItem, Paths};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v2", get(health::server_metadata))
-        .route("/v2/health/live", get(health::live))
-        .route("/v2/health/ready", get(health::ready))
-        .route("/v2/models/{model}", get(models::metadata))
-        .route("/v2/models/{model}/versions/{version}", get(models::version_metadata))
-        .route("/v2/models/{model}/ready", get(models::ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(models::version_ready))
-        .route("/v2/models/{model}/infer", post(infer::infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer::infer))
-        .route("/v2/repository/index", post(repository::index))
-        .route("/v2/repository/models/{model}/load", post(repository::load))
-        .route("/v2/repository/models/{model}/unload", post(repository::unload))
-        .route("/v1/pipelines", get(pipelines::list))
-        .route("/v1/pipelines/{name}", post(pipelines::run).put(pipelines::define).delete(pipelines::remove))
-        .route("/v1/models", get(manage::list).post(manage::create))
-        .route("/v1/models/{model}", get(manage::describe).delete(manage::delete))
-        .route("/v1/models/{model}/config", put(manage::set_config))
-        .route("/v1/models/{model}/default", put(manage::set_default))
-        .route("/v1/models/{model}/versions", post(manage::upload))
-        .route("/v1/models/{model}/versions/{version}", delete(manage::delete_version))
-        .route("/v1/keys", get(manage::list_keys).post(manage::create_key))
-        .route("/v1/keys/{id}", delete(manage::revoke_key))
-        .route("/v1/audit", get(manage::audit))
-        .route("/openapi.json", get(openapi))
-        .route("/metrics", get(metrics::render))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+pub use openapi::document as openapi_document;
+
+/// One declared route: a handler at one path and method, and who may call it.
+pub(crate) struct Route {
+    pub access: Access,
+    pub path: String,
+    pub method: Method,
+    /// What the handler's `#[utoipa::path]` documents.
+    pub operation: Operation,
+    /// The schemas its bodies name.
+    pub schemas: Vec<(String, RefOr<Schema>)>,
+    handler: MethodRouter<Arc<AppState>>,
 }
 
-/// The OpenAPI description of the management and pipeline API.
-async fn openapi() -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../../../docs/openapi.json"))
+/// Declares a route: `access` and what `routes!(handler)` derives from the handler's
+/// `#[utoipa::path]` (one handler, one method: a route needs its own access level).
+fn route(
+    access: Access,
+    (schemas, paths, handler): (Vec<(String, RefOr<Schema>)>, Paths, MethodRouter<Arc<AppState>>),
+) -> Route {
+    let mut items = paths.paths.into_iter();
+    let (path, item) = items.next().expect("a handler documents its path");
+    assert!(items.next().is_none(), "{path}: one handler per route");
+    let mut operations = operations(item);
+    let (method, operation) = operations.pop().expect("a handler documents its method");
+    assert!(operations.is_empty(), "{path}: one method per handler");
+    Route { access, path, method, operation, schemas, handler }
+}
+
+/// The operations of a path item with their methods.
+fn operations(item: PathItem) -> Vec<(Method, Operation)> {
+    [
+        (Method::GET, item.get),
+        (Method::POST, item.post),
+        (Method::PUT, item.put),
+        (Method::DELETE, item.delete),
+        (Method::PATCH, item.patch),
+        (Method::HEAD, item.head),
+        (Method::OPTIONS, item.options),
+        (Method::TRACE, item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| Some((method, operation?)))
+    .collect()
+}
+
+/// Every route the server has. A route needs its [`Access`] to be declared at all.
+pub(crate) fn table() -> Vec<Route> {
+    use Access::{Admin, Client, Open, Trainer};
+    vec![
+        route(Open, routes!(health::server_metadata)),
+        route(Open, routes!(health::live)),
+        route(Open, routes!(health::ready)),
+        route(Client, routes!(models::metadata)),
+        route(Client, routes!(models::version_metadata)),
+        route(Client, routes!(models::ready)),
+        route(Client, routes!(models::version_ready)),
+        route(Client, routes!(infer::infer)),
+        route(Client, routes!(infer::infer_version)),
+        route(Trainer, routes!(repository::index)),
+        route(Trainer, routes!(repository::load)),
+        route(Trainer, routes!(repository::unload)),
+        route(Client, routes!(pipelines::list)),
+        route(Client, routes!(pipelines::run)),
+        route(Trainer, routes!(pipelines::define)),
+        route(Trainer, routes!(pipelines::remove)),
+        route(Trainer, routes!(manage::models::list)),
+        route(Trainer, routes!(manage::models::create)),
+        route(Trainer, routes!(manage::models::describe)),
+        route(Trainer, routes!(manage::models::delete)),
+        route(Trainer, routes!(manage::models::set_config)),
+        route(Trainer, routes!(manage::models::set_default)),
+        route(Trainer, routes!(manage::models::upload)),
+        route(Trainer, routes!(manage::models::delete_version)),
+        route(Admin, routes!(manage::keys::list)),
+        route(Admin, routes!(manage::keys::create)),
+        route(Admin, routes!(manage::keys::revoke)),
+        route(Admin, routes!(manage::audit::list)),
+        route(Open, routes!(openapi::serve)),
+        route(Open, routes!(metrics::render)),
+    ]
+}
+
+/// The axum router of `table` (an undeclared path is 404, an undeclared method 405).
+pub(crate) fn router(table: &[Route]) -> Router<Arc<AppState>> {
+    let router = table.iter().fold(Router::new(), |router, r| router.route(&r.path, r.handler.clone()));
+    router.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The gate's view of `table`.
+pub(crate) fn access_table(table: &[Route]) -> AccessTable {
+    AccessTable::new(table.iter().map(|r| (r.path.as_str(), r.method.clone(), r.access)))
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -68,5 +135,26 @@ pub(crate) fn parse_version(model: &str, version: &str) -> Result<u64, ApiError>
             StatusCode::NOT_FOUND,
             format!("model '{model}' has no version '{version}' (versions are positive integers)"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_declared_once_and_the_gate_knows_it() {
+        let table = table();
+        let access = access_table(&table);
+        let mut seen = std::collections::HashSet::new();
+        for r in &table {
+            assert!(seen.insert((r.path.clone(), r.method.clone())), "{} {} declared twice", r.method, r.path);
+            let concrete = r.path.replace("{model}", "m").replace("{version}", "1").replace("{name}", "n");
+            let concrete = concrete.replace("{id}", "k");
+            assert_eq!(access.access(&r.method, &concrete), Some(r.access), "{} {}", r.method, r.path);
+        }
+        assert_eq!(access.access(&Method::POST, "/v2/models/m/infer"), Some(Access::Client));
+        assert_eq!(access.access(&Method::GET, "/v1/keys"), Some(Access::Admin));
+        assert_eq!(access.access(&Method::GET, "/v2/models"), None);
     }
 }

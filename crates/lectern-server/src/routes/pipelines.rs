@@ -1,6 +1,7 @@
 //! `GET /v1/pipelines` and `POST /v1/pipelines/{name}` (JSON or multipart/form-data).
 
 use super::infer::read_body;
+use super::openapi::ErrorBody;
 use super::Path;
 use crate::principal::Principal;
 use crate::{ApiError, AppState};
@@ -8,21 +9,48 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use lectern_pipeline::{Engine, PipelineRequest};
-use serde_json::{json, Map, Value};
+use lectern_pipeline::{Engine, Pipeline, PipelineRequest};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// The text part of a multipart upload that carries a JSON object of fields.
 const JSON_PART: &str = "json";
 
+/// The answer of `GET /v1/pipelines`.
+#[derive(Serialize, ToSchema)]
+pub struct PipelineList {
+    pipelines: Vec<Pipeline>,
+}
+
+/// The answer of `PUT /v1/pipelines/{name}`.
+#[derive(Serialize, ToSchema)]
+pub struct DefinedPipeline {
+    pipeline: Option<Pipeline>,
+}
+
 /// `GET /v1/pipelines`: every pipeline with its steps.
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/pipelines", tag = "pipelines", operation_id = "listPipelines",
+    responses((status = 200, description = "Every pipeline with its steps.", body = PipelineList)))]
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<PipelineList>, ApiError> {
     let engine = engine(&state)?;
-    let pipelines: Vec<Value> = engine.pipelines().iter().map(|p| json!(p.as_ref())).collect();
-    Ok(Json(json!({ "pipelines": pipelines })))
+    Ok(Json(PipelineList { pipelines: engine.pipelines().iter().map(|p| Pipeline::clone(p)).collect() }))
 }
 
 /// `POST /v1/pipelines/{name}`: runs a pipeline on the request.
+#[utoipa::path(post, path = "/v1/pipelines/{name}", tag = "pipelines", operation_id = "runPipeline",
+    params(("name" = String, Path, description = "The pipeline's name.")),
+    request_body(description = "The request's fields: a JSON object, or multipart/form-data (files by field \
+        name, text parts as string fields, a part `json` holding an object of fields).",
+        content((Object = "application/json"), (Object = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "The answer, shaped by the pipeline's `shape`.", body = Object),
+        (status = 400, description = "A malformed body, or a step that cannot run on it.", body = ErrorBody),
+        (status = 404, description = "No such pipeline.", body = ErrorBody),
+        (status = 408, description = "A model step timed out.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `--max-body-bytes`.", body = ErrorBody),
+    ))]
 pub async fn run(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -96,13 +124,22 @@ async fn multipart_request(bytes: bytes::Bytes, boundary: String) -> Result<Pipe
 
 /// `PUT /v1/pipelines/{name}`: the body is the TOML of a `[pipelines.NAME]` table (its keys
 /// `for_each`, `steps`, `shape`); checked against the loaded models, stored, then served.
+#[utoipa::path(put, path = "/v1/pipelines/{name}", tag = "pipelines", operation_id = "definePipeline",
+    params(("name" = String, Path, description = "The pipeline's name.")),
+    request_body(description = "The TOML of a `[pipelines.NAME]` table (`for_each`, `steps`, `shape`).",
+        content = String, content_type = "application/toml"),
+    responses(
+        (status = 200, description = "Defined (or replaced) and served.", body = DefinedPipeline),
+        (status = 400, description = "Not UTF-8 TOML, does not fit the loaded models, or declared in the config file.", body = ErrorBody),
+        (status = 413, description = "The body is larger than `--max-body-bytes`.", body = ErrorBody),
+    ))]
 pub async fn define(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DefinedPipeline>, ApiError> {
     let engine = engine(&state)?;
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
     let text = std::str::from_utf8(&bytes)
@@ -112,11 +149,18 @@ pub async fn define(
         engine.undefine(&name)?;
         return Err(lectern_manage::ManageError::from(e).into());
     }
-    let pipeline = engine.pipelines().into_iter().find(|p| p.name == name);
-    Ok(Json(json!({ "pipeline": pipeline.as_deref() })))
+    let pipeline = engine.pipelines().into_iter().find(|p| p.name == name).map(|p| Pipeline::clone(&p));
+    Ok(Json(DefinedPipeline { pipeline }))
 }
 
 /// `DELETE /v1/pipelines/{name}`: removes a pipeline defined through the API.
+#[utoipa::path(delete, path = "/v1/pipelines/{name}", tag = "pipelines", operation_id = "deletePipeline",
+    params(("name" = String, Path, description = "The pipeline's name.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "Declared in the config file.", body = ErrorBody),
+        (status = 404, description = "No such pipeline.", body = ErrorBody),
+    ))]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     Extension(who): Extension<Principal>,
