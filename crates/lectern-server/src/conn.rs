@@ -206,7 +206,7 @@ impl<IO> GuardedIo<IO> {
         };
         let deadline = match self.deadline {
             // An idle time gives way to a head's time once its first byte is in.
-            Some(d) if !(self.deadline_is_idle && !idle) => d,
+            Some(d) if !self.deadline_is_idle || idle => d,
             _ => {
                 let d = Instant::now() + if idle { self.timeouts.idle } else { self.timeouts.header_read };
                 self.deadline = Some(d);

@@ -153,6 +153,8 @@ pub fn raise_open_files_limit() -> Option<u64> {
                 limit.rlim_cur = limit.rlim_max;
             }
         }
+        // `rlim_t` is u64 on Linux but not on every unix.
+        #[allow(clippy::unnecessary_cast)]
         Some(limit.rlim_cur as u64)
     }
     #[cfg(not(unix))]

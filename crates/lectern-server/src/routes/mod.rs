@@ -39,11 +39,15 @@ pub(crate) struct Route {
     handler: MethodRouter<Arc<AppState>>,
 }
 
+/// What `utoipa_axum::routes!(handler)` gives: the schemas and path of its `#[utoipa::path]`,
+/// and its method router.
+type Documented = (Vec<(String, RefOr<Schema>)>, Paths, MethodRouter<Arc<AppState>>);
+
 /// Declares a route: `access` and what `routes!(handler)` derives from the handler's
 /// `#[utoipa::path]` (one handler, one method: a route needs its own access level).
 fn route(
     access: Access,
-    (schemas, paths, handler): (Vec<(String, RefOr<Schema>)>, Paths, MethodRouter<Arc<AppState>>),
+    (schemas, paths, handler): Documented,
 ) -> Route {
     let mut items = paths.paths.into_iter();
     let (path, item) = items.next().expect("a handler documents its path");

@@ -36,7 +36,10 @@ fn error_schema() -> RefOr<utoipa::openapi::schema::Schema> {
     let names = lectern_core::ErrorCode::ALL.iter().map(|c| c.name());
     ObjectBuilder::new()
         .description(Some("Every error body."))
-        .property("error", ObjectBuilder::new().schema_type(Type::String).description(Some("What went wrong, for a person.")))
+        .property(
+            "error",
+            ObjectBuilder::new().schema_type(Type::String).description(Some("What went wrong, for a person.")),
+        )
         .required("error")
         .property(
             "code",
