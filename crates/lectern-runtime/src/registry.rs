@@ -422,7 +422,7 @@ mod tests {
         }
     }
 
-    fn registry(latest: usize, good: &[u64], bad: &[u64]) -> (Arc<Registry>, Arc<StoreLike>) {
+    fn setup(latest: usize, good: &[u64], bad: &[u64]) -> (Arc<Registry>, Arc<StoreLike>) {
         let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../examples/models/iris-logreg/1")
             .join(crate::source::MODEL_FILE);
@@ -440,13 +440,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_selected_version_that_fails_gives_way_to_the_newest_loadable_ones() {
-        let (registry, source) = registry(1, &[1, 2], &[3, 4]);
+        let (registry, source) = setup(1, &[1, 2], &[3, 4]);
         registry.load_all().await.unwrap();
         assert_eq!(states(&registry), vec![(2, true), (3, false), (4, false)]);
         assert_eq!(registry.resolve("m", None).unwrap().version, 2);
         assert_eq!(*source.reported.lock().unwrap(), vec![(4, false), (3, false), (2, true)]);
 
-        let (registry, source) = registry(2, &[1, 2], &[3]);
+        let (registry, source) = setup(2, &[1, 2], &[3]);
         let err = registry.load("m").await.unwrap_err();
         assert!(err.to_string().contains("version 3"), "{err}");
         assert_eq!(states(&registry), vec![(1, true), (2, true), (3, false)], "a model serving nothing takes them");
@@ -456,7 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_every_version_fails_each_is_tried_once() {
-        let (registry, source) = registry(1, &[], &[1, 2]);
+        let (registry, source) = setup(1, &[], &[1, 2]);
         registry.load_all().await.unwrap();
         assert_eq!(states(&registry), vec![(1, false), (2, false)]);
         assert_eq!(*source.reported.lock().unwrap(), vec![(2, false), (1, false)]);
