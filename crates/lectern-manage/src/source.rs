@@ -46,7 +46,9 @@ fn artifact_error(e: ArtifactError) -> SourceError {
 }
 
 /// The versions to serve: the config's policy over the versions not known to fail (over all
-/// of them when every one failed before), plus the default version.
+/// of them when every one failed before), plus the default version. The registry reports each
+/// load (`loaded`) and asks again when a version failed, so a selected version that fails gives
+/// way to the next healthy ones.
 fn select<'a>(config: &ModelConfig, versions: &'a [VersionRecord], default: Option<u64>) -> Vec<&'a VersionRecord> {
     let healthy: Vec<u64> =
         versions.iter().filter(|v| v.state != VersionState::Unavailable).map(|v| v.version).collect();

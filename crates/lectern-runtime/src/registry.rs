@@ -71,11 +71,10 @@ impl Registry {
         let names = self.source.names().await?;
         for name in names {
             let entry = match self.source.definition(&name).await {
-                Ok(Some(definition)) => self.build_entry_off_runtime(&name, definition).await,
+                Ok(Some(definition)) => self.load_selected(&name, definition).await,
                 Ok(None) => continue,
                 Err(e) => ModelEntry { reason: Some(e.to_string()), ..Default::default() },
             };
-            self.report(&name, &entry).await;
             log_entry(&name, &entry);
             self.write().insert(name, entry);
         }
@@ -91,12 +90,17 @@ impl Registry {
             Ok(None) => return Err(RuntimeError::ModelNotFound(name.to_string())),
             Err(source) => return Err(RuntimeError::SourceFailed { model: name.to_string(), source }),
         };
-        let entry = self.build_entry_off_runtime(name, definition).await;
-        self.report(name, &entry).await;
+        let entry = self.load_selected(name, definition).await;
         if let Some(reason) = entry_failure(&entry) {
-            tracing::warn!(model = name, %reason, "load failed; previous versions keep serving");
-            // A model seen for the first time is listed with why it does not serve.
-            self.write().entry(name.to_string()).or_insert(entry);
+            let mut models = self.write();
+            if models.get(name).is_some_and(serves) {
+                tracing::warn!(model = name, %reason, "load failed; previous versions keep serving");
+            } else {
+                // A model serving nothing takes the outcome: the versions that loaded in place
+                // of the failed ones serve, and the failed ones are listed with why.
+                log_entry(name, &entry);
+                models.insert(name.to_string(), entry);
+            }
             return Err(RuntimeError::LoadFailed(name.to_string(), reason));
         }
         log_entry(name, &entry);
@@ -116,6 +120,52 @@ impl Registry {
         let _guard = self.changes.lock().await;
         if self.write().remove(name).is_some() {
             tracing::info!(model = name, "removed");
+        }
+    }
+
+    /// Loads the versions the source selects. A version that fails is reported (so the source
+    /// knows it fails) and the source is asked again: its policy over the versions not known to
+    /// fail may select older ones, which are loaded in turn, until a selection loads or brings
+    /// no version not tried yet. Versions are loaded once; the entry holds the last selection
+    /// plus every version that failed (UNAVAILABLE with its reason).
+    async fn load_selected(self: &Arc<Self>, name: &str, mut definition: ModelDefinition) -> ModelEntry {
+        if definition.versions.is_empty() {
+            return ModelEntry { reason: Some("no version to serve".into()), ..Default::default() };
+        }
+        let mut tried: BTreeMap<u64, VersionState> = BTreeMap::new();
+        loop {
+            let selected: Vec<u64> = definition.versions.iter().map(|(v, _)| *v).collect();
+            let default_version = definition.default_version;
+            definition.versions.retain(|(v, _)| !tried.contains_key(v));
+            let mut failed_now = false;
+            if !definition.versions.is_empty() {
+                let built = self.build_entry_off_runtime(name, definition).await;
+                if built.reason.is_some() {
+                    return built;
+                }
+                self.report(name, &built).await;
+                failed_now = built.versions.values().any(|s| matches!(s, VersionState::Unavailable(_)));
+                tried.extend(built.versions);
+            }
+            let reselected = if failed_now {
+                match self.source.definition(name).await {
+                    Ok(Some(next)) if !next.versions.is_empty() => Some(next),
+                    Ok(_) => None,
+                    Err(reason) => {
+                        tracing::warn!(model = name, %reason, "cannot select versions again after a failed load");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            match reselected {
+                Some(next) => definition = next,
+                None => {
+                    tried.retain(|v, s| selected.contains(v) || matches!(s, VersionState::Unavailable(_)));
+                    return ModelEntry { versions: tried, reason: None, default_version };
+                }
+            }
         }
     }
 
@@ -321,6 +371,11 @@ fn entry_failure(entry: &ModelEntry) -> Option<String> {
     (!failures.is_empty()).then(|| failures.join("; "))
 }
 
+/// Whether some version of the entry answers requests.
+fn serves(entry: &ModelEntry) -> bool {
+    entry.versions.values().any(|s| matches!(s, VersionState::Ready(_)))
+}
+
 fn not_ready_reason(entry: &ModelEntry) -> String {
     entry_failure(entry).unwrap_or_else(|| "no version is ready".into())
 }
@@ -334,5 +389,90 @@ fn log_entry(name: &str, entry: &ModelEntry) {
     }
     if let Some(reason) = &entry.reason {
         tracing::warn!(model = name, %reason, "model unavailable");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceFuture;
+    use std::sync::Mutex;
+
+    /// A source like the store: its policy (`latest = n`) runs over the versions not reported
+    /// as failing, and it remembers every outcome.
+    struct StoreLike {
+        latest: usize,
+        files: BTreeMap<u64, Vec<u8>>,
+        failing: Mutex<Vec<u64>>,
+        reported: Mutex<Vec<(u64, bool)>>,
+    }
+
+    impl ModelSource for StoreLike {
+        fn names(&self) -> SourceFuture<'_, Result<Vec<String>, String>> {
+            Box::pin(async { Ok(vec!["m".to_string()]) })
+        }
+
+        fn definition<'a>(&'a self, _name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, String>> {
+            Box::pin(async move {
+                let failing = self.failing.lock().unwrap().clone();
+                let healthy: Vec<u64> = self.files.keys().copied().filter(|v| !failing.contains(v)).collect();
+                let candidates = if healthy.is_empty() { self.files.keys().copied().collect() } else { healthy };
+                let chosen = &candidates[candidates.len().saturating_sub(self.latest)..];
+                let versions = chosen.iter().map(|v| (*v, Ok(self.files[v].clone()))).collect();
+                let config = ModelConfig::parse(&format!("latest = {}", self.latest), "c").unwrap();
+                Ok(Some(ModelDefinition { config, labels: None, default_version: None, versions }))
+            })
+        }
+
+        fn loaded<'a>(&'a self, _name: &'a str, outcomes: Vec<(u64, Result<(), String>)>) -> SourceFuture<'a, ()> {
+            Box::pin(async move {
+                for (v, outcome) in outcomes {
+                    if outcome.is_err() {
+                        self.failing.lock().unwrap().push(v);
+                    }
+                    self.reported.lock().unwrap().push((v, outcome.is_ok()));
+                }
+            })
+        }
+    }
+
+    fn setup(latest: usize, good: &[u64], bad: &[u64]) -> (Arc<Registry>, Arc<StoreLike>) {
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/models/iris-logreg/1")
+            .join(crate::source::MODEL_FILE);
+        let bytes = std::fs::read(model).unwrap();
+        let mut files: BTreeMap<u64, Vec<u8>> = good.iter().map(|v| (*v, bytes.clone())).collect();
+        files.extend(bad.iter().map(|v| (*v, b"not an onnx model".to_vec())));
+        let source = Arc::new(StoreLike { latest, files, failing: Mutex::default(), reported: Mutex::default() });
+        (Arc::new(Registry::new(source.clone(), Arc::new(MetricsRegistry::default()))), source)
+    }
+
+    fn states(registry: &Registry) -> Vec<(u64, bool)> {
+        let versions = registry.versions("m").unwrap();
+        versions.into_iter().map(|(v, s)| (v, matches!(s, VersionState::Ready(_)))).collect()
+    }
+
+    #[tokio::test]
+    async fn a_selected_version_that_fails_gives_way_to_the_newest_loadable_ones() {
+        let (registry, source) = setup(1, &[1, 2], &[3, 4]);
+        registry.load_all().await.unwrap();
+        assert_eq!(states(&registry), vec![(2, true), (3, false), (4, false)]);
+        assert_eq!(registry.resolve("m", None).unwrap().version, 2);
+        assert_eq!(*source.reported.lock().unwrap(), vec![(4, false), (3, false), (2, true)]);
+
+        let (registry, source) = setup(2, &[1, 2], &[3]);
+        let err = registry.load("m").await.unwrap_err();
+        assert!(err.to_string().contains("version 3"), "{err}");
+        assert_eq!(states(&registry), vec![(1, true), (2, true), (3, false)], "a model serving nothing takes them");
+        // version 2 loaded once, kept over the second selection
+        assert_eq!(*source.reported.lock().unwrap(), vec![(2, true), (3, false), (1, true)]);
+    }
+
+    #[tokio::test]
+    async fn when_every_version_fails_each_is_tried_once() {
+        let (registry, source) = setup(1, &[], &[1, 2]);
+        registry.load_all().await.unwrap();
+        assert_eq!(states(&registry), vec![(1, false), (2, false)]);
+        assert_eq!(*source.reported.lock().unwrap(), vec![(2, false), (1, false)]);
     }
 }
