@@ -37,7 +37,7 @@ step "cargo fmt --check (the layout is rustfmt.toml's)"
 cargo fmt --all -- --check
 
 step "cargo build"
-cargo build --workspace --locked
+cargo build --workspace --locked --bins --examples
 
 step "cargo clippy (warnings are errors)"
 if cargo clippy --version >/dev/null 2>&1; then
@@ -88,6 +88,7 @@ export LECTERN_ORT_BIN="$TARGET_DIR/debug/lectern-ort"
 
 step "end-to-end tests against the real binary (pytest)"
 export LECTERN_BIN="$TARGET_DIR/debug/lectern"
+export LECTERN_TRAIN_FIT_BIN="$TARGET_DIR/debug/examples/fit"
 # shellcheck disable=SC2086
 LECTERN_TEST_DATABASE=sqlite .venv/bin/python -m pytest tests/python -q ${PYTEST_ARGS:-}
 
