@@ -9,6 +9,8 @@ gives (a known model that is not ready: 400) are listed.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 import requests
 
@@ -66,8 +68,10 @@ def test_every_described_operation_is_routed_and_every_other_method_is_405(serve
 def test_every_operation_declares_its_access_and_the_gate_answers(document):
     components = document["components"]
     error = components["schemas"]["Error"]
-    assert error["required"] == ["error"], error
-    assert "string" in str(error["properties"]["code"]), "code: an optional string beside error"
+    assert error["required"] == ["error", "code"], error
+    codes = error["properties"]["code"]["enum"]
+    assert {"invalid_input", "model_not_found", "database_unavailable", "queue_full"} <= set(codes), codes
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", c) for c in codes), codes
     bearer = components["securitySchemes"]["bearerAuth"]
     assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
     assert components["securitySchemes"]["apiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
