@@ -29,6 +29,7 @@ INFER = {
     "outputs": [{"name": "output_label"}],
 }
 PIPELINE = 'steps = [ { id = "m", model = "outage-m", inputs = ["a", "b", "c", "d"] } ]\n'
+REDEFINED = 'steps = [ { id = "other", model = "iris-logreg", inputs = ["a", "b", "c", "d"] } ]\n'
 PIPELINE_INPUT = {"a": 5.1, "b": 3.5, "c": 1.4, "d": 0.2}
 # A request that needs the database answers within this (no waiting out a pool timeout).
 FAST_S = 5.0
@@ -181,8 +182,13 @@ def test_database_outage_answers_503_keeps_inference_and_recovers(own_postgres, 
                                     "repository load")
         assert_database_unavailable(timed("PUT", url + "/v1/pipelines/during", data=PIPELINE, headers=admin),
                                     "define a pipeline")
+        # A redefinition the store cannot take changes nothing: the old definition keeps serving.
+        assert_database_unavailable(timed("PUT", url + "/v1/pipelines/outage-p", data=REDEFINED, headers=admin),
+                                    "redefine a pipeline")
         r = timed("POST", url + "/v1/pipelines/outage-p", json=PIPELINE_INPUT)
         assert r.status_code == 200, r.text
+        served = requests.get(url + "/v1/pipelines", timeout=30).json()["pipelines"]
+        assert [s["id"] for p in served if p["name"] == "outage-p" for s in p["steps"]] == ["m"], served
         # Inference of loaded models does not need the database.
         for model in ("iris-logreg", "outage-m"):
             r = timed("POST", f"{url}/v2/models/{model}/infer", json=INFER)

@@ -3,9 +3,11 @@
 //! (create, upload, config, default, delete) is durable before it is acknowledged and swaps
 //! the served versions without a failed request.
 
+mod access;
 mod import;
 mod manager;
 pub mod objects;
+mod pipelines;
 mod source;
 mod views;
 
@@ -34,6 +36,8 @@ pub enum ManageError {
     Invalid(String),
     #[error("the upload is larger than the limit of {0} bytes")]
     TooLarge(u64),
+    #[error(transparent)]
+    Pipeline(#[from] lectern_pipeline::PipelineError),
 }
 
 impl Coded for ManageError {
@@ -45,6 +49,7 @@ impl Coded for ManageError {
             ManageError::Objects(_) => ErrorCode::ObjectStoreUnavailable,
             ManageError::Invalid(_) => ErrorCode::InvalidRequest,
             ManageError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            ManageError::Pipeline(e) => e.code(),
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Manager {
     folder: Option<FolderSource>,
     max_upload_bytes: u64,
     uploads: AtomicU64,
+    /// Pipeline definitions and removals take turns (see `pipelines.rs`).
+    pub(crate) pipeline_changes: tokio::sync::Mutex<()>,
 }
 
 impl Manager {
@@ -44,6 +46,7 @@ impl Manager {
             folder: folder.map(FolderSource::new),
             max_upload_bytes,
             uploads: AtomicU64::new(0),
+            pipeline_changes: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -80,12 +80,15 @@ impl Engine {
 
     /// Checks a pipeline definition (the body of a `[pipelines.NAME]` table, as TOML) against
     /// the models and LLMs there are now, and serves it under `name`.
-    pub fn define(&self, name: &str, text: &str) -> Result<(), PipelineError> {
-        if self.is_from_config(name) {
-            return Err(PipelineError::Input(format!(
-                "pipeline '{name}' is declared in the config file; change it there"
-            )));
-        }
+    pub fn define(&self, name: &str, text: &str) -> Result<Arc<Pipeline>, PipelineError> {
+        let pipeline = self.check(name, text)?;
+        Ok(self.serve(pipeline))
+    }
+
+    /// Checks a pipeline definition against the models and LLMs there are now, without serving
+    /// it (see [`Engine::serve`]): a caller can make it durable in between.
+    pub fn check(&self, name: &str, text: &str) -> Result<Pipeline, PipelineError> {
+        self.changeable(name)?;
         if !lectern_core::is_plain_name(name) {
             return Err(PipelineError::Input(format!(
                 "invalid pipeline name '{name}': letters, digits, '-', '_' and '.'"
@@ -94,21 +97,32 @@ impl Engine {
         let file = format!("pipeline '{name}'");
         let names: HashSet<String> = self.llms.keys().cloned().collect();
         let planner = Planner { text, file: &file, evaluator: &self.evaluator, registry: &self.registry, llms: &names };
-        let pipeline = planner.plan_text(name, text).map_err(|e| match e {
+        planner.plan_text(name, text).map_err(|e| match e {
             PipelineError::Config { line, message, .. } => PipelineError::Input(format!("line {line}: {message}")),
             other => PipelineError::Input(other.to_string()),
-        })?;
-        self.write().insert(name.to_string(), Arc::new(pipeline));
-        Ok(())
+        })
     }
 
-    /// Stops serving a pipeline defined through the API; false when there was none.
-    pub fn undefine(&self, name: &str) -> Result<bool, PipelineError> {
+    /// Serves a checked pipeline under its name (replacing one of that name).
+    pub fn serve(&self, pipeline: Pipeline) -> Arc<Pipeline> {
+        let pipeline = Arc::new(pipeline);
+        self.write().insert(pipeline.name.clone(), pipeline.clone());
+        pipeline
+    }
+
+    /// Refuses a change to a pipeline of the config file (only the file changes those).
+    pub fn changeable(&self, name: &str) -> Result<(), PipelineError> {
         if self.is_from_config(name) {
             return Err(PipelineError::Input(format!(
                 "pipeline '{name}' is declared in the config file; change it there"
             )));
         }
+        Ok(())
+    }
+
+    /// Stops serving a pipeline defined through the API; false when there was none.
+    pub fn undefine(&self, name: &str) -> Result<bool, PipelineError> {
+        self.changeable(name)?;
         Ok(self.write().remove(name).is_some())
     }
 

@@ -395,7 +395,7 @@ fn log_entry(name: &str, entry: &ModelEntry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SourceFuture;
+    use crate::source::{SourceError, SourceFuture};
     use std::sync::Mutex;
 
     /// A source like the store: its policy (`latest = n`) runs over the versions not reported
@@ -408,11 +408,11 @@ mod tests {
     }
 
     impl ModelSource for StoreLike {
-        fn names(&self) -> SourceFuture<'_, Result<Vec<String>, String>> {
+        fn names(&self) -> SourceFuture<'_, Result<Vec<String>, SourceError>> {
             Box::pin(async { Ok(vec!["m".to_string()]) })
         }
 
-        fn definition<'a>(&'a self, _name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, String>> {
+        fn definition<'a>(&'a self, _name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, SourceError>> {
             Box::pin(async move {
                 let failing = self.failing.lock().unwrap().clone();
                 let healthy: Vec<u64> = self.files.keys().copied().filter(|v| !failing.contains(v)).collect();

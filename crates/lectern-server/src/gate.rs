@@ -11,7 +11,8 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lectern_core::{Coded, ErrorCode};
-use lectern_store::{ApiKey, Role, Store};
+use lectern_manage::Manager;
+use lectern_store::{ApiKey, Role};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Who may call a route: every route of the table (`routes::table`) declares one.
@@ -121,17 +122,17 @@ impl AuthState {
         self.keys.clear();
     }
 
-    async fn key(&self, store: &Store, presented: &str) -> Result<Option<ApiKey>, ApiError> {
+    async fn key(&self, manager: &Manager, presented: &str) -> Result<Option<ApiKey>, ApiError> {
         self.keys
-            .get_or_verify(presented, store.verify_key(presented))
+            .get_or_verify(presented, manager.verify_key(presented))
             .await
             .map_err(|e| ApiError::coded(e.code(), format!("cannot check credentials: {e}")))
     }
 
     /// Who presents `token`, or why they are refused.
-    async fn principal(&self, store: &Store, token: &str) -> Result<Principal, ApiError> {
+    async fn principal(&self, manager: &Manager, token: &str) -> Result<Principal, ApiError> {
         if token.starts_with("lk_") {
-            return match self.key(store, token).await? {
+            return match self.key(manager, token).await? {
                 Some(key) => Ok(Principal { actor: format!("key:{}", key.id), role: key.role }),
                 None => Err(unauthorized("invalid or revoked API key")),
             };
@@ -189,7 +190,7 @@ pub async fn admit(state: &AppState, table: &AccessTable, mut request: Request) 
             "a credential is required: send Authorization: Bearer <API key or token>",
         )));
     };
-    let who = match auth.principal(state.manager.store(), token).await {
+    let who = match auth.principal(&state.manager, token).await {
         Ok(p) => p,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => return Err(with_challenge(e)),
         Err(e) => return Err(e.into_response()),

@@ -45,10 +45,7 @@ type Documented = (Vec<(String, RefOr<Schema>)>, Paths, MethodRouter<Arc<AppStat
 
 /// Declares a route: `access` and what `routes!(handler)` derives from the handler's
 /// `#[utoipa::path]` (one handler, one method: a route needs its own access level).
-fn route(
-    access: Access,
-    (schemas, paths, handler): Documented,
-) -> Route {
+fn route(access: Access, (schemas, paths, handler): Documented) -> Route {
     let mut items = paths.paths.into_iter();
     let (path, item) = items.next().expect("a handler documents its path");
     assert!(items.next().is_none(), "{path}: one handler per route");

@@ -144,13 +144,8 @@ pub async fn define(
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::bad_request("the pipeline definition must be UTF-8 TOML text"))?;
-    engine.define(&name, text)?;
-    if let Err(e) = state.manager.store().put_pipeline(&who.actor, &name, text).await {
-        engine.undefine(&name)?;
-        return Err(lectern_manage::ManageError::from(e).into());
-    }
-    let pipeline = engine.pipelines().into_iter().find(|p| p.name == name).map(|p| Pipeline::clone(&p));
-    Ok(Json(DefinedPipeline { pipeline }))
+    let pipeline = state.manager.define_pipeline(engine, &who.actor, &name, text).await?;
+    Ok(Json(DefinedPipeline { pipeline: Some(Pipeline::clone(&pipeline)) }))
 }
 
 /// `DELETE /v1/pipelines/{name}`: removes a pipeline defined through the API.
@@ -167,11 +162,6 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let engine = engine(&state)?;
-    let served = engine.undefine(&name)?;
-    let stored =
-        state.manager.store().delete_pipeline(&who.actor, &name).await.map_err(lectern_manage::ManageError::from)?;
-    if !served && !stored {
-        return Err(lectern_pipeline::PipelineError::UnknownPipeline(name).into());
-    }
+    state.manager.remove_pipeline(engine, &who.actor, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

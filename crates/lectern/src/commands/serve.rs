@@ -74,7 +74,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     }
     registry.load_all().await.context("cannot load the models")?;
     let engine = pipelines(settings.config.as_deref(), registry.clone())?;
-    define_stored_pipelines(&engine, manager.store()).await?;
+    manager.serve_stored_pipelines(&engine).await.context("cannot read the stored pipelines")?;
     if !engine.pipelines().is_empty() {
         let names: Vec<String> = engine.pipelines().iter().map(|p| p.name.clone()).collect();
         tracing::info!(pipelines = %names.join(", "), "pipelines ready");
@@ -139,17 +139,6 @@ async fn auth_state(config: &AuthConfig, store: &Store, address: SocketAddr) -> 
     };
     let settings = AuthSettings { disabled: false, oidc, protect_inference: !config.open_inference, limiter };
     Ok(AuthState::new(settings, keys_live))
-}
-
-/// Serves the pipelines defined through the API; one that no longer fits the models is logged
-/// and skipped (it stays stored and can be fixed with another PUT).
-async fn define_stored_pipelines(engine: &Engine, store: &Store) -> anyhow::Result<()> {
-    for (name, definition) in store.pipelines().await.context("cannot read the stored pipelines")? {
-        if let Err(e) = engine.define(&name, &definition) {
-            tracing::warn!(pipeline = %name, error = %e, "a stored pipeline does not fit the models now; not served");
-        }
-    }
-    Ok(())
 }
 
 /// The pipelines of the config file, checked against the loaded models.

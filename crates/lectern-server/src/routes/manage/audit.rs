@@ -1,6 +1,5 @@
 //! `GET /v1/audit`: who changed what, newest first.
 
-use super::store_error;
 use crate::routes::openapi::ErrorBody;
 use crate::routes::Query;
 use crate::{ApiError, AppState};
@@ -51,7 +50,7 @@ pub async fn list(
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditLog>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
-    let entries = state.manager.store().audit_log(limit).await.map_err(store_error)?;
+    let entries = state.manager.audit_log(limit).await?;
     let entries = entries
         .into_iter()
         .map(|e| AuditEntry {

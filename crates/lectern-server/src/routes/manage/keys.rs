@@ -1,6 +1,6 @@
 //! `/v1/keys`: API keys. The key text is in the answer that creates it and nowhere else, ever.
 
-use super::{json_body, store_error};
+use super::json_body;
 use crate::principal::Principal;
 use crate::routes::openapi::ErrorBody;
 use crate::routes::Path;
@@ -88,7 +88,7 @@ pub async fn create(
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::bad_request("a key needs a name of 1 to 128 characters"));
     }
-    let (key, secret) = state.manager.store().create_key(&who.actor, name, role).await.map_err(store_error)?;
+    let (key, secret) = state.manager.create_key(&who.actor, name, role).await?;
     state.auth.keys_changed(true);
     let body = CreatedKey {
         id: key.id,
@@ -104,7 +104,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", operation_id = "listKeys",
     responses((status = 200, description = "Every key, live and revoked, without secrets.", body = KeyList)))]
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<KeyList>, ApiError> {
-    let keys = state.manager.store().keys().await.map_err(store_error)?;
+    let keys = state.manager.keys().await?;
     Ok(Json(KeyList { keys: keys.iter().map(Key::from).collect() }))
 }
 
@@ -120,8 +120,7 @@ pub async fn revoke(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.manager.store().revoke_key(&who.actor, &id).await.map_err(store_error)?;
-    let live = state.manager.store().has_keys().await.map_err(store_error)?;
+    let live = state.manager.revoke_key(&who.actor, &id).await?;
     state.auth.keys_changed(live);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,7 +16,3 @@ async fn json_body<T: DeserializeOwned>(state: &AppState, headers: &HeaderMap, b
     let bytes = read_body(body, headers, state.settings.max_body_bytes).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))
 }
-
-fn store_error(e: lectern_store::StoreError) -> ApiError {
-    lectern_manage::ManageError::from(e).into()
-}
