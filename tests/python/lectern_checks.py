@@ -12,10 +12,12 @@
 - `wait_until(predicate, what, timeout=...)`: polls until `predicate()` returns a true value
   (which it returns), failing the test with `what` otherwise.
 - `scrape(server)`: the parsed samples of `GET /metrics`.
+- `free_port()`: a TCP port on 127.0.0.1 that nothing listens on right now.
 """
 from __future__ import annotations
 
 import re
+import socket
 import time
 from typing import Callable, TypeVar
 
@@ -96,3 +98,10 @@ def scrape(server) -> list:
     resp = server.get("/metrics")
     assert resp.status_code == 200, describe(resp)
     return parse_metrics(resp.text)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 import requests
 
 from conftest import EXAMPLE_MODELS, lectern_binary
+from lectern_checks import free_port
 
 IRIS_V1 = EXAMPLE_MODELS / "iris-logreg" / "1" / "model.onnx"
 IRIS_V2 = EXAMPLE_MODELS / "iris-logreg" / "2" / "model.onnx"
@@ -57,12 +57,6 @@ def refused(proc: subprocess.CompletedProcess, status: int) -> subprocess.Comple
     assert proc.returncode == 1, f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
     assert f"HTTP {status}" in proc.stderr, proc.stderr
     return proc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bearer(key: str) -> dict:

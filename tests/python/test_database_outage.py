@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ import pytest
 import requests
 
 from conftest import EXAMPLE_MODELS, LecternServer, copy_models
+from lectern_checks import free_port, wait_until
 
 IRIS_V1 = (EXAMPLE_MODELS / "iris-logreg" / "1" / "model.onnx").read_bytes()
 INFER = {
@@ -43,12 +43,6 @@ def postgres_bin(name: str) -> str:
         pytest.fail(f"this test needs PostgreSQL's {name} (under /usr/lib/postgresql/*/bin or on PATH)",
                     pytrace=False)
     return found[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OwnPostgres:
@@ -120,16 +114,6 @@ def assert_database_unavailable(r: requests.Response, what: str):
     assert body["error"], what
 
 
-def wait_until(check, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if check():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout_s} s", pytrace=False)
-        time.sleep(0.1)
-
-
 def test_database_outage_answers_503_keeps_inference_and_recovers(own_postgres, tmp_path):
     models = copy_models(tmp_path / "models")
     data = tmp_path / "data"
@@ -163,7 +147,7 @@ def test_database_outage_answers_503_keeps_inference_and_recovers(own_postgres, 
         def not_ready():
             r = timed("GET", url + "/v2/health/ready")
             return r.status_code == 503
-        wait_until(not_ready, 3.0, "readiness did not turn false")
+        wait_until(not_ready, "readiness did not turn false", timeout=3.0, interval=0.1)
         r = timed("GET", url + "/v2/health/ready")
         assert_database_unavailable(r, "readiness")
         assert r.json()["ready"] is False
@@ -201,13 +185,15 @@ def test_database_outage_answers_503_keeps_inference_and_recovers(own_postgres, 
 
         def ready():
             return requests.get(url + "/v2/health/ready", timeout=10).status_code == 200
-        at = wait_until(ready, RECOVERY_S, "the server was not ready again")
+        wait_until(ready, "the server was not ready again", timeout=RECOVERY_S, interval=0.1)
+        at = time.monotonic()
         print(f"ready {at - back:.2f} s after the database came back")
 
         # Serving again, the same process, with everything acknowledged before the outage.
         def serving():
             return requests.get(url + "/v1/models", headers=spare, timeout=10).status_code == 200
-        wait_until(serving, max(0.5, RECOVERY_S - (time.monotonic() - back)), "management did not serve again")
+        wait_until(serving, "management did not serve again",
+                   timeout=max(0.5, RECOVERY_S - (time.monotonic() - back)), interval=0.1)
         assert srv.is_running()
         listed = requests.get(url + "/v1/models", headers=admin, timeout=30).json()["models"]
         by_name = {m["name"]: m for m in listed}
