@@ -4,12 +4,12 @@
 
 use crate::auth::jwt::OidcVerifier;
 use crate::auth::keycache::KeyCache;
-use crate::auth::ratelimit::RateLimiter;
 use crate::principal::Principal;
 use crate::{ApiError, AppState};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use lectern_core::ratelimit::RateLimiter;
 use lectern_core::{Coded, ErrorCode};
 use lectern_manage::Manager;
 use lectern_store::{ApiKey, Role};

@@ -1,6 +1,5 @@
-//! Access control building blocks: OIDC bearer-token verification, the API-key cache, and
-//! per-key rate limits (the limiter lives in lectern-core, shared with the other listeners).
+//! Access control building blocks: OIDC bearer-token verification and the API-key cache (the
+//! per-key rate limiter lives in `lectern_core::ratelimit`, shared with the other listeners).
 
 pub mod jwt;
 pub mod keycache;
-pub use lectern_core::ratelimit;
