@@ -89,6 +89,16 @@ def test_push_list_show_default_rm(start_server, tmp_path):
     proc = ok(cli("model", "push", "flower", IRIS_V2, url=url))
     assert "flower version 2: READY, serving" in proc.stdout
 
+    # --labels on an existing model replaces its labels and keeps its config.
+    ok(cli("model", "push", "petal", IRIS_V1, "--create", "--labels", IRIS_LABELS, url=url))
+    config_before = model_json(srv, "petal")["config"]
+    renamed = tmp_path / "labels.txt"
+    renamed.write_text("a\nb\nc\n")
+    proc = ok(cli("model", "push", "petal", IRIS_V2, "--labels", renamed, url=url))
+    assert "set 3 labels on petal" in proc.stderr
+    model = model_json(srv, "petal")
+    assert model["labels"] == ["a", "b", "c"] and model["config"] == config_before, model
+
     # Explicit version, raw answer with --json.
     proc = ok(cli("model", "push", "flower", IRIS_V1, "--version", "7", "--json", url=url))
     answer = json.loads(proc.stdout)

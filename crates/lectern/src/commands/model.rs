@@ -143,11 +143,8 @@ async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
         other => other,
     })?;
     if let (Some(labels), false) = (&labels, labels_set) {
-        // The config stays as it is; labels travel next to it, not inside it.
-        let mut config = model.get("config").cloned().unwrap_or(Value::Null);
-        if let Some(map) = config.as_object_mut() {
-            map.remove("labels");
-        }
+        // The config stays as it is (the server never shows labels inside it).
+        let config = model.get("config").cloned().unwrap_or(Value::Null);
         api.send_json(Method::PUT, &["v1", "models", name, "config"], &json!({ "config": config, "labels": labels }))
             .await?;
         eprintln!("set {} labels on {name}", labels.len());
