@@ -81,6 +81,10 @@ error_codes! {
     InferenceFailed => "inference_failed", InvalidRequest, 400;
     /// A pipeline step could not be evaluated on this request (a template or expression).
     PipelineStepFailed => "pipeline_step_failed", InvalidRequest, 400;
+    /// A dataset file cannot be read (the message and the body's `line` and `column` say where).
+    InvalidDataset => "invalid_dataset", InvalidRequest, 400;
+    /// A training request does not fit its dataset or its algorithm.
+    InvalidTrainingRequest => "invalid_training_request", InvalidRequest, 400;
     /// The model (or version) is known but not ready: unloaded, failed, or without versions.
     ModelNotReady => "model_not_ready", InvalidRequest, 400;
     /// Loading a model failed; the versions that were serving keep serving.
@@ -99,6 +103,12 @@ error_codes! {
     PipelineNotFound => "pipeline_not_found", InvalidRequest, 404;
     /// No such live API key.
     KeyNotFound => "key_not_found", InvalidRequest, 404;
+    /// No such dataset.
+    DatasetNotFound => "dataset_not_found", InvalidRequest, 404;
+    /// No such training job.
+    JobNotFound => "job_not_found", InvalidRequest, 404;
+    /// The training job has no such picture (not this algorithm's, or it has not succeeded).
+    PictureNotFound => "picture_not_found", InvalidRequest, 404;
     /// The route exists but not for this method.
     MethodNotAllowed => "method_not_allowed", InvalidRequest, 405;
     /// The request's own timeout passed before it could run.
@@ -109,6 +119,8 @@ error_codes! {
     ModelExists => "model_exists", InvalidRequest, 409;
     /// The model has that version already.
     VersionExists => "version_exists", InvalidRequest, 409;
+    /// The training job had already ended (succeeded, failed or cancelled).
+    JobFinished => "job_finished", InvalidRequest, 409;
     /// The body (or an upload) is larger than the limit.
     PayloadTooLarge => "payload_too_large", InvalidRequest, 413;
     /// The URL is longer than the server reads.

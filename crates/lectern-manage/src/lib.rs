@@ -4,16 +4,20 @@
 //! the served versions without a failed request.
 
 mod access;
+mod datasets;
 mod import;
 mod manager;
 pub mod objects;
 mod pipelines;
 mod source;
+pub mod training;
 mod views;
 
 pub use manager::Manager;
 pub use objects::{ArtifactError, Objects, Stored, UploadError};
 pub use source::StoreSource;
+pub use datasets::DatasetView;
+pub use training::{JobView, Training, TrainingSettings};
 pub use views::{ModelView, VersionView};
 
 use lectern_core::{Coded, ErrorCode};
@@ -38,6 +42,35 @@ pub enum ManageError {
     TooLarge(u64),
     #[error(transparent)]
     Pipeline(#[from] lectern_pipeline::PipelineError),
+    /// A dataset file cannot be read.
+    #[error("the dataset cannot be read: {0}")]
+    BadDataset(lectern_train::TrainError),
+    /// A training request does not fit its dataset or algorithm.
+    #[error("{0}")]
+    BadTrainingRequest(lectern_train::TrainError),
+    #[error("unknown dataset '{0}'")]
+    DatasetNotFound(String),
+    #[error("unknown training job '{0}'")]
+    JobNotFound(String),
+    #[error("training job '{0}' has already {1}")]
+    JobFinished(String, String),
+    #[error("{0}")]
+    PictureNotFound(String),
+    #[error("{0} training jobs are waiting already; retry later")]
+    TrainingQueueFull(usize),
+}
+
+impl ManageError {
+    /// Where in a dataset file the first problem is (1-based line and column), when known.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        match self {
+            ManageError::BadDataset(lectern_train::TrainError::Malformed { line, column, .. }) => {
+                Some((*line, *column))
+            }
+            ManageError::BadDataset(_) => Some((1, 1)),
+            _ => None,
+        }
+    }
 }
 
 impl Coded for ManageError {
@@ -50,6 +83,13 @@ impl Coded for ManageError {
             ManageError::Invalid(_) => ErrorCode::InvalidRequest,
             ManageError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             ManageError::Pipeline(e) => e.code(),
+            ManageError::BadDataset(_) => ErrorCode::InvalidDataset,
+            ManageError::BadTrainingRequest(_) => ErrorCode::InvalidTrainingRequest,
+            ManageError::DatasetNotFound(_) => ErrorCode::DatasetNotFound,
+            ManageError::JobNotFound(_) => ErrorCode::JobNotFound,
+            ManageError::JobFinished(..) => ErrorCode::JobFinished,
+            ManageError::PictureNotFound(_) => ErrorCode::PictureNotFound,
+            ManageError::TrainingQueueFull(_) => ErrorCode::QueueFull,
         }
     }
 }

@@ -20,12 +20,12 @@ use std::sync::Arc;
 
 /// Management of the models in the store and the registry that serves them.
 pub struct Manager {
-    store: Store,
-    objects: Arc<Objects>,
+    pub(crate) store: Store,
+    pub(crate) objects: Arc<Objects>,
     registry: Arc<Registry>,
     folder: Option<FolderSource>,
-    max_upload_bytes: u64,
-    uploads: AtomicU64,
+    pub(crate) max_upload_bytes: u64,
+    pub(crate) uploads: AtomicU64,
     /// Pipeline definitions and removals take turns (see `pipelines.rs`).
     pub(crate) pipeline_changes: tokio::sync::Mutex<()>,
 }
@@ -240,6 +240,22 @@ impl Manager {
         Ok(version)
     }
 
+    /// The file of one version, checked against its SHA-256.
+    pub async fn artifact(&self, name: &str, version: u64) -> Result<Vec<u8>, ManageError> {
+        if self.store.model(name).await?.is_none() {
+            return Err(StoreError::ModelNotFound(name.to_string()).into());
+        }
+        let versions = self.store.versions(name).await?;
+        let record = versions
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| StoreError::VersionNotFound(name.to_string(), version))?;
+        self.objects.get_checked(&record.object_key, &record.sha256).await.map_err(|e| {
+            tracing::warn!(model = name, version, error = %e, "cannot read an artifact");
+            ManageError::Objects(format!("the file of version {version} of model '{name}' cannot be read"))
+        })
+    }
+
     /// Sets (or with `None` clears) the version unversioned requests use.
     pub async fn set_default(&self, actor: &str, name: &str, version: Option<u64>) -> Result<ModelView, ManageError> {
         self.store.set_default_version(actor, name, version).await?;
@@ -331,6 +347,6 @@ fn labels_text(labels: Option<&[String]>) -> Result<Option<String>, ManageError>
     Ok(Some(labels.join("\n")))
 }
 
-fn lectern_now_ms() -> u128 {
+pub(crate) fn lectern_now_ms() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
 }

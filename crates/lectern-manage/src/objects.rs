@@ -166,6 +166,27 @@ impl Objects {
         Ok(bytes.to_vec())
     }
 
+    /// Streams an object into a local file, checking its SHA-256 on the way.
+    pub async fn download(&self, key: &str, sha256: &str, file: &std::path::Path) -> Result<(), ArtifactError> {
+        use tokio::io::AsyncWriteExt;
+        let read = |source| ArtifactError::Read { key: key.to_string(), source };
+        let local = |e: std::io::Error| read(object_store::Error::Generic { store: "local file", source: Box::new(e) });
+        let mut stream = self.store.get(&self.path(key)).await.map_err(read)?.into_stream();
+        let mut out = tokio::fs::File::create(file).await.map_err(local)?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(read)?;
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(local)?;
+        }
+        out.flush().await.map_err(local)?;
+        let actual = hex(&hasher.finalize());
+        if actual != sha256 {
+            return Err(ArtifactError::Corrupt { key: key.to_string(), actual, expected: sha256.to_string() });
+        }
+        Ok(())
+    }
+
     /// Removes an artifact; a missing one is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), ManageError> {
         match self.store.delete(&self.path(key)).await {

@@ -13,17 +13,24 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Fields of the body beside `error` and `code` (a dataset's `line` and `column`).
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
     /// An error with an explicit status and the generic code of that status.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, code: ErrorCode::for_status(status.as_u16()), message: message.into() }
+        ApiError {
+            status,
+            code: ErrorCode::for_status(status.as_u16()),
+            message: message.into(),
+            fields: serde_json::Map::new(),
+        }
     }
 
     /// An error with a specific code; the status is the code's.
     pub fn coded(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { status: status_of(code), code, message: message.into() }
+        ApiError { status: status_of(code), code, message: message.into(), fields: serde_json::Map::new() }
     }
 
     /// 400: the caller sent something wrong.
@@ -56,7 +63,12 @@ impl From<lectern_pipeline::PipelineError> for ApiError {
 
 impl From<lectern_manage::ManageError> for ApiError {
     fn from(e: lectern_manage::ManageError) -> Self {
-        ApiError::from_coded(&e)
+        let mut error = ApiError::from_coded(&e);
+        if let Some((line, column)) = e.position() {
+            error.fields.insert("line".into(), line.into());
+            error.fields.insert("column".into(), column.into());
+        }
+        error
     }
 }
 
@@ -77,6 +89,8 @@ impl ApiError {
     /// `"ready": false`).
     pub fn into_response_with(self, extra: serde_json::Map<String, serde_json::Value>) -> Response {
         let code = self.code.name();
+        let mut extra = extra;
+        extra.extend(self.fields);
         if self.status.is_server_error() {
             tracing::warn!(status = self.status.as_u16(), code, error = %self.message, "request failed");
         } else {

@@ -32,6 +32,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Model management over the store (the registry's source).
     pub manager: Arc<Manager>,
+    /// Datasets' training jobs.
+    pub training: Arc<lectern_manage::Training>,
     /// Who may do what.
     pub auth: gate::AuthState,
     pub settings: HttpSettings,

@@ -1,11 +1,11 @@
 //! Lectern's durable state. One schema over two engines: SQLite embedded (a file in the data
 //! folder, WAL mode) and PostgreSQL. Holds models, their versions, configs and states, API keys
-//! (hashed), pipelines defined through the API and an audit log written in the same
+//! (hashed), pipelines defined through the API, datasets and training jobs, and an audit log written in the same
 //! transaction as each change. SQL lives here and nowhere else.
 //!
 //! Layout: `store.rs` opens the pool and runs every operation through the health watch
 //! (`health.rs`); each table has its own file (`models.rs`, `versions.rs`, `keys.rs`,
-//! `pipelines.rs`, `audit.rs`); `migrate.rs` and `database.rs` (the engine and its URL) sit
+//! `pipelines.rs`, `training.rs`, `audit.rs`); `migrate.rs` and `database.rs` (the engine and its URL) sit
 //! below the store.
 
 mod artifacts;
@@ -19,6 +19,7 @@ mod models;
 mod pipelines;
 mod records;
 mod store;
+mod training;
 mod versions;
 
 pub use artifacts::ArtifactLock;
@@ -27,6 +28,7 @@ pub use error::StoreError;
 pub use keys::{fingerprint as key_fingerprint, hex, ApiKey, Role};
 pub use records::{AuditEntry, ModelRecord, NewVersion, VersionRecord, VersionState};
 pub use store::Store;
+pub use training::{new_job_id, DatasetRecord, JobEnd, JobRecord};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {

@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_origins.sql")),
     (3, include_str!("../migrations/0003_pipelines.sql")),
+    (4, include_str!("../migrations/0004_training.sql")),
 ];
 
 /// A migration's SQL for one engine.

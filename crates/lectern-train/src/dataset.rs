@@ -44,7 +44,8 @@ pub struct ColumnSchema {
     pub kind: ColumnType,
     /// How many rows have no value in this column.
     pub missing: u64,
-    /// How many distinct values the column has (numbers are not counted: `None`).
+    /// How many distinct values the column has (numbers are counted up to 51: `51` means
+    /// "more than 50").
     pub distinct: Option<u64>,
 }
 
@@ -149,6 +150,39 @@ impl Dataset {
     /// The schema (columns, types, missing counts, row count).
     pub fn schema(&self) -> Schema {
         Schema { columns: self.columns.iter().map(|c| c.schema.clone()).collect(), rows: self.rows as u64 }
+    }
+
+    /// The preview rows as JSON objects: numbers for `number`/`integer` columns, strings
+    /// otherwise, `null` when missing.
+    pub fn preview_objects(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        use serde_json::Value;
+        self.preview
+            .iter()
+            .map(|row| {
+                self.columns
+                    .iter()
+                    .zip(row)
+                    .map(|(column, value)| {
+                        let value = match (value, column.schema.kind) {
+                            (None, _) => Value::Null,
+                            (Some(text), ColumnType::Number | ColumnType::Integer) => text
+                                .parse::<f64>()
+                                .ok()
+                                .and_then(|x| {
+                                    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+                                        Some(Value::from(x as i64))
+                                    } else {
+                                        serde_json::Number::from_f64(x).map(Value::Number)
+                                    }
+                                })
+                                .unwrap_or_else(|| Value::String(text.clone())),
+                            (Some(text), _) => Value::String(text.clone()),
+                        };
+                        (column.schema.name.clone(), value)
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// The column with this name.
@@ -267,8 +301,9 @@ impl ColumnBuilder {
                 let present = rows as u64 - self.missing;
                 let kind = if present > 0 && self.all_integer { ColumnType::Integer } else { ColumnType::Number };
                 let kind = if present == 0 { ColumnType::Text } else { kind };
+                let distinct = Some(distinct_numbers(&self.numbers, MAX_CATEGORIES + 1));
                 Column {
-                    schema: ColumnSchema { name: self.name, kind, missing: self.missing, distinct: None },
+                    schema: ColumnSchema { name: self.name, kind, missing: self.missing, distinct },
                     values: ColumnValues::Numbers(self.numbers),
                 }
             }
@@ -292,6 +327,22 @@ impl ColumnBuilder {
             }
         }
     }
+}
+
+/// How many distinct numbers (NaN not counted) `values` holds, counting up to `cap`.
+fn distinct_numbers(values: &[f64], cap: usize) -> u64 {
+    let mut seen: Vec<u64> = Vec::with_capacity(cap);
+    for x in values.iter().filter(|x| !x.is_nan()) {
+        // -0.0 and 0.0 are one value.
+        let bits = (x + 0.0).to_bits();
+        if !seen.contains(&bits) {
+            seen.push(bits);
+            if seen.len() == cap {
+                break;
+            }
+        }
+    }
+    seen.len() as u64
 }
 
 fn intern(index: &mut HashMap<String, u32>, dictionary: &mut Vec<String>, s: &str) -> u32 {

@@ -44,7 +44,7 @@ fn cancelled(cancel: &AtomicBool) -> Result<(), TrainError> {
 }
 
 /// The tree parameters shared by decision trees and forests.
-struct TreeParams {
+pub(crate) struct TreeParams {
     max_depth: Option<u16>,
     min_samples_split: usize,
     min_samples_leaf: usize,
@@ -64,6 +64,48 @@ fn criterion(params: &mut Params) -> Result<SplitCriterion, TrainError> {
         "entropy" => SplitCriterion::Entropy,
         _ => SplitCriterion::Gini,
     })
+}
+
+/// An algorithm with its parameters read and checked, before any fitting.
+pub(crate) enum Spec {
+    Tree { tp: TreeParams, criterion: SplitCriterion },
+    Forest { n_trees: usize, tp: TreeParams, m: usize, criterion: SplitCriterion },
+    Logistic { c: f64 },
+    Linear,
+    Knn { k: usize },
+}
+
+/// Reads and checks the parameters of `algorithm` for `width` encoded features and `n_train`
+/// training rows; an unknown parameter, or one out of range, is refused here.
+pub(crate) fn read_spec(
+    algorithm: Algorithm,
+    classification: bool,
+    params: &mut Params,
+    width: usize,
+    n_train: usize,
+) -> Result<Spec, TrainError> {
+    let spec = match algorithm {
+        Algorithm::DecisionTree => {
+            let tp = tree_params(params)?;
+            let criterion = if classification { criterion(params)? } else { SplitCriterion::Gini };
+            Spec::Tree { tp, criterion }
+        }
+        Algorithm::RandomForest => {
+            let n_trees = params.integer("n_trees", Some(100), 1, 1000)?.unwrap_or(100) as usize;
+            let tp = tree_params(params)?;
+            let default_m =
+                if classification { ((width as f64).sqrt().floor() as u64).max(1) } else { width.max(1) as u64 };
+            let m = params.integer("max_features", Some(default_m), 1, width.max(1) as u64)?.unwrap_or(default_m)
+                as usize;
+            let criterion = if classification { criterion(params)? } else { SplitCriterion::Gini };
+            Spec::Forest { n_trees, tp, m, criterion }
+        }
+        Algorithm::LogisticRegression => Spec::Logistic { c: params.positive("C", 1.0, 0.0, 1e9)? },
+        Algorithm::LinearRegression => Spec::Linear,
+        Algorithm::Knn => Spec::Knn { k: params.integer("k", Some(5), 1, n_train as u64)?.unwrap_or(5) as usize },
+    };
+    params.finish(algorithm.name())?;
+    Ok(spec)
 }
 
 /// Per column mean and standard deviation (1 where a column is constant).
@@ -103,8 +145,7 @@ fn check_same(rust: &[f64], extracted: &[f64]) -> Result<(), TrainError> {
 /// Fits a classifier; `y` holds class indices `0..n_classes`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fit_classifier(
-    algorithm: Algorithm,
-    params: &mut Params,
+    spec: Spec,
     x: &[Vec<f64>],
     y: &[usize],
     n_classes: usize,
@@ -120,11 +161,8 @@ pub(crate) fn fit_classifier(
         let position = v.as_u64()? as usize;
         classes.get(position)?.as_f64()
     };
-    match algorithm {
-        Algorithm::DecisionTree => {
-            let tp = tree_params(params)?;
-            let criterion = criterion(params)?;
-            params.finish(algorithm.name())?;
+    match spec {
+        Spec::Tree { tp, criterion } => {
             progress(Progress { stage: Stage::Training, percent: 10 });
             let xm = matrix(x)?;
             let model = DecisionTreeClassifier::fit(
@@ -148,13 +186,7 @@ pub(crate) fn fit_classifier(
             fill_node_stats(&mut tree, x, &y_f64, n_classes);
             Ok(Fitted { body: ModelBody::Trees { trees: vec![tree] }, test_predictions: predicted })
         }
-        Algorithm::RandomForest => {
-            let n_trees = params.integer("n_trees", Some(100), 1, 1000)?.unwrap_or(100) as usize;
-            let tp = tree_params(params)?;
-            let default_m = ((width as f64).sqrt().floor() as u64).max(1);
-            let m = params.integer("max_features", Some(default_m), 1, width as u64)?.unwrap_or(default_m) as usize;
-            let criterion = criterion(params)?;
-            params.finish(algorithm.name())?;
+        Spec::Forest { n_trees, tp, m, criterion } => {
             let xm = matrix(x)?;
             let xt = matrix(x_test)?;
             let mut votes = vec![vec![0usize; n_classes]; x_test.len()];
@@ -197,9 +229,7 @@ pub(crate) fn fit_classifier(
             let test_predictions = votes.iter().map(|v| first_max(v) as f64).collect();
             Ok(Fitted { body: ModelBody::Trees { trees }, test_predictions })
         }
-        Algorithm::LogisticRegression => {
-            let c = params.positive("C", 1.0, 0.0, 1e9)?;
-            params.finish(algorithm.name())?;
+        Spec::Logistic { c } => {
             progress(Progress { stage: Stage::Training, percent: 10 });
             let (mean, scale) = standardizer(x);
             let xs = standardize(x, &mean, &scale);
@@ -239,9 +269,7 @@ pub(crate) fn fit_classifier(
             }
             Ok(Fitted { body: ModelBody::Linear { weights, intercepts, mean, scale }, test_predictions: predicted })
         }
-        Algorithm::Knn => {
-            let k = params.integer("k", Some(5), 1, x.len() as u64)?.unwrap_or(5) as usize;
-            params.finish(algorithm.name())?;
+        Spec::Knn { k } => {
             progress(Progress { stage: Stage::Training, percent: 10 });
             let predicted: Vec<f64> = x_test
                 .iter()
@@ -258,7 +286,7 @@ pub(crate) fn fit_classifier(
                 test_predictions: predicted,
             })
         }
-        Algorithm::LinearRegression => unreachable!("refused for classes before fitting"),
+        Spec::Linear => unreachable!("refused for classes before fitting"),
     }
 }
 
@@ -293,10 +321,8 @@ fn first_max(v: &[usize]) -> usize {
 }
 
 /// Fits a regressor.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn fit_regressor(
-    algorithm: Algorithm,
-    params: &mut Params,
+    spec: Spec,
     x: &[Vec<f64>],
     y: &[f64],
     x_test: &[Vec<f64>],
@@ -306,10 +332,8 @@ pub(crate) fn fit_regressor(
 ) -> Result<Fitted, TrainError> {
     let width = x.first().map_or(0, Vec::len);
     let y_vec = y.to_vec();
-    match algorithm {
-        Algorithm::DecisionTree => {
-            let tp = tree_params(params)?;
-            params.finish(algorithm.name())?;
+    match spec {
+        Spec::Tree { tp, .. } => {
             progress(Progress { stage: Stage::Training, percent: 10 });
             let model = DecisionTreeRegressor::fit(
                 &matrix(x)?,
@@ -328,12 +352,7 @@ pub(crate) fn fit_regressor(
             fill_node_stats(&mut tree, x, y, 0);
             Ok(Fitted { body: ModelBody::Trees { trees: vec![tree] }, test_predictions: predicted })
         }
-        Algorithm::RandomForest => {
-            let n_trees = params.integer("n_trees", Some(100), 1, 1000)?.unwrap_or(100) as usize;
-            let tp = tree_params(params)?;
-            let m =
-                params.integer("max_features", Some(width as u64), 1, width as u64)?.unwrap_or(width as u64) as usize;
-            params.finish(algorithm.name())?;
+        Spec::Forest { n_trees, tp, m, .. } => {
             let xm = matrix(x)?;
             let xt = matrix(x_test)?;
             let mut sums = vec![0.0; x_test.len()];
@@ -367,8 +386,7 @@ pub(crate) fn fit_regressor(
             let test_predictions = sums.iter().map(|s| s / n_trees as f64).collect();
             Ok(Fitted { body: ModelBody::Trees { trees }, test_predictions })
         }
-        Algorithm::LinearRegression => {
-            params.finish(algorithm.name())?;
+        Spec::Linear => {
             progress(Progress { stage: Stage::Training, percent: 10 });
             let (mean, scale) = standardizer(x);
             let model = LinearRegression::fit(
@@ -393,9 +411,7 @@ pub(crate) fn fit_regressor(
                 test_predictions: predicted,
             })
         }
-        Algorithm::Knn => {
-            let k = params.integer("k", Some(5), 1, x.len() as u64)?.unwrap_or(5) as usize;
-            params.finish(algorithm.name())?;
+        Spec::Knn { k } => {
             progress(Progress { stage: Stage::Training, percent: 10 });
             let predicted: Vec<f64> =
                 x_test.iter().map(|row| nearest(x, row, k).iter().map(|i| y[*i]).sum::<f64>() / k as f64).collect();
@@ -404,6 +420,6 @@ pub(crate) fn fit_regressor(
                 test_predictions: predicted,
             })
         }
-        Algorithm::LogisticRegression => unreachable!("refused for numbers before fitting"),
+        Spec::Logistic { .. } => unreachable!("refused for numbers before fitting"),
     }
 }

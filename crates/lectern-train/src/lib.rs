@@ -4,6 +4,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod job;
 mod learners;
 pub mod metrics;
 pub mod model;
@@ -16,4 +17,4 @@ pub use dataset::{ColumnType, Dataset, Format, Schema};
 pub use error::TrainError;
 pub use metrics::Metrics;
 pub use model::{ModelBody, Task};
-pub use train::{train, Algorithm, Holdout, Progress, Stage, TrainRequest, TrainedModel};
+pub use train::{check, train, Algorithm, Holdout, Progress, Stage, TrainRequest, TrainedModel};

@@ -139,6 +139,11 @@ fn tensor_info(name: &str, elem: DataType, dims: &[Option<i64>]) -> ValueInfoPro
     }
 }
 
+/// True when `bytes` are an ONNX model (a `ModelProto` with a graph).
+pub fn is_onnx(bytes: &[u8]) -> bool {
+    ModelProto::decode(bytes).is_ok_and(|m| m.ir_version > 0 && m.graph.is_some())
+}
+
 /// The ONNX file of a trained model.
 pub fn export(model: &TrainedModel) -> Result<Vec<u8>, TrainError> {
     let mut g = Graph { nodes: Vec::new(), initializers: Vec::new(), next: 0 };

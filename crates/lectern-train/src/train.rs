@@ -92,7 +92,7 @@ pub struct TrainRequest {
 }
 
 /// A stage of a training run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Checking the request, encoding features, splitting rows.
@@ -104,7 +104,7 @@ pub enum Stage {
 }
 
 /// A progress report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Progress {
     /// The stage.
     pub stage: Stage,
@@ -243,6 +243,27 @@ fn read_target(dataset: &Dataset, name: &str) -> Result<Target, TrainError> {
     }
 }
 
+/// A request checked against its dataset: the task, the split, the encoded features and the
+/// algorithm's parameters, everything but the fit.
+struct Prepared {
+    algorithm: Algorithm,
+    task: Task,
+    target: Target,
+    train_rows: Vec<usize>,
+    test_rows: Vec<usize>,
+    features: Vec<Feature>,
+    raw_columns: Vec<Vec<f64>>,
+    encoded_names: Vec<String>,
+    spec: crate::learners::Spec,
+    params: BTreeMap<String, Value>,
+}
+
+/// Checks a request against a dataset without training: every refusal [`train`] would give
+/// before fitting (columns, target, split, algorithm, parameters) is given here, quickly.
+pub fn check(dataset: &Dataset, request: &TrainRequest) -> Result<(), TrainError> {
+    prepare(dataset, request).map(|_| ())
+}
+
 /// Trains and evaluates a model. Runs synchronously (call it off the async runtime);
 /// `progress` is called at each stage and after each tree; `cancel` is checked between stages
 /// and between trees.
@@ -253,6 +274,79 @@ pub fn train(
     cancel: &AtomicBool,
 ) -> Result<TrainedModel, TrainError> {
     progress(Progress { stage: Stage::Preparing, percent: 0 });
+    let Prepared { algorithm, task, target, train_rows, test_rows, features, raw_columns, encoded_names, spec, params } =
+        prepare(dataset, request)?;
+    let one_hot = algorithm.one_hot();
+    let row = |r: usize| -> Vec<f64> {
+        let raw: Vec<f64> = raw_columns.iter().map(|c| c[r]).collect();
+        encode(&features, &raw, one_hot)
+    };
+    let x_train: Vec<Vec<f64>> = train_rows.iter().map(|&r| row(r)).collect();
+    let x_test: Vec<Vec<f64>> = test_rows.iter().map(|&r| row(r)).collect();
+    check_cancel(cancel)?;
+    progress(Progress { stage: Stage::Preparing, percent: 10 });
+
+    let fitted = match &target {
+        Target::Classes { labels, y } => {
+            let y_train: Vec<usize> = train_rows.iter().map(|&r| y[r].expect("labelled")).collect();
+            crate::learners::fit_classifier(
+                spec,
+                &x_train,
+                &y_train,
+                labels.len(),
+                &x_test,
+                request.seed,
+                progress,
+                cancel,
+            )?
+        }
+        Target::Values(v) => {
+            let y_train: Vec<f64> = train_rows.iter().map(|&r| v[r].expect("labelled")).collect();
+            crate::learners::fit_regressor(
+                spec,
+                &x_train,
+                &y_train,
+                &x_test,
+                request.seed,
+                progress,
+                cancel,
+            )?
+        }
+    };
+    check_cancel(cancel)?;
+    progress(Progress { stage: Stage::Evaluating, percent: 90 });
+
+    let (classes, metrics) = match &target {
+        Target::Classes { labels, y } => {
+            let truth: Vec<usize> = test_rows.iter().map(|&r| y[r].expect("labelled")).collect();
+            let predicted: Vec<usize> = fitted.test_predictions.iter().map(|p| *p as usize).collect();
+            (labels.clone(), Metrics::classification(labels, &truth, &predicted))
+        }
+        Target::Values(v) => {
+            let truth: Vec<f64> = test_rows.iter().map(|&r| v[r].expect("labelled")).collect();
+            (Vec::new(), Metrics::regression(&truth, &fitted.test_predictions))
+        }
+    };
+    let importances = importances(&fitted.body, &encoded_names, task);
+    progress(Progress { stage: Stage::Evaluating, percent: 100 });
+    Ok(TrainedModel {
+        algorithm,
+        task,
+        target: request.target.clone(),
+        features,
+        encoded_names,
+        classes,
+        body: fitted.body,
+        params,
+        metrics,
+        train_rows: train_rows.len(),
+        test_rows,
+        test_predictions: fitted.test_predictions,
+        importances,
+    })
+}
+
+fn prepare(dataset: &Dataset, request: &TrainRequest) -> Result<Prepared, TrainError> {
     let algorithm = Algorithm::parse(&request.algorithm)?;
     let target = read_target(dataset, &request.target)?;
     let task = match (&target, algorithm) {
@@ -377,75 +471,25 @@ pub fn train(
             _ => vec![f.name.clone()],
         })
         .collect();
-    let row = |r: usize| -> Vec<f64> {
-        let raw: Vec<f64> = raw_columns.iter().map(|c| c[r]).collect();
-        encode(&features, &raw, one_hot)
-    };
-    let x_train: Vec<Vec<f64>> = train_rows.iter().map(|&r| row(r)).collect();
-    let x_test: Vec<Vec<f64>> = test_rows.iter().map(|&r| row(r)).collect();
-    check_cancel(cancel)?;
-    progress(Progress { stage: Stage::Preparing, percent: 10 });
-
     let mut params = Params::new(request.params.clone());
-    let fitted = match &target {
-        Target::Classes { labels, y } => {
-            let y_train: Vec<usize> = train_rows.iter().map(|&r| y[r].expect("labelled")).collect();
-            crate::learners::fit_classifier(
-                algorithm,
-                &mut params,
-                &x_train,
-                &y_train,
-                labels.len(),
-                &x_test,
-                request.seed,
-                progress,
-                cancel,
-            )?
-        }
-        Target::Values(v) => {
-            let y_train: Vec<f64> = train_rows.iter().map(|&r| v[r].expect("labelled")).collect();
-            crate::learners::fit_regressor(
-                algorithm,
-                &mut params,
-                &x_train,
-                &y_train,
-                &x_test,
-                request.seed,
-                progress,
-                cancel,
-            )?
-        }
-    };
-    check_cancel(cancel)?;
-    progress(Progress { stage: Stage::Evaluating, percent: 90 });
-
-    let (classes, metrics) = match &target {
-        Target::Classes { labels, y } => {
-            let truth: Vec<usize> = test_rows.iter().map(|&r| y[r].expect("labelled")).collect();
-            let predicted: Vec<usize> = fitted.test_predictions.iter().map(|p| *p as usize).collect();
-            (labels.clone(), Metrics::classification(labels, &truth, &predicted))
-        }
-        Target::Values(v) => {
-            let truth: Vec<f64> = test_rows.iter().map(|&r| v[r].expect("labelled")).collect();
-            (Vec::new(), Metrics::regression(&truth, &fitted.test_predictions))
-        }
-    };
-    let importances = importances(&fitted.body, &encoded_names, task);
-    progress(Progress { stage: Stage::Evaluating, percent: 100 });
-    Ok(TrainedModel {
+    let spec = crate::learners::read_spec(
+        algorithm,
+        task == Task::Classification,
+        &mut params,
+        encoded_names.len(),
+        train_rows.len(),
+    )?;
+    Ok(Prepared {
         algorithm,
         task,
-        target: request.target.clone(),
-        features,
-        encoded_names,
-        classes,
-        body: fitted.body,
-        params: params.resolved,
-        metrics,
-        train_rows: train_rows.len(),
+        target,
+        train_rows,
         test_rows,
-        test_predictions: fitted.test_predictions,
-        importances,
+        features,
+        raw_columns,
+        encoded_names,
+        spec,
+        params: params.resolved,
     })
 }
 

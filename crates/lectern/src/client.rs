@@ -96,6 +96,23 @@ impl std::fmt::Display for Failure {
 }
 
 /// `text` with every occurrence of the credential replaced.
+/// A local file opened for an upload.
+pub(crate) struct LocalFile {
+    file: tokio::fs::File,
+    size: u64,
+}
+
+/// Opens a local file to upload; a missing or unreadable one is a usage error.
+pub(crate) async fn open_file(path: &std::path::Path) -> Result<LocalFile, Failure> {
+    let unreadable = |e: std::io::Error| Failure::Usage(format!("cannot read {}: {e}", path.display()));
+    let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+    let metadata = file.metadata().await.map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(Failure::Usage(format!("{} is not a file", path.display())));
+    }
+    Ok(LocalFile { file, size: metadata.len() })
+}
+
 pub(crate) fn redact(text: &str, key: Option<&str>) -> String {
     match key.map(str::trim).filter(|k| !k.is_empty()) {
         Some(k) => text.replace(k, "[credential]"),
@@ -204,6 +221,40 @@ impl Client {
             }
         };
         Err(Failure::Refused { status, message, retry_after })
+    }
+
+    /// Streams a local file as the body of a POST to `url` (a progress bar on stderr when it
+    /// is a terminal) and returns the answer.
+    pub(crate) async fn upload(&self, url: Url, file: LocalFile, content_type: &str) -> Result<Value, Failure> {
+        use futures_util::StreamExt;
+        use std::io::IsTerminal;
+        let LocalFile { file, size } = file;
+        let progress = std::sync::Arc::new(crate::output::Progress::new(size, std::io::stderr().is_terminal()));
+        let counter = progress.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                counter.advance(bytes.len() as u64);
+            }
+        });
+        let request = self
+            .request(Method::POST, url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            // The length up front lets the server refuse an oversize file before it is sent.
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(stream));
+        let answer = self.send(request).await;
+        progress.finish();
+        answer.map_err(|e| match e {
+            // A server that refuses an upload early (over its size limit) may close the
+            // connection before its answer can be read: say what probably happened.
+            Failure::Failed(message) if progress.sent() < progress.total() => Failure::Failed(format!(
+                "{message}\nthe server closed the connection after about {} of {} bytes of the upload: the file may \
+                 be larger than the server's limit (lectern serve --max-upload-bytes)",
+                progress.sent(),
+                progress.total()
+            )),
+            other => other,
+        })
     }
 
     pub(crate) async fn get(&self, segments: &[&str]) -> Result<Value, Failure> {

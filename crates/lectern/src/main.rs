@@ -26,6 +26,13 @@ enum Command {
     Model(commands::model::ModelArgs),
     /// Create, list and revoke API keys (`keys create` also works offline with --data/--database).
     Keys(commands::keys::KeysArgs),
+    /// Upload, list, show and delete the datasets of a running server.
+    Dataset(commands::dataset::DatasetArgs),
+    /// Train a model on a running server and follow the job (`train status|cancel ID` too).
+    Train(commands::train::TrainArgs),
+    /// The training process of one job (started by the server).
+    #[command(hide = true)]
+    TrainWorker { folder: std::path::PathBuf },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +41,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => commands::serve::run(args),
         Command::Model(args) => std::process::exit(commands::model::run(args)),
         Command::Keys(args) => std::process::exit(commands::keys::run(args)),
+        Command::Dataset(args) => std::process::exit(commands::dataset::run(args)),
+        Command::Train(args) => std::process::exit(commands::train::run(args)),
+        Command::TrainWorker { folder } => std::process::exit(commands::train_worker::run(&folder)),
     }
 }

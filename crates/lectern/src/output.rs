@@ -70,6 +70,13 @@ pub(crate) fn size_text(bytes: u64) -> String {
 }
 
 /// The upload's progress bar on stderr (only when stderr is a terminal).
+/// A 30-character bar, `#` for the done `fraction` (0 to 1), `.` for the rest.
+pub(crate) fn bar(fraction: f64) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (fraction.clamp(0.0, 1.0) * WIDTH as f64).round() as u64;
+    (0..WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect()
+}
+
 pub(crate) struct Progress {
     total: u64,
     sent: AtomicU64,
@@ -106,10 +113,8 @@ impl Progress {
     }
 
     fn draw(&self, sent: u64) {
-        const WIDTH: u64 = 30;
         let fraction = if self.total == 0 { 1.0 } else { (sent as f64 / self.total as f64).min(1.0) };
-        let filled = (fraction * WIDTH as f64).round() as u64;
-        let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect();
+        let bar = bar(fraction);
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,

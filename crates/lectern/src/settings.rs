@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Largest model upload accepted, in bytes [default: 4294967296]
     #[arg(long, env = "LECTERN_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// Training jobs run at once, each in its own low-priority process [default: 1]
+    #[arg(long, env = "LECTERN_TRAINING_WORKERS")]
+    pub training_workers: Option<usize>,
     /// `auto`: API keys and/or OIDC tokens are required once any exist (without either, only
     /// a loopback address is served); `none`: no authentication at all [default: auto]
     #[arg(long, env = "LECTERN_AUTH")]
@@ -107,6 +110,8 @@ struct FileSettings {
     storage: FileStorage,
     #[serde(default)]
     auth: FileAuth,
+    #[serde(default)]
+    training: FileTraining,
     /// LLM servers: read by the pipeline engine, accepted here.
     #[serde(default, rename = "llm")]
     _llm: Option<toml::Table>,
@@ -148,6 +153,12 @@ struct FileRepository {
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
+struct FileTraining {
+    workers: Option<usize>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
 struct FileStorage {
     data: Option<PathBuf>,
     database: Option<String>,
@@ -175,6 +186,8 @@ pub struct ServeSettings {
     /// Object store URL (`file://` or `s3://`).
     pub objects: String,
     pub max_upload_bytes: u64,
+    /// Training jobs run at once.
+    pub training_workers: usize,
     pub log: String,
     /// HTTPS instead of HTTP, when set.
     pub tls: Option<TlsSettings>,
@@ -253,6 +266,10 @@ impl ServeSettings {
                 .max_upload_bytes
                 .or(file.storage.max_upload_bytes)
                 .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
+            training_workers: match args.training_workers.or(file.training.workers).unwrap_or(1) {
+                0 => anyhow::bail!("--training-workers must be at least 1"),
+                n => n,
+            },
             log: args.log,
             tls: match (
                 args.tls_cert.or(from_file(file.server.tls_cert)),

@@ -3,6 +3,7 @@
 //! router, the gate's [`AccessTable`] and the OpenAPI document are all derived from
 //! [`table`]. Each resource has its own file.
 
+mod datasets;
 mod extract;
 mod health;
 mod infer;
@@ -12,6 +13,7 @@ mod models;
 pub(crate) mod openapi;
 mod pipelines;
 mod repository;
+mod training;
 
 use crate::gate::{Access, AccessTable};
 use crate::{ApiError, AppState};
@@ -100,6 +102,16 @@ pub(crate) fn table() -> Vec<Route> {
         route(Trainer, routes!(manage::models::set_default)),
         route(Trainer, routes!(manage::models::upload)),
         route(Trainer, routes!(manage::models::delete_version)),
+        route(Trainer, routes!(manage::models::artifact)),
+        route(Client, routes!(datasets::list)),
+        route(Client, routes!(datasets::describe)),
+        route(Trainer, routes!(datasets::push)),
+        route(Trainer, routes!(datasets::delete)),
+        route(Client, routes!(training::list)),
+        route(Client, routes!(training::describe)),
+        route(Client, routes!(training::picture)),
+        route(Trainer, routes!(training::create)),
+        route(Trainer, routes!(training::cancel)),
         route(Admin, routes!(manage::keys::list)),
         route(Admin, routes!(manage::keys::create)),
         route(Admin, routes!(manage::keys::revoke)),

@@ -1,5 +1,8 @@
 //! One module per command.
 
+pub mod dataset;
 pub mod keys;
 pub mod model;
 pub mod serve;
+pub mod train;
+pub mod train_worker;

@@ -4,7 +4,7 @@
 //! printed), or a pushed version failed to load; 2 a usage error (clap's, or a local file that
 //! cannot be read); 3 the server cannot be reached.
 
-use crate::client::{block_on, Client, ClientArgs, Failure};
+use crate::client::{block_on, open_file, Client, ClientArgs, Failure};
 use crate::output::{print_json, print_table, size_text, time_text, Progress};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
@@ -106,14 +106,7 @@ pub fn run(args: ModelArgs) -> i32 {
 
 async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
     let name = args.name.as_str();
-    let file = tokio::fs::File::open(&args.file)
-        .await
-        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
-    let metadata =
-        file.metadata().await.map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
-    if !metadata.is_file() {
-        return Err(Failure::Usage(format!("{} is not a file", args.file.display())));
-    }
+    let file = open_file(&args.file).await?;
     let labels = match &args.labels {
         Some(path) => Some(read_labels(path)?),
         None => None,
@@ -154,32 +147,7 @@ async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
     if let Some(v) = args.version {
         url.query_pairs_mut().append_pair("version", &v.to_string());
     }
-    let progress = Arc::new(Progress::new(metadata.len(), std::io::stderr().is_terminal()));
-    let counter = progress.clone();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |chunk| {
-        if let Ok(bytes) = chunk {
-            counter.advance(bytes.len() as u64);
-        }
-    });
-    let request = api
-        .request(Method::POST, url)
-        .header(CONTENT_TYPE, "application/octet-stream")
-        // The length up front lets the server refuse an oversize file before it is sent.
-        .header(reqwest::header::CONTENT_LENGTH, metadata.len())
-        .body(reqwest::Body::wrap_stream(stream));
-    let answer = api.send(request).await;
-    progress.finish();
-    let answer = answer.map_err(|e| match e {
-        // A server that refuses an upload early (over its size limit) may close the connection
-        // before its answer can be read: say what probably happened.
-        Failure::Failed(message) if progress.sent() < progress.total() => Failure::Failed(format!(
-            "{message}\nthe server closed the connection after about {} of {} bytes of the upload: the file may be \
-             larger than the server's limit (lectern serve --max-upload-bytes)",
-            progress.sent(),
-            progress.total()
-        )),
-        other => other,
-    })?;
+    let answer = api.upload(url, file, "application/octet-stream").await?;
     if api.json {
         print_json(&answer);
     }

@@ -3,7 +3,7 @@
 use crate::settings::{AuthConfig, ServeArgs, ServeSettings};
 use anyhow::Context;
 use lectern_core::ratelimit::{RateLimit, RateLimiter};
-use lectern_manage::{Manager, Objects, StoreSource};
+use lectern_manage::{Manager, Objects, StoreSource, Training, TrainingSettings};
 use lectern_pipeline::Engine;
 use lectern_runtime::{MetricsRegistry, Registry};
 use lectern_server::auth::jwt::{OidcConfig, OidcVerifier};
@@ -47,9 +47,18 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let (manager, folder) = open_models(&settings).await?;
     let registry = manager.registry().clone();
     let auth = auth_state(&settings.auth, manager.store(), address).await?;
+    let training = Training::new(
+        manager.clone(),
+        TrainingSettings {
+            workers: settings.training_workers,
+            program: std::env::current_exe().context("cannot find the lectern program for training jobs")?,
+            work_dir: settings.data.join("training-jobs"),
+        },
+    );
     let state = Arc::new(AppState {
         registry: registry.clone(),
         manager: manager.clone(),
+        training: training.clone(),
         auth,
         settings: HttpSettings { max_body_bytes: settings.max_body_bytes },
         ready: AtomicBool::new(false),
@@ -80,6 +89,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         tracing::info!(pipelines = %names.join(", "), "pipelines ready");
     }
     let _ = state.pipelines.set(Arc::new(engine));
+    training.start().await.context("cannot start the training jobs")?;
     state.ready.store(true, Ordering::Release);
     tracing::info!(%address, %scheme, models = %settings.models.display(), "ready");
     println!("lectern listening on {scheme}://{address}");

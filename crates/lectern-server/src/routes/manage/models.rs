@@ -228,3 +228,48 @@ pub async fn delete(
     state.manager.delete_model(&who.actor, &model).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The query of an artifact download.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ArtifactQuery {
+    /// `onnx`: the file must be an ONNX model (400 if it is not).
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /v1/models/{model}/versions/{version}/artifact[?format=onnx]`
+#[utoipa::path(get, path = "/v1/models/{model}/versions/{version}/artifact", tag = "models", operation_id = "downloadArtifact",
+    params(("model" = String, Path, description = "The model's name."),
+           ("version" = String, Path, description = "A version number (a positive integer)."),
+           ArtifactQuery),
+    responses(
+        (status = 200, description = "The version's file, as uploaded or trained.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "A `format` other than `onnx`, or a file that is not ONNX.", body = ErrorBody),
+        (status = 404, description = "No such model or version.", body = ErrorBody),
+    ))]
+pub async fn artifact(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+    Query(query): Query<ArtifactQuery>,
+) -> Result<Response, ApiError> {
+    let version = crate::routes::parse_version(&model, &version)?;
+    let onnx = match query.format.as_deref() {
+        None => false,
+        Some(f) if f.eq_ignore_ascii_case("onnx") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("format must be onnx, not '{other}'"))),
+    };
+    let bytes = state.manager.artifact(&model, version).await?;
+    if onnx && !lectern_train::onnx::is_onnx(&bytes) {
+        return Err(ApiError::bad_request(format!(
+            "version {version} of model '{model}' is not an ONNX file and cannot be converted to one"
+        )));
+    }
+    let disposition = format!("attachment; filename=\"{model}-{version}.onnx\"");
+    let mut response = ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&disposition) {
+        response.headers_mut().insert(axum::http::header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
