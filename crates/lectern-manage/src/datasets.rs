@@ -4,7 +4,7 @@
 
 use crate::manager::lectern_now_ms;
 use crate::objects::UploadError;
-use crate::{check_model_name, Manager, ManageError};
+use crate::{check_model_name, ManageError, Manager};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use lectern_store::DatasetRecord;
@@ -99,9 +99,8 @@ impl Manager {
             ))
         })?;
         let (sender, chunks) = tokio::sync::mpsc::channel::<Bytes>(8);
-        let parser = tokio::task::spawn_blocking(move || {
-            Dataset::read(ChannelReader { chunks, current: Bytes::new() }, format)
-        });
+        let parser =
+            tokio::task::spawn_blocking(move || Dataset::scan(ChannelReader { chunks, current: Bytes::new() }, format));
         // Every chunk goes to the parser and to the object store; when the parser has stopped
         // (a malformed file), the upload stops too.
         let tee = body.then(move |chunk| {
@@ -149,9 +148,9 @@ impl Manager {
             object_key: key.clone(),
             sha256: stored.sha256,
             size: stored.size,
-            rows: dataset.rows as u64,
-            schema_json: serde_json::to_string(&dataset.schema().columns).expect("json"),
-            preview_json: serde_json::to_string(&dataset.preview_objects()).expect("json"),
+            rows: dataset.schema.rows,
+            schema_json: serde_json::to_string(&dataset.schema.columns).expect("json"),
+            preview_json: serde_json::to_string(&dataset.preview).expect("json"),
             created_by: actor.to_string(),
             created_at_ms: lectern_now_ms() as i64,
         };
@@ -189,8 +188,11 @@ impl Manager {
 
     /// Deletes a dataset and its file.
     pub async fn delete_dataset(&self, actor: &str, name: &str) -> Result<(), ManageError> {
-        let old =
-            self.store.delete_dataset(actor, name).await?.ok_or_else(|| ManageError::DatasetNotFound(name.to_string()))?;
+        let old = self
+            .store
+            .delete_dataset(actor, name)
+            .await?
+            .ok_or_else(|| ManageError::DatasetNotFound(name.to_string()))?;
         if let Err(e) = self.objects.delete(&old.object_key).await {
             tracing::warn!(dataset = name, error = %e, "cannot delete the dataset file; it stays in the object store");
         }

@@ -13,10 +13,10 @@ mod source;
 pub mod training;
 mod views;
 
+pub use datasets::DatasetView;
 pub use manager::Manager;
 pub use objects::{ArtifactError, Objects, Stored, UploadError};
 pub use source::StoreSource;
-pub use datasets::DatasetView;
 pub use training::{JobView, Training, TrainingSettings};
 pub use views::{ModelView, VersionView};
 

@@ -4,7 +4,7 @@
 //! the upload path. Progress and results live in the store, so they survive a restart; a job
 //! that was running when the server stopped is marked failed at the next start.
 
-use crate::{check_model_name, Manager, ManageError};
+use crate::{check_model_name, ManageError, Manager};
 use bytes::Bytes;
 use lectern_store::{new_job_id, JobEnd, JobRecord};
 use lectern_train::job::{self, JobFailure, JobResult, JobSpec, DEFAULT_TEST_FRACTION, PICTURES};
@@ -321,40 +321,54 @@ impl Training {
 
     /// Cancels a queued or running job (a running one's process is killed).
     pub async fn cancel(&self, actor: &str, id: &str) -> Result<JobView, ManageError> {
-        let job = self.job(id).await?;
-        let live = self.live.lock().expect("live jobs").get(id).cloned();
         let error = format!("cancelled by {actor}");
-        let end =
-            JobEnd { state: "cancelled", percent: job.percent, error: Some(&error), result_json: None, version: None, actor: Some(actor) };
-        let ended = match &live {
-            Some(live) => {
-                live.cancelled.store(true, Ordering::SeqCst);
-                let _turn = live.turn.lock().await;
-                let ended = self.manager.store.finish_job(id, &end, &[]).await?;
-                live.cancel.notify_one();
-                ended
+        // A runner puts its job in `live` before moving it to `running`: a job not in `live`
+        // is cancelled only while still queued, and looked for again once it is running.
+        for _ in 0..3 {
+            let job = self.job(id).await?;
+            let end = JobEnd {
+                state: "cancelled",
+                percent: job.percent,
+                error: Some(&error),
+                result_json: None,
+                version: None,
+                actor: Some(actor),
+                only_queued: false,
+            };
+            let live = self.live.lock().expect("live jobs").get(id).cloned();
+            let ended = match &live {
+                Some(live) => {
+                    live.cancelled.store(true, Ordering::SeqCst);
+                    let _turn = live.turn.lock().await;
+                    let ended = self.manager.store.finish_job(id, &end, &[]).await?;
+                    live.cancel.notify_one();
+                    ended
+                }
+                None => self.manager.store.finish_job(id, &JobEnd { only_queued: true, ..end }, &[]).await?,
+            };
+            let job = self.job(id).await?;
+            if ended {
+                return Ok(job);
             }
-            None => self.manager.store.finish_job(id, &end, &[]).await?,
-        };
-        let job = self.job(id).await?;
-        if !ended {
-            return Err(ManageError::JobFinished(id.to_string(), job.state));
+            if job.state != "running" {
+                return Err(ManageError::JobFinished(id.to_string(), job.state));
+            }
         }
-        Ok(job)
+        Err(ManageError::JobFinished(id.to_string(), "ended".into()))
     }
 
     /// Runs one queued job to its end.
     async fn run(&self, id: &str) {
-        match self.manager.store.start_job(id).await {
-            Ok(true) => {}
-            Ok(false) => return, // cancelled while it waited
-            Err(e) => {
-                tracing::warn!(job = id, error = %e, "cannot start a training job; it stays queued until the next start");
-                return;
-            }
-        }
         let live = Arc::new(LiveJob::default());
         self.live.lock().expect("live jobs").insert(id.to_string(), live.clone());
+        let started = self.manager.store.start_job(id).await;
+        if !matches!(started, Ok(true)) {
+            self.live.lock().expect("live jobs").remove(id);
+            if let Err(e) = started {
+                tracing::warn!(job = id, error = %e, "cannot start a training job; it stays queued until the next start");
+            }
+            return; // Ok(false): cancelled while it waited
+        }
         let dir = self.settings.work_dir.join(id);
         let outcome = match self.manager.store.job(id).await {
             Ok(Some(job)) => self.execute(&job, &dir, &live).await,
@@ -367,7 +381,15 @@ impl Training {
                 Ended::Cancelled => ("cancelled", "cancelled".to_string()),
                 Ended::Failed(why) => ("failed", why.clone()),
             };
-            let end = JobEnd { state, percent, error: Some(&error), result_json: None, version: None, actor: None };
+            let end = JobEnd {
+                state,
+                percent,
+                error: Some(&error),
+                result_json: None,
+                version: None,
+                actor: None,
+                only_queued: false,
+            };
             if let Err(e) = self.manager.store.finish_job(id, &end, &[]).await {
                 tracing::warn!(job = id, error = %e, "cannot record the end of a training job");
             }
@@ -435,6 +457,7 @@ impl Training {
             result_json: Some(&result_json),
             version: Some(version),
             actor: None,
+            only_queued: false,
         };
         match self.manager.store.finish_job(&job.id, &end, &pictures).await {
             Ok(_) => Ok(()),
@@ -461,7 +484,15 @@ impl Training {
             let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut text).await;
             let mut rest = [0u8; 8192];
             while matches!(stderr.read(&mut rest).await, Ok(n) if n > 0) {}
-            String::from_utf8_lossy(&text).trim().chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect::<String>()
+            String::from_utf8_lossy(&text)
+                .trim()
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
         });
         let mut lines = BufReader::new(stdout).lines();
         let mut last: Option<(String, Instant)> = None;
@@ -501,7 +532,10 @@ impl Training {
             return Err(Ended::Failed(failure.message));
         }
         let tail = stderr_tail.await.unwrap_or_default();
-        Err(Ended::Failed(format!("the training process stopped ({status}){}", if tail.is_empty() { String::new() } else { format!(": {tail}") })))
+        Err(Ended::Failed(format!(
+            "the training process stopped ({status}){}",
+            if tail.is_empty() { String::new() } else { format!(": {tail}") }
+        )))
     }
 
     /// Registers a trained model as the next version of `model` (created when missing; for

@@ -139,7 +139,8 @@ impl Store {
     /// One dataset.
     pub async fn dataset(&self, name: &str) -> Result<Option<DatasetRecord>, StoreError> {
         self.run(async {
-            let row = sqlx::query("SELECT * FROM datasets WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+            let row =
+                sqlx::query("SELECT * FROM datasets WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
             row.map(|r| dataset_row(&r)).transpose()
         })
         .await
@@ -295,9 +296,10 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.run(async {
             let mut tx = self.write_tx().await?;
+            let from = if end.only_queued { "('queued')" } else { LIVE };
             let sql = format!(
                 "UPDATE training_jobs SET state = $1, stage = 'done', percent = $2, error = $3, result_json = $4, \
-                 version = $5, finished_at = $6 WHERE id = $7 AND state IN {LIVE}"
+                 version = $5, finished_at = $6 WHERE id = $7 AND state IN {from}"
             );
             let done = sqlx::query(&sql)
                 .bind(end.state)
@@ -371,4 +373,6 @@ pub struct JobEnd<'a> {
     pub version: Option<u64>,
     /// Who ended it, for the audit log (`None`: not audited).
     pub actor: Option<&'a str>,
+    /// End it only if it is still queued (not once it runs).
+    pub only_queued: bool,
 }

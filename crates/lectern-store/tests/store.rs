@@ -174,3 +174,89 @@ async fn bad_urls_are_refused_without_echoing_them() {
     let e = Store::open("postgres://u:hunter2@127.0.0.1:1/db").await.err().unwrap().to_string();
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+fn job(id: &str) -> lectern_store::JobRecord {
+    lectern_store::JobRecord {
+        id: id.into(),
+        model: "m".into(),
+        dataset: "d".into(),
+        dataset_sha256: None,
+        request_json: "{}".into(),
+        state: "queued".into(),
+        stage: "queued".into(),
+        percent: 0,
+        error: None,
+        result_json: None,
+        version: None,
+        created_by: "key:1".into(),
+        created_at_ms: 1,
+        started_at_ms: None,
+        finished_at_ms: None,
+    }
+}
+
+fn end<'a>(state: &'a str, error: Option<&'a str>, only_queued: bool) -> lectern_store::JobEnd<'a> {
+    lectern_store::JobEnd { state, percent: 40, error, result_json: None, version: None, actor: None, only_queued }
+}
+
+async fn datasets_and_training_jobs(url: &str) {
+    let store = Store::open(url).await.unwrap();
+    let d = lectern_store::DatasetRecord {
+        name: "d".into(),
+        format: "csv".into(),
+        object_key: "datasets/d/1.csv".into(),
+        sha256: "1".into(),
+        size: 10,
+        rows: 3,
+        schema_json: "[]".into(),
+        preview_json: "[]".into(),
+        created_by: "key:1".into(),
+        created_at_ms: 5,
+    };
+    assert_eq!(store.put_dataset("key:1", &d).await.unwrap(), None);
+    let replacement = lectern_store::DatasetRecord { object_key: "datasets/d/2.csv".into(), rows: 4, ..d.clone() };
+    assert_eq!(store.put_dataset("key:1", &replacement).await.unwrap(), Some(d.clone()), "the replaced one");
+    assert_eq!(store.dataset("d").await.unwrap().unwrap().rows, 4);
+    assert_eq!(store.datasets().await.unwrap().len(), 1);
+
+    for id in ["a", "b", "c"] {
+        store.insert_job(&job(id)).await.unwrap();
+    }
+    assert_eq!(store.queued_jobs().await.unwrap(), vec!["a", "b", "c"]);
+    let newest: Vec<String> = store.jobs(None, 2).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(newest, vec!["c", "b"], "newest first");
+    assert!(store.start_job("a").await.unwrap());
+    assert!(!store.start_job("a").await.unwrap(), "only a queued job starts");
+    store.job_progress("a", "training", 40, Some("sha")).await.unwrap();
+    let a = store.job("a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.state.as_str(), a.stage.as_str(), a.percent, a.dataset_sha256.as_deref()),
+        ("running", "training", 40, Some("sha"))
+    );
+    assert!(!store.finish_job("a", &end("cancelled", Some("x"), true), &[]).await.unwrap(), "running, not queued");
+    assert!(store.finish_job("b", &end("cancelled", Some("by key:1"), true), &[]).await.unwrap());
+    assert!(
+        !store.finish_job("b", &end("failed", Some("late"), false), &[]).await.unwrap(),
+        "an ended job stays ended"
+    );
+    let pictures = vec![("tree".to_string(), "<svg/>".to_string())];
+    assert!(store.start_job("c").await.unwrap());
+    let done = lectern_store::JobEnd {
+        state: "succeeded",
+        result_json: Some("{}"),
+        version: Some(3),
+        ..end("succeeded", None, false)
+    };
+    assert!(store.finish_job("c", &done, &pictures).await.unwrap());
+    let c = store.job("c").await.unwrap().unwrap();
+    assert_eq!((c.state.as_str(), c.stage.as_str(), c.percent, c.version), ("succeeded", "done", 100, Some(3)));
+    assert_eq!(store.picture("c", "tree").await.unwrap().as_deref(), Some("<svg/>"));
+    assert_eq!(store.picture("c", "confusion").await.unwrap(), None);
+    assert_eq!(store.fail_running_jobs("stopped").await.unwrap(), 1);
+    let a = store.job("a").await.unwrap().unwrap();
+    assert_eq!((a.state.as_str(), a.error.as_deref()), ("failed", Some("stopped")));
+    assert!(store.queued_jobs().await.unwrap().is_empty());
+    assert_eq!(store.delete_dataset("key:1", "d").await.unwrap().map(|d| d.rows), Some(4));
+    assert_eq!(store.delete_dataset("key:1", "d").await.unwrap(), None);
+}
+both_engines!(training, datasets_and_training_jobs);

@@ -108,25 +108,48 @@ pub enum Format {
     Json,
 }
 
+/// What a scan of a dataset file finds, holding none of its values: the schema and the first
+/// rows (as JSON objects, see [`Dataset::preview_objects`]).
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub schema: Schema,
+    pub preview: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
 impl Dataset {
     /// Reads a dataset in the given format from a stream.
     pub fn read(reader: impl Read, format: Format) -> Result<Dataset, TrainError> {
+        Dataset::read_with(reader, format, true)
+    }
+
+    /// Reads a dataset file for its schema and first rows only, in memory bounded by its
+    /// columns (not its rows); refuses exactly what [`Dataset::read`] refuses.
+    pub fn scan(reader: impl Read, format: Format) -> Result<Scan, TrainError> {
+        let dataset = Dataset::read_with(reader, format, false)?;
+        Ok(Scan { schema: dataset.schema(), preview: dataset.preview_objects() })
+    }
+
+    fn read_with(reader: impl Read, format: Format, keep: bool) -> Result<Dataset, TrainError> {
         match format {
-            Format::Csv => Dataset::read_csv(reader),
-            Format::Json => Dataset::read_json(reader),
+            Format::Csv => Dataset::read_csv_with(reader, keep),
+            Format::Json => Dataset::read_json_with(reader, keep),
         }
     }
 
     /// Reads a CSV file with a header line. Fields are trimmed; an empty field, `NA`, `N/A`,
     /// `NaN`, `null`, `None` or `?` is a missing value.
     pub fn read_csv(reader: impl Read) -> Result<Dataset, TrainError> {
+        Dataset::read_csv_with(reader, true)
+    }
+
+    fn read_csv_with(reader: impl Read, keep: bool) -> Result<Dataset, TrainError> {
         let mut csv =
             csv::ReaderBuilder::new().has_headers(true).flexible(false).trim(csv::Trim::All).from_reader(reader);
         let header = csv.headers().map_err(csv_error)?.clone();
         if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
             return Err(TrainError::EmptyDataset("the file has no header line".into()));
         }
-        let mut builder = DatasetBuilder::new(header.iter().map(str::to_string).collect(), 1)?;
+        let mut builder = DatasetBuilder::new(header.iter().map(str::to_string).collect(), 1, keep)?;
         let mut record = csv::StringRecord::new();
         while csv.read_record(&mut record).map_err(csv_error)? {
             builder.push_row(record.iter().map(Some))?;
@@ -138,8 +161,12 @@ impl Dataset {
     /// order; a later object may leave a key out (a missing value) but may not add one. `null`
     /// is a missing value; nested arrays and objects are refused.
     pub fn read_json(reader: impl Read) -> Result<Dataset, TrainError> {
+        Dataset::read_json_with(reader, true)
+    }
+
+    fn read_json_with(reader: impl Read, keep: bool) -> Result<Dataset, TrainError> {
         let mut de = serde_json::Deserializer::from_reader(BufReader::new(reader));
-        let builder = RowsSeed.deserialize(&mut de).map_err(json_error)?;
+        let builder = RowsSeed { keep }.deserialize(&mut de).map_err(json_error)?;
         de.end().map_err(json_error)?;
         match builder {
             Some(builder) => builder.finish(),
@@ -238,21 +265,43 @@ fn json_error(err: serde_json::Error) -> TrainError {
 type StringColumn = (HashMap<String, u32>, Vec<String>, Vec<u32>);
 
 /// Builds one column as values arrive: numbers while every value is a number, then strings.
+/// Without `keep` (a scan for the schema), no value is kept: only counts, and at most
+/// [`MAX_CATEGORIES`] + 1 distinct values.
 struct ColumnBuilder {
     name: String,
+    keep: bool,
     numbers: Vec<f64>,
+    /// Distinct numbers seen (as bits), up to `MAX_CATEGORIES + 1`, when not keeping values.
+    seen: Vec<u64>,
     all_integer: bool,
     strings: Option<StringColumn>,
+    /// More distinct strings than a scan counts.
+    overflow: bool,
     missing: u64,
 }
 
+/// Distinct values are counted up to this (a scan stops there).
+const DISTINCT_CAP: usize = MAX_CATEGORIES + 1;
+
 impl ColumnBuilder {
-    fn new(name: String) -> Self {
-        ColumnBuilder { name, numbers: Vec::new(), all_integer: true, strings: None, missing: 0 }
+    fn new(name: String, keep: bool) -> Self {
+        ColumnBuilder {
+            name,
+            keep,
+            numbers: Vec::new(),
+            seen: Vec::new(),
+            all_integer: true,
+            strings: None,
+            overflow: false,
+            missing: 0,
+        }
     }
 
     fn push_missing(&mut self) {
         self.missing += 1;
+        if !self.keep {
+            return;
+        }
         match &mut self.strings {
             Some((_, _, codes)) => codes.push(MISSING_CODE),
             None => self.numbers.push(f64::NAN),
@@ -262,9 +311,17 @@ impl ColumnBuilder {
     fn push_number(&mut self, x: f64) {
         if self.strings.is_some() {
             self.push_string(&format_number(x));
-        } else {
-            self.all_integer &= x.fract() == 0.0 && x.abs() < 9.0e15;
+            return;
+        }
+        self.all_integer &= x.fract() == 0.0 && x.abs() < 9.0e15;
+        if self.keep {
             self.numbers.push(x);
+        } else {
+            // -0.0 and 0.0 are one value.
+            let bits = (x + 0.0).to_bits();
+            if self.seen.len() < DISTINCT_CAP && !self.seen.contains(&bits) {
+                self.seen.push(bits);
+            }
         }
     }
 
@@ -275,11 +332,20 @@ impl ColumnBuilder {
                 let code = if x.is_nan() { MISSING_CODE } else { intern(&mut dict.0, &mut dict.1, &format_number(x)) };
                 dict.2.push(code);
             }
+            for bits in std::mem::take(&mut self.seen) {
+                intern(&mut dict.0, &mut dict.1, &format_number(f64::from_bits(bits)));
+            }
+            self.overflow = dict.1.len() >= DISTINCT_CAP;
             self.strings = Some(dict);
         }
         let (index, dictionary, codes) = self.strings.as_mut().expect("string mode");
-        let code = intern(index, dictionary, s);
-        codes.push(code);
+        if self.keep {
+            let code = intern(index, dictionary, s);
+            codes.push(code);
+        } else if !self.overflow && !index.contains_key(s) {
+            intern(index, dictionary, s);
+            self.overflow = dictionary.len() >= DISTINCT_CAP;
+        }
     }
 
     fn push_raw(&mut self, raw: &str) {
@@ -296,19 +362,19 @@ impl ColumnBuilder {
     }
 
     fn finish(self, rows: usize) -> Column {
+        let present = rows as u64 - self.missing;
         match self.strings {
             None => {
-                let present = rows as u64 - self.missing;
                 let kind = if present > 0 && self.all_integer { ColumnType::Integer } else { ColumnType::Number };
                 let kind = if present == 0 { ColumnType::Text } else { kind };
-                let distinct = Some(distinct_numbers(&self.numbers, MAX_CATEGORIES + 1));
+                let distinct =
+                    if self.keep { distinct_numbers(&self.numbers, DISTINCT_CAP) } else { self.seen.len() as u64 };
                 Column {
-                    schema: ColumnSchema { name: self.name, kind, missing: self.missing, distinct },
+                    schema: ColumnSchema { name: self.name, kind, missing: self.missing, distinct: Some(distinct) },
                     values: ColumnValues::Numbers(self.numbers),
                 }
             }
             Some((_, dictionary, codes)) => {
-                let present = rows as u64 - self.missing;
                 let distinct = dictionary.len();
                 let kind = if distinct <= MAX_CATEGORIES && distinct as u64 * 2 <= present {
                     ColumnType::Category
@@ -320,7 +386,7 @@ impl ColumnBuilder {
                         name: self.name,
                         kind,
                         missing: self.missing,
-                        distinct: Some(distinct as u64),
+                        distinct: Some(distinct.min(DISTINCT_CAP) as u64),
                     },
                     values: ColumnValues::Strings { dictionary, codes },
                 }
@@ -364,7 +430,7 @@ struct DatasetBuilder {
 
 impl DatasetBuilder {
     /// `line` is where the names came from, for errors.
-    fn new(names: Vec<String>, line: u64) -> Result<Self, TrainError> {
+    fn new(names: Vec<String>, line: u64, keep: bool) -> Result<Self, TrainError> {
         for (i, name) in names.iter().enumerate() {
             if name.is_empty() {
                 return Err(TrainError::Malformed {
@@ -382,7 +448,7 @@ impl DatasetBuilder {
             }
         }
         Ok(DatasetBuilder {
-            columns: names.into_iter().map(ColumnBuilder::new).collect(),
+            columns: names.into_iter().map(|n| ColumnBuilder::new(n, keep)).collect(),
             rows: 0,
             preview: Vec::new(),
         })
@@ -466,16 +532,20 @@ impl<'de> de::Deserialize<'de> for JsonScalar {
 }
 
 /// Deserializes the top-level array, feeding each object to the builder as it is parsed.
-struct RowsSeed;
+struct RowsSeed {
+    keep: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for RowsSeed {
     type Value = Option<DatasetBuilder>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(RowsVisitor)
+        d.deserialize_seq(RowsVisitor { keep: self.keep })
     }
 }
 
-struct RowsVisitor;
+struct RowsVisitor {
+    keep: bool,
+}
 
 impl<'de> Visitor<'de> for RowsVisitor {
     type Value = Option<DatasetBuilder>;
@@ -484,13 +554,14 @@ impl<'de> Visitor<'de> for RowsVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut builder: Option<DatasetBuilder> = None;
-        while let Some(()) = seq.next_element_seed(RowSeed { builder: &mut builder })? {}
+        while let Some(()) = seq.next_element_seed(RowSeed { builder: &mut builder, keep: self.keep })? {}
         Ok(builder)
     }
 }
 
 struct RowSeed<'b> {
     builder: &'b mut Option<DatasetBuilder>,
+    keep: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
@@ -519,7 +590,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 return Err(de::Error::custom("the first object has no keys"));
             }
             let names = pairs.iter().map(|(k, _)| k.clone()).collect();
-            *self.builder = Some(DatasetBuilder::new(names, 1).map_err(de::Error::custom)?);
+            *self.builder = Some(DatasetBuilder::new(names, 1, self.keep).map_err(de::Error::custom)?);
         }
         let builder = self.builder.as_mut().expect("set above");
         let mut row: Vec<Option<JsonScalar>> = builder.columns.iter().map(|_| None).collect();
@@ -555,5 +626,40 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         }
         builder.rows += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_finds_the_schema_and_preview_a_full_read_finds() {
+        let mut csv = String::from("n,i,cat,txt,mixed\n");
+        for r in 0..300 {
+            let mixed = if r == 250 { "x".to_string() } else { (r % 60).to_string() };
+            csv.push_str(&format!("{},{},{},word{r},{mixed}\n", r as f64 / 7.0, r % 9, ["a", "b", "NA"][r % 3]));
+        }
+        for format in [Format::Csv] {
+            let full = Dataset::read(csv.as_bytes(), format).unwrap();
+            let scan = Dataset::scan(csv.as_bytes(), format).unwrap();
+            assert_eq!(scan.schema, full.schema());
+            assert_eq!(scan.preview, full.preview_objects());
+        }
+        let schema = Dataset::scan(csv.as_bytes(), Format::Csv).unwrap().schema;
+        let kinds: Vec<(ColumnType, Option<u64>, u64)> =
+            schema.columns.iter().map(|c| (c.kind, c.distinct, c.missing)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (ColumnType::Number, Some(51), 0),
+                (ColumnType::Integer, Some(9), 0),
+                (ColumnType::Category, Some(2), 100),
+                (ColumnType::Text, Some(51), 0),
+                (ColumnType::Text, Some(51), 0),
+            ]
+        );
+        let bad = "a,b\n1,2\n3\n";
+        assert!(matches!(Dataset::scan(bad.as_bytes(), Format::Csv), Err(TrainError::Malformed { line: 3, .. })));
     }
 }

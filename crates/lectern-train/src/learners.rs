@@ -95,8 +95,8 @@ pub(crate) fn read_spec(
             let tp = tree_params(params)?;
             let default_m =
                 if classification { ((width as f64).sqrt().floor() as u64).max(1) } else { width.max(1) as u64 };
-            let m = params.integer("max_features", Some(default_m), 1, width.max(1) as u64)?.unwrap_or(default_m)
-                as usize;
+            let m =
+                params.integer("max_features", Some(default_m), 1, width.max(1) as u64)?.unwrap_or(default_m) as usize;
             let criterion = if classification { criterion(params)? } else { SplitCriterion::Gini };
             Spec::Forest { n_trees, tp, m, criterion }
         }

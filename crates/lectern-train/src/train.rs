@@ -302,15 +302,7 @@ pub fn train(
         }
         Target::Values(v) => {
             let y_train: Vec<f64> = train_rows.iter().map(|&r| v[r].expect("labelled")).collect();
-            crate::learners::fit_regressor(
-                spec,
-                &x_train,
-                &y_train,
-                &x_test,
-                request.seed,
-                progress,
-                cancel,
-            )?
+            crate::learners::fit_regressor(spec, &x_train, &y_train, &x_test, request.seed, progress, cancel)?
         }
     };
     check_cancel(cancel)?;

@@ -34,9 +34,8 @@ pub struct DatasetList {
 
 fn format_of(query: &PushQuery, headers: &HeaderMap) -> Result<Format, ApiError> {
     match query.format.as_deref() {
-        Some(name) => lectern_train::job::parse_format(name).map_err(|_| {
-            ApiError::bad_request(format!("format must be csv or json, not '{name}'"))
-        }),
+        Some(name) => lectern_train::job::parse_format(name)
+            .map_err(|_| ApiError::bad_request(format!("format must be csv or json, not '{name}'"))),
         None => {
             let json = headers
                 .get(header::CONTENT_TYPE)
@@ -67,10 +66,8 @@ pub async fn push(
 ) -> Result<Response, ApiError> {
     let format = format_of(&query, &headers)?;
     let limit = state.manager.max_upload_bytes();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ManageError::TooLarge(limit).into());
     }

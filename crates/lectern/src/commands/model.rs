@@ -5,15 +5,11 @@
 //! cannot be read); 3 the server cannot be reached.
 
 use crate::client::{block_on, open_file, Client, ClientArgs, Failure};
-use crate::output::{print_json, print_table, size_text, time_text, Progress};
+use crate::output::{print_json, print_table, size_text, time_text};
 use clap::{Args, Subcommand};
-use futures_util::StreamExt;
-use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// `lectern model`.
 #[derive(Args, Debug)]

@@ -154,10 +154,8 @@ async fn train(api: &Client, args: JobArgs) -> Result<(), Failure> {
 /// `-`, `_` and `.` made `_`.
 fn dataset_name(file: &std::path::Path) -> Result<String, Failure> {
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-    let name: String = stem
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
-        .collect();
+    let name: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     let name = name.trim_start_matches('.').to_string();
     if name.is_empty() {
         return Err(Failure::Usage(format!("cannot name a dataset after {}", file.display())));
@@ -226,14 +224,12 @@ fn report(api: &Client, job: &Value) -> Result<(), Failure> {
 fn print_metrics(job: &Value) {
     let metrics = &job["metrics"];
     let number = |v: &Value| v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_default();
-    println!(
-        "{} on {} held-out rows ({} training rows)",
-        text(&job["algorithm"]),
-        job["test_rows"],
-        job["train_rows"]
-    );
+    println!("{} on {} held-out rows ({} training rows)", text(&job["algorithm"]), job["test_rows"], job["train_rows"]);
     if metrics["task"] == "regression" {
-        print_table(&["R2", "MAE", "RMSE"], &[vec![number(&metrics["r2"]), number(&metrics["mae"]), number(&metrics["rmse"])]]);
+        print_table(
+            &["R2", "MAE", "RMSE"],
+            &[vec![number(&metrics["r2"]), number(&metrics["mae"]), number(&metrics["rmse"])]],
+        );
         return;
     }
     println!("accuracy {}", number(&metrics["accuracy"]));

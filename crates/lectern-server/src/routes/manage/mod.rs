@@ -12,7 +12,11 @@ use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
 
 /// Parses a JSON body, with a clear 400 when it does not fit.
-pub(crate) async fn json_body<T: DeserializeOwned>(state: &AppState, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+pub(crate) async fn json_body<T: DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
     let bytes = read_body(body, headers, state.settings.max_body_bytes).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))
 }
