@@ -102,10 +102,10 @@ pub async fn cancel(
     Ok(Json(state.training.cancel(&who.actor, &id).await?))
 }
 
-/// `GET /v1/training-jobs/{id}/pictures/{picture}`: `tree.svg`, `importance.svg`, `confusion.svg`.
-#[utoipa::path(get, path = "/v1/training-jobs/{id}/pictures/{picture}", tag = "training", operation_id = "trainingPicture",
+/// `GET /v1/training-jobs/{id}/pictures/{name}`: `tree.svg`, `importance.svg`, `confusion.svg`.
+#[utoipa::path(get, path = "/v1/training-jobs/{id}/pictures/{name}", tag = "training", operation_id = "trainingPicture",
     params(("id" = String, Path, description = "The job's id."),
-           ("picture" = String, Path, description = "`tree.svg`, `importance.svg` or `confusion.svg`.")),
+           ("name" = String, Path, description = "`tree.svg`, `importance.svg` or `confusion.svg`.")),
     responses(
         (status = 200, description = "The picture.", content_type = "image/svg+xml", body = String),
         (status = 404, description = "No such job (`job_not_found`) or picture (`picture_not_found`).", body = ErrorBody),
