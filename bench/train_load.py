@@ -2,8 +2,8 @@
 """Inference latency while models train (issue 11): p99 of V2 infer with and without two
 training jobs running on the same server.
 
-    bench/train_load.sh            # builds the release binary, then runs this
-    LECTERN_BIN=target/debug/lectern .venv/bin/python bench/train_load.py
+    cargo build --release && .venv/bin/python bench/train_load.py
+    LECTERN_BIN=$CARGO_TARGET_DIR/release/lectern .venv/bin/python bench/train_load.py
 
 One server (`--training-workers 2`) serves examples/models (iris-logreg). A closed loop of
 BENCH_CLIENTS (4) keep-alive clients posts one iris row for BENCH_SECONDS (15) and records
