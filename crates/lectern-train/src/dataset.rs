@@ -636,13 +636,20 @@ mod tests {
     #[test]
     fn a_scan_finds_the_schema_and_preview_a_full_read_finds() {
         let mut csv = String::from("n,i,cat,txt,mixed\n");
+        let mut json = Vec::new();
         for r in 0..300 {
             let mixed = if r == 250 { "x".to_string() } else { (r % 60).to_string() };
-            csv.push_str(&format!("{},{},{},word{r},{mixed}\n", r as f64 / 7.0, r % 9, ["a", "b", "NA"][r % 3]));
+            let cat = ["a", "b", "NA"][r % 3];
+            csv.push_str(&format!("{},{},{cat},word{r},{mixed}\n", r as f64 / 7.0, r % 9));
+            json.push(serde_json::json!({
+                "n": r as f64 / 7.0, "i": r % 9, "cat": if cat == "NA" { None } else { Some(cat) },
+                "txt": format!("word{r}"), "mixed": if r == 250 { serde_json::json!("x") } else { serde_json::json!(r % 60) },
+            }));
         }
-        for format in [Format::Csv] {
-            let full = Dataset::read(csv.as_bytes(), format).unwrap();
-            let scan = Dataset::scan(csv.as_bytes(), format).unwrap();
+        let json = serde_json::to_string(&json).unwrap();
+        for (text, format) in [(csv.as_str(), Format::Csv), (json.as_str(), Format::Json)] {
+            let full = Dataset::read(text.as_bytes(), format).unwrap();
+            let scan = Dataset::scan(text.as_bytes(), format).unwrap();
             assert_eq!(scan.schema, full.schema());
             assert_eq!(scan.preview, full.preview_objects());
         }
