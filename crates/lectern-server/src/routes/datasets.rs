@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::TryStreamExt;
-use lectern_manage::{DatasetView, ManageError};
+use lectern_manage::DatasetView;
 use lectern_train::dataset::Format;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -65,12 +65,7 @@ pub async fn push(
     body: Body,
 ) -> Result<Response, ApiError> {
     let format = format_of(&query, &headers)?;
-    let limit = state.manager.max_upload_bytes();
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ManageError::TooLarge(limit).into());
-    }
+    crate::routes::refuse_declared_oversize(&headers, state.manager.max_upload_bytes())?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let (view, replaced) = state.manager.push_dataset(&who.actor, &name, format, stream).await?;
     let status = if replaced { StatusCode::OK } else { StatusCode::CREATED };

@@ -141,6 +141,18 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
 }
 
 /// Parses the `{version}` path segment.
+/// Refuses an upload whose declared `Content-Length` is over `limit` before any of it is read.
+pub(crate) fn refuse_declared_oversize(headers: &axum::http::HeaderMap, limit: u64) -> Result<(), ApiError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(lectern_manage::ManageError::TooLarge(limit).into()),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn parse_version(model: &str, version: &str) -> Result<u64, ApiError> {
     match version.parse::<u64>() {
         Ok(v) if v > 0 => Ok(v),

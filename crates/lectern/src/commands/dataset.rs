@@ -99,21 +99,15 @@ async fn list(api: &Client) -> Result<(), Failure> {
         print_json(&answer);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = answer["datasets"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|d| {
-            vec![
-                text(&d["name"]),
-                d["rows"].as_u64().unwrap_or_default().to_string(),
-                d["columns"].as_array().map_or(0, Vec::len).to_string(),
-                d["size"].as_u64().map(size_text).unwrap_or_default(),
-                time_text(d["created_at_ms"].as_i64()),
-            ]
-        })
-        .collect();
+    let rows = rows_of(&answer["datasets"], |d| {
+        vec![
+            text(&d["name"]),
+            d["rows"].as_u64().unwrap_or_default().to_string(),
+            d["columns"].as_array().map_or(0, Vec::len).to_string(),
+            d["size"].as_u64().map(size_text).unwrap_or_default(),
+            time_text(d["created_at_ms"].as_i64()),
+        ]
+    });
     print_table(&["NAME", "ROWS", "COLUMNS", "SIZE", "CREATED"], &rows);
     Ok(())
 }
@@ -130,21 +124,20 @@ fn show_dataset(api: &Client, dataset: &Value) {
         text(&dataset["format"]),
         dataset["size"].as_u64().map(size_text).unwrap_or_default()
     );
-    let rows: Vec<Vec<String>> = dataset["columns"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            vec![
-                text(&c["name"]),
-                text(&c["type"]),
-                c["missing"].as_u64().unwrap_or_default().to_string(),
-                c["distinct"].as_u64().map(|d| d.to_string()).unwrap_or_default(),
-            ]
-        })
-        .collect();
+    let rows = rows_of(&dataset["columns"], |c| {
+        vec![
+            text(&c["name"]),
+            text(&c["type"]),
+            c["missing"].as_u64().unwrap_or_default().to_string(),
+            c["distinct"].as_u64().map(|d| d.to_string()).unwrap_or_default(),
+        ]
+    });
     print_table(&["COLUMN", "TYPE", "MISSING", "DISTINCT"], &rows);
+}
+
+/// One table row per item of a JSON list (none when it is not a list).
+pub(crate) fn rows_of(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array().map(Vec::as_slice).unwrap_or_default().iter().map(row).collect()
 }
 
 pub(crate) fn text(value: &Value) -> String {

@@ -4,7 +4,7 @@
 //! Exit codes as `lectern model`; a job that fails or is cancelled exits 1 with its error.
 
 use crate::client::{block_on, Client, ClientArgs, Failure};
-use crate::commands::dataset::{self, text};
+use crate::commands::dataset::{self, rows_of, text};
 use crate::output::{bar, print_json, print_table};
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -233,20 +233,14 @@ fn print_metrics(job: &Value) {
         return;
     }
     println!("accuracy {}", number(&metrics["accuracy"]));
-    let rows: Vec<Vec<String>> = metrics["per_class"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            vec![
-                text(&c["label"]),
-                number(&c["precision"]),
-                number(&c["recall"]),
-                number(&c["f1"]),
-                c["support"].to_string(),
-            ]
-        })
-        .collect();
+    let rows = rows_of(&metrics["per_class"], |c| {
+        vec![
+            text(&c["label"]),
+            number(&c["precision"]),
+            number(&c["recall"]),
+            number(&c["f1"]),
+            c["support"].to_string(),
+        ]
+    });
     print_table(&["CLASS", "PRECISION", "RECALL", "F1", "SUPPORT"], &rows);
 }

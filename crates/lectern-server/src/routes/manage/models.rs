@@ -160,15 +160,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // Refuse a declared oversize body before reading any of it.
-    let limit = state.manager.max_upload_bytes();
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(lectern_manage::ManageError::TooLarge(limit).into());
-    }
+    crate::routes::refuse_declared_oversize(&headers, state.manager.max_upload_bytes())?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let (version, view) = state.manager.upload_version(&who.actor, &model, query.version, stream).await?;
     let uploaded = view.versions.iter().find(|v| v.version == version).cloned();
