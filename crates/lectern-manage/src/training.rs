@@ -203,9 +203,15 @@ impl Training {
         })
     }
 
-    /// Marks the jobs a previous process left running as failed, queues the jobs still
-    /// waiting, and starts the workers.
+    /// Clears the jobs' working folder, marks the jobs a previous process left running as
+    /// failed, queues the jobs still waiting, and starts the workers.
     pub async fn start(self: &Arc<Self>) -> Result<(), ManageError> {
+        // Folders a killed server left behind: no process of this data folder uses them now.
+        if let Err(e) = tokio::fs::remove_dir_all(&self.settings.work_dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(folder = %self.settings.work_dir.display(), error = %e, "cannot clear the training jobs' folder");
+            }
+        }
         let failed = self.manager.store.fail_running_jobs(STOPPED).await?;
         if failed > 0 {
             tracing::warn!(jobs = failed, "training jobs that were running when the server stopped are marked failed");
