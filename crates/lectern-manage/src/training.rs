@@ -484,22 +484,8 @@ impl Training {
             .spawn()
             .map_err(|e| Ended::Failed(format!("cannot start the training process: {e}")))?;
         let stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        let stderr_tail = tokio::spawn(async move {
-            let mut text = Vec::new();
-            let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut text).await;
-            let mut rest = [0u8; 8192];
-            while matches!(stderr.read(&mut rest).await, Ok(n) if n > 0) {}
-            String::from_utf8_lossy(&text)
-                .trim()
-                .chars()
-                .rev()
-                .take(2000)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<String>()
-        });
+        let stderr = child.stderr.take().expect("piped");
+        let stderr_tail = tokio::spawn(last_text(stderr, 2000));
         let mut lines = BufReader::new(stdout).lines();
         let mut last: Option<(String, Instant)> = None;
         let status = loop {
@@ -585,7 +571,35 @@ fn spec_of(request: &TrainingRequest, format: &str) -> JobSpec {
     }
 }
 
+/// The last `keep` bytes a stream gives before it ends (read to its end, so the writer never
+/// blocks on a full pipe), as text.
+async fn last_text(mut stream: impl tokio::io::AsyncRead + Unpin, keep: usize) -> String {
+    let mut tail: Vec<u8> = Vec::with_capacity(2 * keep);
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+    }
+    String::from_utf8_lossy(&tail).trim().to_string()
+}
+
 async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     let bytes = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_last_text_of_a_stream_is_its_end() {
+        let text: String = (0..5000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let last = super::last_text(format!("{text}\nthe reason\n").as_bytes(), 12).await;
+        assert_eq!(last, "the reason");
+        assert_eq!(super::last_text(&b""[..], 12).await, "");
+    }
 }
