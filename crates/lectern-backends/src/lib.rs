@@ -4,6 +4,8 @@
 //! state that runs it (run many). Both are synchronous: the runtime calls them from its own
 //! threads, never from the async executor.
 
+#[cfg(feature = "encoder")]
+pub mod encoder;
 pub mod onnx;
 #[cfg(feature = "ort")]
 pub mod ort;
@@ -40,12 +42,39 @@ pub enum BackendError {
     BadInput { input: String, message: String },
 }
 
+/// What a text encoder tells the APIs built on it (`/v1/embeddings`, collections).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextEncoding {
+    /// Most tokens per text, special tokens included; longer texts are truncated.
+    pub max_tokens: usize,
+    /// Length of each vector.
+    pub dimension: usize,
+    /// Vectors have unit length.
+    pub normalized: bool,
+    /// `mean`, `cls` or `max`.
+    pub pooling: &'static str,
+}
+
 /// A prepared model, shared by all its instances.
 pub trait Backend: Send + Sync {
     /// Inputs and outputs, in the order `Session::run` takes and returns them.
     fn signature(&self) -> &Signature;
     /// A new instance with its own working state.
     fn session(&self) -> Result<Box<dyn Session>, BackendError>;
+    /// The platform model metadata names (`onnx`, `sentence_transformers`).
+    fn platform(&self) -> &'static str {
+        "onnx"
+    }
+    /// For a text encoder, what its texts and vectors are.
+    fn text(&self) -> Option<&TextEncoding> {
+        None
+    }
+    /// Checks one request's inputs (in signature order, already checked against the
+    /// signature) before they are batched with other requests' inputs, so that one bad
+    /// request cannot fail a batch.
+    fn check(&self, _inputs: &[Tensor]) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// One instance of a model; not shared between threads.
@@ -65,9 +94,15 @@ pub const ENGINES: &[&str] = &[
     "ort",
 ];
 
-/// Loads an ONNX model on the named engine: `"tract"` (pure Rust, the default) or `"ort"`
-/// (ONNX Runtime, in builds with the `ort` cargo feature).
+/// Loads a model: a text encoder's bundle (a tar of a sentence-transformers folder, see
+/// [`encoder::bundle`]) on candle, whatever `engine` says; else an ONNX model on the named
+/// engine: `"tract"` (pure Rust, the default) or `"ort"` (ONNX Runtime, in builds with the `ort`
+/// cargo feature).
 pub fn load_backend(engine: &str, bytes: &[u8]) -> Result<Arc<dyn Backend>, BackendError> {
+    #[cfg(feature = "encoder")]
+    if encoder::bundle::is_bundle(bytes) {
+        return Ok(Arc::new(encoder::EncoderBackend::from_bundle(bytes)?));
+    }
     match engine {
         "tract" => Ok(Arc::new(onnx::OnnxBackend::from_bytes(bytes)?)),
         #[cfg(feature = "ort")]

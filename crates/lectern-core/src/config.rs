@@ -106,6 +106,10 @@ pub struct ModelConfig {
     /// How an image becomes the model's input tensor (pipelines' image steps).
     #[serde(default)]
     pub image: Option<ImageSpec>,
+    /// A text encoder trained for shorter vectors (Matryoshka): `/v1/embeddings` may ask
+    /// for fewer `dimensions`, answered by the first ones, re-normalised.
+    #[serde(default)]
+    pub matryoshka: bool,
 }
 
 /// Colour channels of an image input.
@@ -216,8 +220,11 @@ impl ModelConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.platform != "onnx" {
-            return Err(format!("platform '{}' is not supported (only 'onnx')", self.platform));
+        if !["onnx", "sentence_transformers"].contains(&self.platform.as_str()) {
+            return Err(format!(
+                "platform '{}' is not supported (only 'onnx' or 'sentence_transformers')",
+                self.platform
+            ));
         }
         if self.latest.is_some() && self.versions.is_some() {
             return Err("set either 'latest' or 'versions', not both".into());

@@ -109,6 +109,8 @@ error_codes! {
     JobNotFound => "job_not_found", InvalidRequest, 404;
     /// The training job has no such picture (not this algorithm's, or it has not succeeded).
     PictureNotFound => "picture_not_found", InvalidRequest, 404;
+    /// No such collection.
+    CollectionNotFound => "collection_not_found", InvalidRequest, 404;
     /// The route exists but not for this method.
     MethodNotAllowed => "method_not_allowed", InvalidRequest, 405;
     /// The request's own timeout passed before it could run.

@@ -65,6 +65,9 @@ pub struct InferRequest {
     pub priority: u64,
     /// Schedule-policy parameter `timeout` in microseconds (0 means none).
     pub timeout_us: u64,
+    /// Request parameter `truncate: false`: a text encoder refuses texts over its length
+    /// instead of truncating them.
+    pub refuse_over_length: bool,
 }
 
 /// The JSON of an inference request as it arrives (the OpenAPI document's `InferRequest`).
@@ -204,6 +207,7 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
         binary_output: param_bool(params, "binary_data_output").unwrap_or(false),
         priority: param_u64(params, "priority").unwrap_or(0),
         timeout_us: param_u64(params, "timeout").unwrap_or(0),
+        refuse_over_length: param_bool(params, "truncate") == Some(false),
     })
 }
 

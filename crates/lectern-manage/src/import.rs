@@ -15,9 +15,11 @@ use std::path::Path;
 /// Who the audit log names for imports.
 pub const IMPORT_ACTOR: &str = "import";
 
-/// The object key of a model's artifact: content-addressed within the model.
-pub fn artifact_key(model: &str, sha256: &str) -> String {
-    format!("models/{model}/{sha256}.onnx")
+/// The object key of a model's artifact: content-addressed within the model, named `.tar`
+/// for a text encoder's bundle (its first bytes tell) and `.onnx` otherwise.
+pub fn artifact_key(model: &str, sha256: &str, head: &[u8]) -> String {
+    let extension = if lectern_backends::encoder::bundle::is_bundle(head) { "tar" } else { "onnx" };
+    format!("models/{model}/{sha256}.{extension}")
 }
 
 /// Brings one model of the folder into the store. What changed in the folder since the last
@@ -59,7 +61,7 @@ pub async fn import_model(store: &Store, objects: &Objects, name: &str, folder: 
             }
             None => {}
         }
-        let key = artifact_key(name, &sha);
+        let key = artifact_key(name, &sha, &bytes);
         let size = bytes.len() as u64;
         let new = NewVersion {
             model: name.to_string(),

@@ -225,7 +225,7 @@ impl Manager {
             Some(v) => v,
             None => lock.next_version(name).await?,
         };
-        let key = artifact_key(name, &staged.sha256);
+        let key = artifact_key(name, &staged.sha256, &staged.head);
         let new = NewVersion {
             model: name.to_string(),
             version,

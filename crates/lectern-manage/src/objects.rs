@@ -24,7 +24,12 @@ pub struct Stored {
     pub key: String,
     pub sha256: String,
     pub size: u64,
+    /// The first bytes (up to 512): enough to tell what kind of file it is.
+    pub head: Vec<u8>,
 }
+
+/// How many of an upload's first bytes [`Stored::head`] keeps.
+const HEAD_BYTES: usize = 512;
 
 /// Where artifacts live.
 pub struct Objects {
@@ -119,6 +124,7 @@ impl Objects {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
+        let mut head = Vec::with_capacity(HEAD_BYTES);
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -133,11 +139,13 @@ impl Objects {
                 return Err(UploadError::TooLarge(limit));
             }
             hasher.update(&chunk);
+            let wanted = HEAD_BYTES.saturating_sub(head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..wanted]);
             writer.wait_for_capacity(2).await.map_err(store_error)?;
             writer.put(chunk);
         }
         writer.finish().await.map_err(store_error)?;
-        Ok(Stored { key: staging_key.to_string(), sha256: hex(&hasher.finalize()), size })
+        Ok(Stored { key: staging_key.to_string(), sha256: hex(&hasher.finalize()), size, head })
     }
 
     /// Moves a staged object to `key` (replacing what is there) and makes it durable.

@@ -11,7 +11,7 @@ mod spec;
 
 pub use catalog::{Catalog, Resource};
 pub use plan::{Pipeline, Step, StepKind};
-pub use run::{Engine, PipelineRequest};
+pub use run::{Engine, PipelineRequest, Searcher};
 pub use spec::PipelineFile;
 
 use lectern_core::{Coded, ErrorCode};

@@ -69,7 +69,25 @@ pub enum StepKind {
     Llm { llm: String, topic: String, prompt: String },
     /// A rendered text.
     Output { output: String },
+    /// The nearest items of a collection to a text or a vector.
+    Search {
+        search: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        vector: Option<String>,
+        k: u64,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        filter: BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exclude_ids: Option<String>,
+    },
 }
+
+/// Results of a search step when it does not say.
+pub const DEFAULT_K: u64 = 10;
+/// Most results a search step may ask for.
+pub const MAX_K: u64 = 1000;
 
 /// Where a model step's input row comes from.
 #[derive(Debug, Clone, Serialize)]
@@ -178,11 +196,32 @@ impl Planner<'_> {
         if let Some(when) = &spec.when {
             expression(when, &[]).map_err(|e| format!("when: {e}"))?;
         }
-        let kinds = [spec.model.is_some(), spec.route.is_some(), spec.llm.is_some(), spec.output.is_some()];
+        let kinds =
+            [spec.model.is_some(), spec.route.is_some(), spec.llm.is_some(), spec.output.is_some(), spec.search.is_some()];
         if kinds.iter().filter(|&&k| k).count() != 1 {
-            return Err("set exactly one of model, route, llm or output".into());
+            return Err("set exactly one of model, route, llm, output or search".into());
         }
-        let kind = if let Some(model) = &spec.model {
+        let search_keys = spec.text.is_some()
+            || spec.vector.is_some()
+            || spec.k.is_some()
+            || spec.filter.is_some()
+            || spec.exclude_ids.is_some();
+        let kind = if let Some(collection) = &spec.search {
+            let model_keys = spec.inputs.is_some()
+                || spec.image.is_some()
+                || spec.top_k.is_some()
+                || spec.models.is_some()
+                || spec.default.is_some()
+                || spec.version.is_some()
+                || spec.topic.is_some()
+                || spec.prompt.is_some();
+            if model_keys {
+                return Err("has keys that do not belong to its kind of step".into());
+            }
+            return self.search(spec, collection, &expression).map(|kind| Step { id: spec.id.clone(), when: spec.when.clone(), kind });
+        } else if search_keys {
+            return Err("has keys that do not belong to its kind of step (text, vector, k, filter and exclude_ids are a search step's)".into());
+        } else if let Some(model) = &spec.model {
             let input = self.model_input(spec, model, spec.version)?;
             StepKind::Model { model: model.clone(), version: spec.version, input, top_k: top_k(spec)? }
         } else if let Some(route) = &spec.route {
@@ -205,6 +244,7 @@ impl Planner<'_> {
         let unused = match &kind {
             StepKind::Model { .. } => spec.route.is_some() || spec.models.is_some() || spec.default.is_some(),
             StepKind::Route { .. } => spec.version.is_some(),
+            StepKind::Search { .. } => false,
             StepKind::Llm { .. } | StepKind::Output { .. } => {
                 spec.inputs.is_some()
                     || spec.image.is_some()
@@ -218,6 +258,42 @@ impl Planner<'_> {
             return Err("has keys that do not belong to its kind of step".into());
         }
         Ok(Step { id: spec.id.clone(), when: spec.when.clone(), kind })
+    }
+
+    /// A search step: one of `text` and `vector`, `k` in range, every expression checked.
+    fn search(
+        &self,
+        spec: &StepSpec,
+        collection: &str,
+        expression: &dyn Fn(&str, &[&str]) -> Result<(), String>,
+    ) -> Result<StepKind, String> {
+        if !lectern_core::is_plain_name(collection) {
+            return Err(format!("'{collection}' is not a collection name"));
+        }
+        if spec.text.is_some() == spec.vector.is_some() {
+            return Err("a search step needs either a text or a vector expression".into());
+        }
+        let k = spec.k.unwrap_or(DEFAULT_K);
+        if !(1..=MAX_K).contains(&k) {
+            return Err(format!("k must be between 1 and {MAX_K}, not {k}"));
+        }
+        for (key, source) in [("text", &spec.text), ("vector", &spec.vector), ("exclude_ids", &spec.exclude_ids)] {
+            if let Some(source) = source {
+                expression(source, &[]).map_err(|e| format!("{key}: {e}"))?;
+            }
+        }
+        let filter = spec.filter.clone().unwrap_or_default();
+        for (key, source) in &filter {
+            expression(source, &[]).map_err(|e| format!("filter '{key}': {e}"))?;
+        }
+        Ok(StepKind::Search {
+            search: collection.to_string(),
+            text: spec.text.clone(),
+            vector: spec.vector.clone(),
+            k,
+            filter,
+            exclude_ids: spec.exclude_ids.clone(),
+        })
     }
 
     fn route(&self, spec: &StepSpec, route: &str, cx: &StepContext) -> Result<StepKind, String> {

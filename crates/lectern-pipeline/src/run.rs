@@ -27,6 +27,18 @@ pub struct PipelineRequest {
     pub files: HashMap<String, Vec<u8>>,
 }
 
+/// What a search step calls: the collections service, given by the binary (the pipeline
+/// crate does not know the store).
+pub trait Searcher: Send + Sync {
+    /// Searches `collection` with `query` (`{"text"|"vector", "k", "filter", "exclude_ids"}`, as
+    /// `POST /v1/collections/{name}/search` takes); the results list, or why it failed.
+    fn search<'a>(
+        &'a self,
+        collection: &'a str,
+        query: Json,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Json, String>> + Send + 'a>>;
+}
+
 /// Every pipeline of a config file with the LLM clients they use.
 pub struct Engine {
     registry: Arc<Registry>,
@@ -35,6 +47,8 @@ pub struct Engine {
     /// Pipelines of the config file: the API cannot replace or delete them.
     from_config: HashSet<String>,
     llms: HashMap<String, Arc<LlmClient>>,
+    /// Runs search steps, once the binary has given it.
+    searcher: std::sync::OnceLock<Arc<dyn Searcher>>,
 }
 
 impl Engine {
@@ -65,7 +79,19 @@ impl Engine {
         let pipelines: BTreeMap<String, Arc<Pipeline>> =
             planner.plan(&parsed)?.into_iter().map(|(name, p)| (name, Arc::new(p))).collect();
         let from_config = pipelines.keys().cloned().collect();
-        Ok(Engine { registry, evaluator, pipelines: RwLock::new(pipelines), from_config, llms })
+        Ok(Engine {
+            registry,
+            evaluator,
+            pipelines: RwLock::new(pipelines),
+            from_config,
+            llms,
+            searcher: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Gives the search steps their collections (once; later calls are ignored).
+    pub fn set_searcher(&self, searcher: Arc<dyn Searcher>) {
+        let _ = self.searcher.set(searcher);
     }
 
     /// The pipelines, by name.
@@ -240,6 +266,39 @@ impl Engine {
                 Ok(serde_json::to_value(advice).expect("advice serialises"))
             }
             StepKind::Output { output } => Ok(Json::String(self.evaluator.render(output, item.scope).map_err(failed)?)),
+            StepKind::Search { search, text, vector, k, filter, exclude_ids } => {
+                let value = |source: &str| self.evaluator.eval(source, item.scope).map(|v| to_json(&v)).map_err(failed);
+                let mut query = Map::new();
+                query.insert("k".into(), json!(k));
+                if let Some(text) = text {
+                    match value(text)? {
+                        Json::String(t) => query.insert("text".into(), Json::String(t)),
+                        other => return Err(failed(format!("its text must be a string, not {}", type_name(&other)))),
+                    };
+                }
+                if let Some(vector) = vector {
+                    query.insert("vector".into(), value(vector)?);
+                }
+                if !filter.is_empty() {
+                    let mut conditions = Map::new();
+                    for (key, source) in filter {
+                        conditions.insert(key.clone(), value(source)?);
+                    }
+                    query.insert("filter".into(), Json::Object(conditions));
+                }
+                if let Some(ids) = exclude_ids {
+                    match value(ids)? {
+                        Json::Null => {}
+                        list @ Json::Array(_) => {
+                            query.insert("exclude_ids".into(), list);
+                        }
+                        other => return Err(failed(format!("its exclude_ids must be a list, not {}", type_name(&other)))),
+                    }
+                }
+                let searcher = self.searcher.get().ok_or_else(|| failed("collections are not available here".into()))?;
+                let results = searcher.search(search, Json::Object(query)).await.map_err(failed)?;
+                Ok(json!({ "collection": search, "results": results }))
+            }
         }
     }
 

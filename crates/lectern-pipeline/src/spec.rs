@@ -84,7 +84,8 @@ pub struct PipelineSpec {
     pub shape: Option<BTreeMap<String, Spanned<String>>>,
 }
 
-/// One step as written; which of `model`, `route`, `llm` and `output` is set says its kind.
+/// One step as written; which of `model`, `route`, `llm`, `output` and `search` is set says
+/// its kind.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
@@ -118,6 +119,19 @@ pub struct StepSpec {
     // Output steps.
     #[serde(default)]
     pub output: Option<String>,
+    // Search steps: the collection, then expressions for the query.
+    #[serde(default)]
+    pub search: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub vector: Option<String>,
+    #[serde(default)]
+    pub k: Option<u64>,
+    #[serde(default)]
+    pub filter: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub exclude_ids: Option<String>,
 }
 
 impl PipelineFile {

@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod source;
+pub mod text;
 pub mod worker;
 
 pub use lectern_backends::{Signature, TensorInfo};
@@ -49,6 +50,9 @@ pub enum RuntimeError {
     /// The source could not list its models.
     #[error("{0}")]
     Source(#[from] SourceError),
+    /// Texts were sent to a model that is not a text encoder.
+    #[error("model '{0}' is not a text encoder (it takes no texts)")]
+    NotAnEncoder(String),
 }
 
 impl Coded for RuntimeError {
@@ -56,6 +60,7 @@ impl Coded for RuntimeError {
         match self {
             RuntimeError::Protocol(e) => e.code(),
             RuntimeError::BadRequest(_) => ErrorCode::InvalidInput,
+            RuntimeError::NotAnEncoder(_) => ErrorCode::InvalidRequest,
             RuntimeError::Inference(..) => ErrorCode::InferenceFailed,
             RuntimeError::ModelNotFound(_) => ErrorCode::ModelNotFound,
             RuntimeError::VersionNotFound(..) => ErrorCode::VersionNotFound,

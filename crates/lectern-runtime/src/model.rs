@@ -4,7 +4,7 @@
 use crate::metrics::ModelMetrics;
 use crate::worker::{Job, JobError, SubmitError, Worker};
 use crate::RuntimeError;
-use lectern_backends::{Signature, TensorInfo};
+use lectern_backends::{Backend, Signature, TensorInfo, TextEncoding};
 use lectern_core::{ImageSpec, InferRequest, InferResponse, RequestedOutput, ResponseOutput, Tensor, TensorData};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -21,7 +21,10 @@ pub struct LoadedModel {
     pub image: Option<ImageSpec>,
     /// Largest batch along the first dimension; 0: the model has no batch dimension.
     pub max_batch_size: usize,
+    /// A text encoder whose vectors may be cut short (its config's `matryoshka`).
+    pub matryoshka: bool,
     pub metrics: Arc<ModelMetrics>,
+    backend: Arc<dyn Backend>,
     worker: Worker,
 }
 
@@ -32,9 +35,31 @@ impl LoadedModel {
         signature: Signature,
         max_batch_size: usize,
         metrics: Arc<ModelMetrics>,
+        backend: Arc<dyn Backend>,
         worker: Worker,
     ) -> Self {
-        LoadedModel { name, version, signature, labels: None, image: None, max_batch_size, metrics, worker }
+        LoadedModel {
+            name,
+            version,
+            signature,
+            labels: None,
+            image: None,
+            max_batch_size,
+            matryoshka: false,
+            metrics,
+            backend,
+            worker,
+        }
+    }
+
+    /// The platform model metadata names (`onnx`, `sentence_transformers`).
+    pub fn platform(&self) -> &'static str {
+        self.backend.platform()
+    }
+
+    /// For a text encoder, what its texts and vectors are.
+    pub fn text(&self) -> Option<&TextEncoding> {
+        self.backend.text()
     }
 
     /// Adds the class names and the image conversion from the model's config.
@@ -58,6 +83,7 @@ impl LoadedModel {
         let outputs = self.requested_outputs(&request)?;
         let rows = self.batch_rows(&request.inputs)?;
         let inputs = self.order_inputs(request.inputs)?;
+        self.backend.check(&inputs).map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
         let deadline = (request.timeout_us > 0).then(|| arrived + Duration::from_micros(request.timeout_us));
         let job = Job { inputs, rows, priority: request.priority, enqueued: arrived, deadline, reply };
@@ -71,6 +97,9 @@ impl LoadedModel {
             Ok(Err(JobError::Expired)) => return Err(RuntimeError::DeadlineExpired(request.timeout_us)),
             Err(_) => return Err(RuntimeError::NotReady(self.label(), "it was unloaded".into())),
         };
+        if request.refuse_over_length {
+            self.refuse_over_length(&computed)?;
+        }
         let outputs = match outputs {
             None => {
                 computed.into_iter().map(|tensor| ResponseOutput { tensor, binary: request.binary_output }).collect()
@@ -83,6 +112,21 @@ impl LoadedModel {
             id: request.id,
             outputs,
         })
+    }
+
+    /// For a text encoder: refuses the request when a text had more tokens than the model
+    /// takes (its `token_count` output counts them before truncation).
+    fn refuse_over_length(&self, computed: &[Tensor]) -> Result<(), RuntimeError> {
+        let Some(text) = self.text() else { return Ok(()) };
+        let counts = computed.iter().find(|t| t.name == lectern_backends::encoder::TOKEN_COUNT_OUTPUT);
+        let Some(TensorData::I64(counts)) = counts.map(|t| &t.data) else { return Ok(()) };
+        match counts.iter().position(|&n| n as usize > text.max_tokens) {
+            None => Ok(()),
+            Some(row) => Err(RuntimeError::BadRequest(format!(
+                "text {row} has {} tokens; model '{}' takes at most {} (the request asked not to truncate)",
+                counts[row], self.name, text.max_tokens
+            ))),
+        }
     }
 
     fn label(&self) -> String {

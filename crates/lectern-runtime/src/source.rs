@@ -1,5 +1,6 @@
 //! Where the registry gets models from: a repository folder, or (in the binary) the store.
 
+use lectern_backends::encoder::bundle;
 use lectern_core::{Coded, ConfigError, ErrorCode, ModelConfig};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -140,10 +141,24 @@ pub fn read_folder(folder: &Path) -> Result<ModelDefinition, SourceError> {
     Ok(ModelDefinition { config, labels, default_version: None, versions })
 }
 
-/// The model file of one version folder.
+/// The model file of one version folder: its `model.onnx`, or a text encoder's folder packed
+/// into one bundle (see `lectern_backends::encoder::bundle`).
 pub fn read_version_file(folder: &Path, version: u64) -> Result<Vec<u8>, SourceError> {
-    let path = folder.join(version.to_string()).join(MODEL_FILE);
+    let version_folder = folder.join(version.to_string());
+    let path = version_folder.join(MODEL_FILE);
+    if !path.is_file() && bundle::is_encoder_folder(&version_folder) {
+        return bundle::pack_folder(&version_folder).map_err(|source| SourceError::Io {
+            action: "pack the encoder folder",
+            path: version_folder,
+            source,
+        });
+    }
     std::fs::read(&path).map_err(|source| SourceError::Io { action: "read", path, source })
+}
+
+/// True when a version folder holds a model: a `model.onnx` or a text encoder's files.
+fn holds_model(version_folder: &Path) -> bool {
+    version_folder.join(MODEL_FILE).is_file() || bundle::is_encoder_folder(version_folder)
 }
 
 /// Names of the model folders under `root`, sorted.
@@ -163,13 +178,13 @@ pub fn model_folders(root: &Path) -> Result<Vec<String>, SourceError> {
     Ok(names)
 }
 
-/// Version numbers of the folders holding a model file, sorted.
+/// Version numbers of the folders holding a model (file), sorted.
 pub fn version_folders(folder: &Path) -> std::io::Result<Vec<u64>> {
     let mut versions: Vec<u64> = std::fs::read_dir(folder)?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let v: u64 = e.file_name().to_str()?.parse().ok()?;
-            (v > 0 && e.path().join(MODEL_FILE).is_file()).then_some(v)
+            (v > 0 && holds_model(&e.path())).then_some(v)
         })
         .collect();
     versions.sort_unstable();

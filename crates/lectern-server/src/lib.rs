@@ -34,6 +34,8 @@ pub struct AppState {
     pub manager: Arc<Manager>,
     /// Datasets' training jobs.
     pub training: Arc<lectern_manage::Training>,
+    /// Collections of texts searched by meaning.
+    pub collections: Arc<lectern_collections::Collections>,
     /// Who may do what.
     pub auth: gate::AuthState,
     pub settings: HttpSettings,

@@ -38,4 +38,11 @@ impl DatabaseKind {
             DatabaseKind::Postgres => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         }
     }
+
+    pub(crate) fn blob_column(self) -> &'static str {
+        match self {
+            DatabaseKind::Sqlite => "BLOB",
+            DatabaseKind::Postgres => "BYTEA",
+        }
+    }
 }

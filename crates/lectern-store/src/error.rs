@@ -27,6 +27,11 @@ pub enum StoreError {
     KeyNotFound(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("unknown collection '{0}'")]
+    CollectionNotFound(String),
+    /// The change conflicts with what is stored.
+    #[error("{0}")]
+    Conflict(String),
     /// The database cannot be reached: down, restarting, or no connection free in time. The
     /// cause is absent when the store already knows it is down and did not try.
     #[error("the database is unavailable; retry later")]
@@ -60,6 +65,8 @@ impl Coded for StoreError {
             StoreError::VersionExists(..) => ErrorCode::VersionExists,
             StoreError::KeyNotFound(_) => ErrorCode::KeyNotFound,
             StoreError::Invalid(_) => ErrorCode::InvalidRequest,
+            StoreError::CollectionNotFound(_) => ErrorCode::CollectionNotFound,
+            StoreError::Conflict(_) => ErrorCode::Conflict,
             StoreError::Unavailable(_) => ErrorCode::DatabaseUnavailable,
             StoreError::Database(_) | StoreError::Corrupt { .. } => ErrorCode::DatabaseError,
         }

@@ -10,6 +10,7 @@
 
 mod artifacts;
 mod audit;
+mod collections;
 mod database;
 mod error;
 mod health;
@@ -28,6 +29,7 @@ pub use error::StoreError;
 pub use keys::{fingerprint as key_fingerprint, hex, ApiKey, Role};
 pub use records::{AuditEntry, ModelRecord, NewVersion, VersionRecord, VersionState};
 pub use store::Store;
+pub use collections::{CollectionRecord, CollectionSpec, ItemRecord};
 pub use training::{new_job_id, DatasetRecord, JobEnd, JobRecord};
 
 /// Milliseconds since the Unix epoch.

@@ -4,18 +4,20 @@ use crate::DatabaseKind;
 use crate::{now_ms, StoreError};
 use sqlx::AnyPool;
 
-/// (version, SQL), in order. Never edit one that has shipped: add one. The one word the two
-/// engines spell differently, `$IDENTITY` (an auto-numbered primary key), is filled in per engine.
+/// (version, SQL), in order. Never edit one that has shipped: add one. The words the two
+/// engines spell differently, `$IDENTITY` (an auto-numbered primary key) and `$BLOB` (bytes),
+/// are filled in per engine.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_origins.sql")),
     (3, include_str!("../migrations/0003_pipelines.sql")),
     (4, include_str!("../migrations/0004_training.sql")),
+    (5, include_str!("../migrations/0005_collections.sql")),
 ];
 
 /// A migration's SQL for one engine.
 fn for_engine(sql: &str, kind: DatabaseKind) -> String {
-    sql.replace("$IDENTITY", kind.identity_column())
+    sql.replace("$IDENTITY", kind.identity_column()).replace("$BLOB", kind.blob_column())
 }
 
 /// Applies the migrations the database has not seen yet; returns how many ran.

@@ -3,7 +3,9 @@
 //! router, the gate's [`AccessTable`] and the OpenAPI document are all derived from
 //! [`table`]. Each resource has its own file.
 
+mod collections;
 mod datasets;
+mod embeddings;
 mod extract;
 mod health;
 mod infer;
@@ -112,6 +114,13 @@ pub(crate) fn table() -> Vec<Route> {
         route(Client, routes!(training::picture)),
         route(Trainer, routes!(training::create)),
         route(Trainer, routes!(training::cancel)),
+        route(Client, routes!(embeddings::create)),
+        route(Client, routes!(collections::list)),
+        route(Client, routes!(collections::describe)),
+        route(Client, routes!(collections::search)),
+        route(Trainer, routes!(collections::upsert)),
+        route(Trainer, routes!(collections::delete)),
+        route(Trainer, routes!(collections::delete_items)),
         route(Admin, routes!(manage::keys::list)),
         route(Admin, routes!(manage::keys::create)),
         route(Admin, routes!(manage::keys::revoke)),

@@ -51,7 +51,7 @@ fn describe(model: &LoadedModel, versions: Vec<String>) -> ModelMetadata {
     ModelMetadata {
         name: model.name.clone(),
         versions,
-        platform: "onnx",
+        platform: model.platform(),
         inputs: infos(&model.signature.inputs),
         outputs: infos(&model.signature.outputs),
     }

@@ -53,7 +53,7 @@ pub enum ModelCommand {
 pub struct PushArgs {
     /// Model name
     pub name: String,
-    /// The model file (ONNX)
+    /// The model file (ONNX), or a sentence-transformers folder (packed into one archive)
     pub file: PathBuf,
     /// Version number to give it [default: the model's newest version + 1]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -101,8 +101,41 @@ pub fn run(args: ModelArgs) -> i32 {
 // ----- the commands -----
 
 async fn push(api: &Client, args: PushArgs) -> Result<(), Failure> {
+    let packed = match args.file.is_dir() {
+        true => Some(pack_encoder_folder(&args.file).await?),
+        false => None,
+    };
+    let result = push_file(api, &args, packed.as_deref().unwrap_or(&args.file)).await;
+    if let Some(path) = packed {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Packs a sentence-transformers folder into one archive in the temporary folder (the form
+/// the server stores it in); its path.
+async fn pack_encoder_folder(folder: &std::path::Path) -> Result<PathBuf, Failure> {
+    use lectern_backends::encoder::bundle;
+    if !bundle::is_encoder_folder(folder) {
+        return Err(Failure::Usage(format!(
+            "{} is a folder without {} and {}: push an ONNX file or a sentence-transformers folder",
+            folder.display(),
+            bundle::WEIGHTS_FILE,
+            bundle::TOKENIZER_FILE
+        )));
+    }
+    let target = std::env::temp_dir().join(format!("lectern-push-{}.tar", std::process::id()));
+    let (source, dest) = (folder.to_path_buf(), target.clone());
+    let packed = tokio::task::spawn_blocking(move || bundle::pack_folder(&source).and_then(|bytes| std::fs::write(&dest, bytes)))
+        .await
+        .map_err(|e| Failure::Failed(format!("packing failed: {e}")))?;
+    packed.map_err(|e| Failure::Usage(format!("cannot pack {}: {e}", folder.display())))?;
+    Ok(target)
+}
+
+async fn push_file(api: &Client, args: &PushArgs, path: &std::path::Path) -> Result<(), Failure> {
     let name = args.name.as_str();
-    let file = open_file(&args.file).await?;
+    let file = open_file(path).await?;
     let labels = match &args.labels {
         Some(path) => Some(read_labels(path)?),
         None => None,

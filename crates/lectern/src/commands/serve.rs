@@ -55,10 +55,13 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
             work_dir: settings.data.join("training-jobs"),
         },
     );
+    let collections = Arc::new(lectern_collections::Collections::new(manager.store().clone(), registry.clone()));
+    let searcher: Arc<dyn lectern_pipeline::Searcher> = collections.clone();
     let state = Arc::new(AppState {
         registry: registry.clone(),
         manager: manager.clone(),
         training: training.clone(),
+        collections,
         auth,
         settings: HttpSettings { max_body_bytes: settings.max_body_bytes },
         ready: AtomicBool::new(false),
@@ -88,6 +91,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         let names: Vec<String> = engine.pipelines().iter().map(|p| p.name.clone()).collect();
         tracing::info!(pipelines = %names.join(", "), "pipelines ready");
     }
+    engine.set_searcher(searcher);
     let _ = state.pipelines.set(Arc::new(engine));
     training.start().await.context("cannot start the training jobs")?;
     state.ready.store(true, Ordering::Release);
