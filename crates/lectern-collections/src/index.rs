@@ -58,7 +58,9 @@ impl Filter {
                         "$nin" => Condition::Nin(list()?),
                         "$ne" => Condition::Ne(operand.clone()),
                         "$eq" => Condition::Eq(operand.clone()),
-                        other => return Err(format!("filter '{key}': unknown operator '{other}' ($in, $nin, $ne, $eq)")),
+                        other => {
+                            return Err(format!("filter '{key}': unknown operator '{other}' ($in, $nin, $ne, $eq)"))
+                        }
                     }
                 }
                 value => Condition::Eq(value.clone()),
@@ -150,7 +152,9 @@ impl Index {
         let excluding = !query.exclude_ids.is_empty();
         let mut best: BinaryHeap<Ranked<'_>> = BinaryHeap::with_capacity(query.k + 1);
         for item in &self.items {
-            if (excluding && query.exclude_ids.contains(&item.id)) || (filtering && !query.filter.accepts(&item.metadata)) {
+            if (excluding && query.exclude_ids.contains(&item.id))
+                || (filtering && !query.filter.accepts(&item.metadata))
+            {
                 continue;
             }
             let candidate = Ranked { score: dot(query.vector, &item.vector), item };
@@ -163,7 +167,12 @@ impl Index {
         }
         best.into_sorted_vec()
             .into_iter()
-            .map(|r| Hit { id: r.item.id.clone(), score: r.score, text: r.item.text.clone(), metadata: r.item.metadata.clone() })
+            .map(|r| Hit {
+                id: r.item.id.clone(),
+                score: r.score,
+                text: r.item.text.clone(),
+                metadata: r.item.metadata.clone(),
+            })
             .collect()
     }
 }

@@ -159,7 +159,9 @@ impl Collections {
             }
             (None, false) => {
                 let (i, _) = texts[0];
-                return Err(invalid(format!("item {i} has no vector, and the collection has no model to embed its text")));
+                return Err(invalid(format!(
+                    "item {i} has no vector, and the collection has no model to embed its text"
+                )));
             }
         };
         let mut vectors: Vec<Option<Vec<f32>>> = request.items.iter().map(|item| item.vector.clone()).collect();
@@ -183,7 +185,8 @@ impl Collections {
             items.push(Item { id: item.id, text: item.text, metadata, vector });
         }
         let records: Vec<ItemRecord> = items.iter().map(to_record).collect();
-        let record = self.store.upsert_items(actor, &spec, &records, request.replace, MAX_ITEMS).await.map_err(conflict)?;
+        let record =
+            self.store.upsert_items(actor, &spec, &records, request.replace, MAX_ITEMS).await.map_err(conflict)?;
         self.apply(name, &record, |index| {
             if request.replace {
                 return false;
@@ -195,7 +198,12 @@ impl Collections {
     }
 
     /// Removes items by id; the collection after and how many went.
-    pub async fn delete_items(&self, actor: &str, name: &str, ids: &[String]) -> Result<(CollectionRecord, u64), CollectionError> {
+    pub async fn delete_items(
+        &self,
+        actor: &str,
+        name: &str,
+        ids: &[String],
+    ) -> Result<(CollectionRecord, u64), CollectionError> {
         let (record, deleted) = self.store.delete_items(actor, name, ids).await.map_err(not_found)?;
         self.apply(name, &record, |index| {
             ids.iter().for_each(|id| index.remove(id));
@@ -227,7 +235,9 @@ impl Collections {
             (Some(_), Some(_)) | (None, None) => return Err(invalid("give either 'text' or 'vector'")),
             (Some(text), None) => {
                 let Some(model) = &record.model else {
-                    return Err(invalid(format!("collection '{name}' has no model to embed a text: search with a vector")));
+                    return Err(invalid(format!(
+                        "collection '{name}' has no model to embed a text: search with a vector"
+                    )));
                 };
                 let model = self.registry.resolve(model, None)?;
                 embed(model, vec![text], false).await?.vectors
@@ -294,7 +304,12 @@ impl Collections {
 
     /// The collection an upsert writes to: the existing one (what the request says must
     /// match it) or a new one as the request describes.
-    fn spec(&self, name: &str, request: &Upsert, existing: Option<&CollectionRecord>) -> Result<CollectionSpec, CollectionError> {
+    fn spec(
+        &self,
+        name: &str,
+        request: &Upsert,
+        existing: Option<&CollectionRecord>,
+    ) -> Result<CollectionSpec, CollectionError> {
         if let Some(old) = existing {
             let model = request.model.clone().or_else(|| old.model.clone());
             let dimension = match (&request.model, request.dimension) {
@@ -308,7 +323,10 @@ impl Collections {
             (Some(model), given) => {
                 let dimension = self.model_dimension(model)?;
                 if given.is_some_and(|d| d != dimension) {
-                    return Err(invalid(format!("model '{model}' gives {dimension}-dimensional vectors, not {}", given.unwrap_or(0))));
+                    return Err(invalid(format!(
+                        "model '{model}' gives {dimension}-dimensional vectors, not {}",
+                        given.unwrap_or(0)
+                    )));
                 }
                 Ok(CollectionSpec { name: name.to_string(), model: Some(model.clone()), dimension })
             }
@@ -430,7 +448,11 @@ mod tests {
 
     #[test]
     fn items_are_checked_before_anything_is_embedded_or_stored() {
-        let item = |id: &str, text: Option<&str>| NewItem { id: id.into(), text: text.map(String::from), ..Default::default() };
+        let item = |id: &str, text: Option<&str>| NewItem {
+            id: id.into(),
+            text: text.map(String::from),
+            ..Default::default()
+        };
         let twice = check_items(&[item("a", Some("x")), item("a", Some("y"))]).unwrap_err().to_string();
         assert!(twice.contains("appears twice"), "{twice}");
         assert!(check_items(&[item("a", None)]).unwrap_err().to_string().contains("neither"));
@@ -451,7 +473,12 @@ mod tests {
 
     #[test]
     fn stored_vectors_round_trip() {
-        let item = Item { id: "a".into(), text: Some("t".into()), metadata: serde_json::json!({"k": 1}), vector: vec![0.6, -0.8] };
+        let item = Item {
+            id: "a".into(),
+            text: Some("t".into()),
+            metadata: serde_json::json!({"k": 1}),
+            vector: vec![0.6, -0.8],
+        };
         assert_eq!(from_record(to_record(&item), 2), Some(item.clone()));
         assert_eq!(from_record(to_record(&item), 3), None);
     }

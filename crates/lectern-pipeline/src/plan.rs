@@ -100,6 +100,9 @@ pub enum ModelInput {
     Image(String),
 }
 
+/// Checks the names an expression reads (with extra names it may read).
+type NameCheck<'a> = dyn Fn(&str, &[&str]) -> Result<(), String> + 'a;
+
 /// Checks every pipeline of a config file.
 pub struct Planner<'a> {
     pub text: &'a str,
@@ -196,8 +199,13 @@ impl Planner<'_> {
         if let Some(when) = &spec.when {
             expression(when, &[]).map_err(|e| format!("when: {e}"))?;
         }
-        let kinds =
-            [spec.model.is_some(), spec.route.is_some(), spec.llm.is_some(), spec.output.is_some(), spec.search.is_some()];
+        let kinds = [
+            spec.model.is_some(),
+            spec.route.is_some(),
+            spec.llm.is_some(),
+            spec.output.is_some(),
+            spec.search.is_some(),
+        ];
         if kinds.iter().filter(|&&k| k).count() != 1 {
             return Err("set exactly one of model, route, llm, output or search".into());
         }
@@ -218,7 +226,11 @@ impl Planner<'_> {
             if model_keys {
                 return Err("has keys that do not belong to its kind of step".into());
             }
-            return self.search(spec, collection, &expression).map(|kind| Step { id: spec.id.clone(), when: spec.when.clone(), kind });
+            return self.search(spec, collection, &expression).map(|kind| Step {
+                id: spec.id.clone(),
+                when: spec.when.clone(),
+                kind,
+            });
         } else if search_keys {
             return Err("has keys that do not belong to its kind of step (text, vector, k, filter and exclude_ids are a search step's)".into());
         } else if let Some(model) = &spec.model {
@@ -261,12 +273,7 @@ impl Planner<'_> {
     }
 
     /// A search step: one of `text` and `vector`, `k` in range, every expression checked.
-    fn search(
-        &self,
-        spec: &StepSpec,
-        collection: &str,
-        expression: &dyn Fn(&str, &[&str]) -> Result<(), String>,
-    ) -> Result<StepKind, String> {
+    fn search(&self, spec: &StepSpec, collection: &str, expression: &NameCheck<'_>) -> Result<StepKind, String> {
         if !lectern_core::is_plain_name(collection) {
             return Err(format!("'{collection}' is not a collection name"));
         }

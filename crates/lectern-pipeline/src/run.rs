@@ -292,10 +292,13 @@ impl Engine {
                         list @ Json::Array(_) => {
                             query.insert("exclude_ids".into(), list);
                         }
-                        other => return Err(failed(format!("its exclude_ids must be a list, not {}", type_name(&other)))),
+                        other => {
+                            return Err(failed(format!("its exclude_ids must be a list, not {}", type_name(&other))))
+                        }
                     }
                 }
-                let searcher = self.searcher.get().ok_or_else(|| failed("collections are not available here".into()))?;
+                let searcher =
+                    self.searcher.get().ok_or_else(|| failed("collections are not available here".into()))?;
                 let results = searcher.search(search, Json::Object(query)).await.map_err(failed)?;
                 Ok(json!({ "collection": search, "results": results }))
             }

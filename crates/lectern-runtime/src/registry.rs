@@ -313,8 +313,9 @@ impl Registry {
             max_delay: Duration::from_micros(config.max_queue_delay_us),
         };
         let worker = Worker::start(&format!("{name}:{version}"), scheduler, backend.clone(), metrics.clone())?;
-        let mut model = LoadedModel::new(name.to_string(), version, signature, max_batch_size, metrics, backend, worker)
-            .described(labels, config.image.clone());
+        let mut model =
+            LoadedModel::new(name.to_string(), version, signature, max_batch_size, metrics, backend, worker)
+                .described(labels, config.image.clone());
         model.matryoshka = config.matryoshka;
         Ok(model)
     }

@@ -27,7 +27,11 @@ impl Embedded {
 
 /// Embeds `texts` with `model`, which must be a text encoder. Texts over the model's length
 /// are truncated, or refused with `refuse_over_length`. Errors name texts by their index.
-pub async fn embed(model: Arc<LoadedModel>, texts: Vec<String>, refuse_over_length: bool) -> Result<Embedded, RuntimeError> {
+pub async fn embed(
+    model: Arc<LoadedModel>,
+    texts: Vec<String>,
+    refuse_over_length: bool,
+) -> Result<Embedded, RuntimeError> {
     let Some(text) = model.text() else {
         return Err(RuntimeError::NotAnEncoder(model.name.clone()));
     };
@@ -45,7 +49,8 @@ pub async fn embed(model: Arc<LoadedModel>, texts: Vec<String>, refuse_over_leng
     }
     let mut embedded = Embedded { vectors: Vec::new(), dimension, token_counts: Vec::new() };
     for part in parts {
-        let (vectors, counts) = part.await.map_err(|e| RuntimeError::Inference(model.name.clone(), e.to_string()))??;
+        let (vectors, counts) =
+            part.await.map_err(|e| RuntimeError::Inference(model.name.clone(), e.to_string()))??;
         embedded.vectors.extend(vectors);
         embedded.token_counts.extend(counts);
     }

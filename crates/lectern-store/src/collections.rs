@@ -75,8 +75,10 @@ async fn locked_collection(tx: &mut Tx, name: &str) -> Result<Option<CollectionR
 
 /// Recounts the items and moves the generation on; the updated record.
 async fn touch(tx: &mut Tx, name: &str) -> Result<CollectionRecord, StoreError> {
-    let (count,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM collection_items WHERE collection = $1").bind(name).fetch_one(&mut **tx).await?;
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM collection_items WHERE collection = $1")
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?;
     sqlx::query("UPDATE collections SET item_count = $1, generation = generation + 1, updated_at = $2 WHERE name = $3")
         .bind(count)
         .bind(now_ms())
@@ -90,7 +92,8 @@ impl Store {
     /// One collection.
     pub async fn collection(&self, name: &str) -> Result<Option<CollectionRecord>, StoreError> {
         self.run(async {
-            let row = sqlx::query("SELECT * FROM collections WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+            let row =
+                sqlx::query("SELECT * FROM collections WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
             row.map(|r| collection_row(&r)).transpose()
         })
         .await
@@ -108,10 +111,12 @@ impl Store {
     /// Every item of a collection, by id.
     pub async fn collection_items(&self, name: &str) -> Result<Vec<ItemRecord>, StoreError> {
         self.run(async {
-            let rows = sqlx::query("SELECT id, text, metadata_json, vector FROM collection_items WHERE collection = $1 ORDER BY id")
-                .bind(name)
-                .fetch_all(&self.pool)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT id, text, metadata_json, vector FROM collection_items WHERE collection = $1 ORDER BY id",
+            )
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
             rows.iter().map(item_row).collect()
         })
         .await
@@ -181,10 +186,17 @@ impl Store {
     }
 
     /// Removes items by id (unknown ids are skipped); the collection and how many went.
-    pub async fn delete_items(&self, actor: &str, name: &str, ids: &[String]) -> Result<(CollectionRecord, u64), StoreError> {
+    pub async fn delete_items(
+        &self,
+        actor: &str,
+        name: &str,
+        ids: &[String],
+    ) -> Result<(CollectionRecord, u64), StoreError> {
         self.run(async {
             let mut tx = self.write_tx().await?;
-            let before = locked_collection(&mut tx, name).await?.ok_or_else(|| StoreError::CollectionNotFound(name.to_string()))?;
+            let before = locked_collection(&mut tx, name)
+                .await?
+                .ok_or_else(|| StoreError::CollectionNotFound(name.to_string()))?;
             for id in ids {
                 sqlx::query("DELETE FROM collection_items WHERE collection = $1 AND id = $2")
                     .bind(name)

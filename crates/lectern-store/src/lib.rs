@@ -24,12 +24,12 @@ mod training;
 mod versions;
 
 pub use artifacts::ArtifactLock;
+pub use collections::{CollectionRecord, CollectionSpec, ItemRecord};
 pub use database::DatabaseKind;
 pub use error::StoreError;
 pub use keys::{fingerprint as key_fingerprint, hex, ApiKey, Role};
 pub use records::{AuditEntry, ModelRecord, NewVersion, VersionRecord, VersionState};
 pub use store::Store;
-pub use collections::{CollectionRecord, CollectionSpec, ItemRecord};
 pub use training::{new_job_id, DatasetRecord, JobEnd, JobRecord};
 
 /// Milliseconds since the Unix epoch.

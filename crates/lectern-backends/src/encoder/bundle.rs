@@ -44,9 +44,8 @@ pub fn bundle_paths(folder: &Path) -> std::io::Result<Vec<String>> {
 
 /// Module folders of sentence-transformers are named `<index>_<Kind>` (`1_Pooling`).
 fn is_module_folder(name: &str) -> bool {
-    name.split_once('_').is_some_and(|(index, kind)| {
-        !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) && !kind.is_empty()
-    })
+    name.split_once('_')
+        .is_some_and(|(index, kind)| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) && !kind.is_empty())
 }
 
 /// Packs an encoder folder into a bundle.

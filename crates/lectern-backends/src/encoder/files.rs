@@ -55,7 +55,11 @@ pub fn settings(files: &Files) -> Result<Settings, String> {
     let family = match model_type.as_str() {
         "bert" => Family::Bert,
         "roberta" | "xlm-roberta" | "camembert" => Family::Roberta,
-        other => return Err(format!("config.json model_type '{other}' is not supported (bert, roberta, xlm-roberta, camembert)")),
+        other => {
+            return Err(format!(
+                "config.json model_type '{other}' is not supported (bert, roberta, xlm-roberta, camembert)"
+            ))
+        }
     };
     fill_defaults(object, family);
     let number = |key: &str| -> Result<usize, String> {
@@ -82,17 +86,7 @@ pub fn settings(files: &Files) -> Result<Settings, String> {
     }
     let lower_case = st.as_ref().and_then(|v| v.get("do_lower_case")).and_then(Value::as_bool).unwrap_or(false);
     let (pooling, normalize) = modules(files)?;
-    Ok(Settings {
-        family,
-        config,
-        hidden_size,
-        vocab_size,
-        pad_token_id,
-        max_tokens,
-        lower_case,
-        pooling,
-        normalize,
-    })
+    Ok(Settings { family, config, hidden_size, vocab_size, pad_token_id, max_tokens, lower_case, pooling, normalize })
 }
 
 /// The values the model code requires that many `config.json` files leave out.
@@ -158,7 +152,8 @@ fn modules(files: &Files) -> Result<(Pooling, bool), String> {
 }
 
 fn pooling_of(files: &Files, path: &str) -> Result<Pooling, String> {
-    let file = if path.is_empty() { "config.json".to_string() } else { format!("{}/config.json", path.trim_end_matches('/')) };
+    let file =
+        if path.is_empty() { "config.json".to_string() } else { format!("{}/config.json", path.trim_end_matches('/')) };
     let Some(config) = json_file(files, &file)? else {
         return Ok(Pooling::Mean);
     };
@@ -172,7 +167,8 @@ fn pooling_of(files: &Files, path: &str) -> Result<Pooling, String> {
     .filter(|(key, _)| on(key))
     .map(|(_, p)| p)
     .collect();
-    let unsupported = ["pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"];
+    let unsupported =
+        ["pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"];
     if let Some(key) = unsupported.iter().find(|k| on(k)) {
         return Err(format!("{file}: {key} is not supported (mean, cls or max pooling)"));
     }
@@ -206,10 +202,16 @@ mod tests {
         let s = settings(&files(&[
             ("config.json", BERT),
             ("sentence_bert_config.json", r#"{"max_seq_length": 256, "do_lower_case": false}"#),
-            ("modules.json", r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
+            (
+                "modules.json",
+                r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
                 {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
-                {"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#),
-            ("1_Pooling/config.json", r#"{"word_embedding_dimension": 8, "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#),
+                {"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
+            ),
+            (
+                "1_Pooling/config.json",
+                r#"{"word_embedding_dimension": 8, "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#,
+            ),
         ]))
         .unwrap();
         assert_eq!((s.max_tokens, s.pooling, s.normalize, s.family), (256, Pooling::Cls, true, Family::Bert));

@@ -52,7 +52,8 @@ impl Network {
             Family::Roberta => {
                 let config: xlm_roberta::Config = serde_json::from_value(settings.config.clone())
                     .map_err(|e| format!("config.json does not describe a RoBERTa model: {e}"))?;
-                let vb = if vb.contains_tensor("roberta.embeddings.word_embeddings.weight") { vb.pp("roberta") } else { vb };
+                let vb =
+                    if vb.contains_tensor("roberta.embeddings.word_embeddings.weight") { vb.pp("roberta") } else { vb };
                 xlm_roberta::XLMRobertaModel::new(&config, vb).map(Network::Roberta).map_err(weights_error)
             }
         }
@@ -151,7 +152,9 @@ fn groups(tokens: &[Tokens]) -> Vec<Vec<usize>> {
         let len = tokens[row].ids.len();
         match groups.last_mut() {
             // Ascending order: the new row is the longest, so the padded size is rows x len.
-            Some(group) if group.len() < MAX_GROUP_ROWS && (group.len() + 1) * len <= MAX_GROUP_TOKENS => group.push(row),
+            Some(group) if group.len() < MAX_GROUP_ROWS && (group.len() + 1) * len <= MAX_GROUP_TOKENS => {
+                group.push(row)
+            }
             _ => groups.push(vec![row]),
         }
     }
@@ -338,7 +341,9 @@ mod tests {
 
     #[test]
     fn texts_must_be_utf8_and_not_empty() {
-        let input = |rows: Vec<Vec<u8>>| vec![Tensor { name: "text".into(), shape: vec![rows.len()], data: TensorData::Bytes(rows) }];
+        let input = |rows: Vec<Vec<u8>>| {
+            vec![Tensor { name: "text".into(), shape: vec![rows.len()], data: TensorData::Bytes(rows) }]
+        };
         assert_eq!(texts(&input(vec![b"a".to_vec(), "é".into()])).unwrap(), ["a", "é"]);
         let empty = texts(&input(vec![b"a".to_vec(), vec![]])).unwrap_err().to_string();
         assert!(empty.contains("row 1 is empty"), "{empty}");

@@ -82,8 +82,10 @@ pub struct SearchResults {
 
 impl From<Vec<Hit>> for SearchResults {
     fn from(hits: Vec<Hit>) -> Self {
-        let results =
-            hits.into_iter().map(|h| SearchHit { id: h.id, score: h.score, text: h.text, metadata: h.metadata }).collect();
+        let results = hits
+            .into_iter()
+            .map(|h| SearchHit { id: h.id, score: h.score, text: h.text, metadata: h.metadata })
+            .collect();
         SearchResults { results }
     }
 }
@@ -137,7 +139,10 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<CollectionL
         (status = 200, description = "The collection.", body = CollectionView),
         (status = 404, description = "No such collection.", body = ErrorBody),
     ))]
-pub async fn describe(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<CollectionView>, ApiError> {
+pub async fn describe(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<CollectionView>, ApiError> {
     Ok(Json(state.collections.get(&name).await?.into()))
 }
 

@@ -87,7 +87,9 @@ pub async fn create(
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("encoding_format must be float or base64, not '{other}'"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("encoding_format must be float or base64, not '{other}'")))
+        }
     };
     let (name, version) = model_and_version(&request.model)?;
     let model = state.registry.resolve(name, version)?;
@@ -110,7 +112,9 @@ fn texts_of(input: Value) -> Result<Vec<String>, ApiError> {
     list.into_iter()
         .enumerate()
         .map(|(i, item)| match item {
-            Value::String(text) if text.is_empty() => Err(ApiError::coded(ErrorCode::InvalidInput, format!("input {i} is an empty string"))),
+            Value::String(text) if text.is_empty() => {
+                Err(ApiError::coded(ErrorCode::InvalidInput, format!("input {i} is an empty string")))
+            }
             Value::String(text) => Ok(text),
             Value::Number(_) | Value::Array(_) => {
                 Err(ApiError::bad_request("token ids are not accepted: send the texts themselves"))
@@ -126,7 +130,9 @@ fn model_and_version(model: &str) -> Result<(&str, Option<u64>), ApiError> {
         None => Ok((model, None)),
         Some((name, version)) => match version.parse::<u64>() {
             Ok(v) if v > 0 => Ok((name, Some(v))),
-            _ => Err(ApiError::bad_request(format!("model '{model}': the version after ':' must be a positive integer"))),
+            _ => {
+                Err(ApiError::bad_request(format!("model '{model}': the version after ':' must be a positive integer")))
+            }
         },
     }
 }
@@ -137,7 +143,9 @@ fn dimensions(asked: Option<u64>, width: usize, matryoshka: bool, model: &str) -
         None => Ok(width),
         Some(d) if d as usize == width => Ok(width),
         Some(d) if matryoshka && d >= 1 && (d as usize) < width => Ok(d as usize),
-        Some(d) if matryoshka => Err(ApiError::bad_request(format!("dimensions must be between 1 and {width}, not {d}"))),
+        Some(d) if matryoshka => {
+            Err(ApiError::bad_request(format!("dimensions must be between 1 and {width}, not {d}")))
+        }
         Some(d) => Err(ApiError::bad_request(format!(
             "model '{model}' gives {width}-dimensional vectors and was not trained for fewer \
              (its config.toml does not say matryoshka = true): dimensions must be {width}, not {d}"

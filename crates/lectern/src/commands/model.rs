@@ -126,9 +126,11 @@ async fn pack_encoder_folder(folder: &std::path::Path) -> Result<PathBuf, Failur
     }
     let target = std::env::temp_dir().join(format!("lectern-push-{}.tar", std::process::id()));
     let (source, dest) = (folder.to_path_buf(), target.clone());
-    let packed = tokio::task::spawn_blocking(move || bundle::pack_folder(&source).and_then(|bytes| std::fs::write(&dest, bytes)))
-        .await
-        .map_err(|e| Failure::Failed(format!("packing failed: {e}")))?;
+    let packed = tokio::task::spawn_blocking(move || {
+        bundle::pack_folder(&source).and_then(|bytes| std::fs::write(&dest, bytes))
+    })
+    .await
+    .map_err(|e| Failure::Failed(format!("packing failed: {e}")))?;
     packed.map_err(|e| Failure::Usage(format!("cannot pack {}: {e}", folder.display())))?;
     Ok(target)
 }
