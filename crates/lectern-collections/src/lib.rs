@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 /// Most items one upsert may carry (as OpenAI's limit on inputs per embeddings request).
 pub const MAX_ITEMS_PER_REQUEST: usize = 2048;
 /// Most items a collection holds (exact search stays in the milliseconds below it).
-pub const MAX_ITEMS: u64 = 200_000;
+pub const MAX_ITEMS: u64 = 100_000;
 /// Longest item id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 /// Largest metadata object, in bytes of JSON.
