@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import re
 import sys
@@ -213,9 +214,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     src = Sources()
     if args.show:
-        for word in args.show:
-            row = row_for(src, word.strip().lower())
-            print(row if row is not None else f"{word}: cefrpy has no level for it")
+        # One line per word: the body of a request to the `difficulty` pipeline, then what the
+        # list would record for it.
+        for word in (w.strip().lower() for w in args.show):
+            row = row_for(src, word, level="?")
+            body = {"word": word, "zipf": float(row["zipf"]), "length": row["length"], "syllables": row["syllables"]}
+            known = f"cefrpy: {row['cefr']} ({DIFFICULTY[row['cefr']]})" if row["cefr"] else "not in cefrpy"
+            print(f"{json.dumps(body)}    # {row['pos']}, {known}")
         return
     if args.add:
         rows = read()

@@ -55,7 +55,7 @@ TRAINING = {
 }
 ITEMS_PER_REQUEST = 1000  # the contract allows up to 2048
 JOB_TIMEOUT_S = 600
-READY_TIMEOUT_S = 60
+READY_TIMEOUT_S = 300  # loading the encoder at start-up takes a while on a small machine
 
 
 class LecternError(Exception):
@@ -117,7 +117,16 @@ def check_encoder(client: Client):
     except LecternError as e:
         raise LecternError(f"the server has no `{ENCODER}` model ({e}). Run `python {Path(__file__).name} "
                            "copy-model`, then restart the server.") from None
-    print(f"encoder: {ENCODER} ({meta.get('platform')}) is served")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            client.get(f"/v2/models/{ENCODER}/ready")
+            break
+        except LecternError as e:
+            if time.monotonic() > deadline:
+                raise LecternError(f"`{ENCODER}` is not ready after {READY_TIMEOUT_S} s: {e}") from None
+            time.sleep(0.5)
+    print(f"encoder: {ENCODER} ({meta.get('platform')}) is ready")
 
 
 def upload_words(client: Client, path: Path = WORDS_CSV) -> dict:

