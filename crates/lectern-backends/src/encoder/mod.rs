@@ -143,22 +143,37 @@ impl Encoder {
     }
 }
 
-/// Rows sorted by length, cut into groups of similar length within the row and token bounds.
+/// Rows sorted by length, cut into groups of similar length: a group grows while its padded
+/// size stays within [`MAX_PADDING`] of its real tokens and within the row and token bounds
+/// (one batch padded to its longest text can cost several times its real tokens).
 fn groups(tokens: &[Tokens]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..tokens.len()).collect();
     order.sort_by_key(|&r| tokens[r].ids.len());
     let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut real = 0usize;
     for row in order {
         let len = tokens[row].ids.len();
         match groups.last_mut() {
             // Ascending order: the new row is the longest, so the padded size is rows x len.
-            Some(group) if group.len() < MAX_GROUP_ROWS && (group.len() + 1) * len <= MAX_GROUP_TOKENS => {
-                group.push(row)
+            Some(group) if fits(group.len() + 1, len, real + len) => {
+                group.push(row);
+                real += len;
             }
-            _ => groups.push(vec![row]),
+            _ => {
+                groups.push(vec![row]);
+                real = len;
+            }
         }
     }
     groups
+}
+
+/// Most padded tokens per real token in a group.
+const MAX_PADDING: f32 = 1.25;
+
+fn fits(rows: usize, longest: usize, real: usize) -> bool {
+    let padded = rows * longest;
+    rows <= MAX_GROUP_ROWS && padded <= MAX_GROUP_TOKENS && padded as f32 <= MAX_PADDING * real as f32
 }
 
 /// Pools `[rows, len, width]` hidden states over the unmasked tokens into `[rows, width]`.
@@ -322,7 +337,9 @@ mod tests {
 
     #[test]
     fn rows_are_grouped_by_length_within_the_row_and_token_bounds() {
-        assert_eq!(groups(&tokens(&[9, 3, 5])), vec![vec![1, 2, 0]]);
+        assert_eq!(groups(&tokens(&[9, 8, 10])), vec![vec![1, 0, 2]]);
+        // 3 and 5 padded to 5 is 10 tokens for 8 (within 1.25); with 9 it would be 27 for 17.
+        assert_eq!(groups(&tokens(&[9, 3, 5])), vec![vec![1, 2], vec![0]]);
         let long = groups(&tokens(&[256; 40]));
         assert_eq!(long.iter().map(Vec::len).collect::<Vec<_>>(), [16, 16, 8]);
         let many = groups(&tokens(&[4; 70]));
