@@ -4,9 +4,9 @@
   that replace each other, deletions) is one moment of the database: restored into a fresh data
   folder (SQLite) or a fresh PostgreSQL database, a server on it has every change acknowledged
   before the backup started, nothing that was never acknowledged, each version's artifact with
-  its checksum (the models infer, a dataset trains), and an audit log that is a prefix of the
-  original's. The manifest's sizes and SHA-256s hold. Run for both engines whatever
-  LECTERN_TEST_DATABASE says.
+  its checksum (the models infer, a dataset trains, a collection is searched), and an audit log
+  that is a prefix of the original's. The manifest's sizes and SHA-256s hold. Run for both
+  engines whatever LECTERN_TEST_DATABASE says; the other tests use LECTERN_TEST_DATABASE's.
 - A tampered backup (a byte flipped in an artifact or in the database file, a truncated file, a
   deleted file, an edited manifest) is refused with exit 1 naming the file, and the target is
   left exactly as it was; so is a target that holds data without --force; --force replaces it.
@@ -40,6 +40,11 @@ PIPELINE = b'''steps = [
 ]
 shape = { flower = "flower.label" }
 '''
+WORDS = [
+    {"id": "cat", "text": "cat", "metadata": {"level": "easy"}, "vector": [1.0, 0.0, 0.0, 0.0]},
+    {"id": "kitten", "text": "kitten", "metadata": {"level": "hard"}, "vector": [0.9, 0.1, 0.0, 0.0]},
+    {"id": "car", "metadata": {}, "vector": [0.0, 0.0, 1.0, 0.2]},
+]
 TREE_REQUEST = {"dataset": "iris", "target": "species", "model": "iris-tree", "algorithm": "decision_tree",
                 "params": {"max_depth": 3}, "seed": 3}
 CLI_TIMEOUT_S = 180
@@ -222,6 +227,7 @@ def seed(api: Api) -> dict:
     ok(api.call("POST", "/v1/datasets/iris", data=iris_csv(), headers={"Content-Type": "text/csv"}), 201)
     job = api.train(TREE_REQUEST)
     ok(api.call("PUT", "/v1/pipelines/flowers", data=PIPELINE))
+    ok(api.call("PUT", "/v1/collections/words", json={"dimension": 4, "items": WORDS}))
     client = ok(api.call("POST", "/v1/keys", json={"name": "client", "role": "client"}), 201)
     return {"job": job, "client_key": client["key"]}
 
@@ -354,6 +360,11 @@ def check_restored(api: Api, log: list[dict], start: float, end: float, seeded: 
     flower = ok(api.call("POST", "/v1/pipelines/flowers", json=dict(zip("abcd", iris_x32()[0].tolist()))))
     assert flower["flower"] == "setosa", flower
     assert datasets["iris"]["sha256"] == sha256(iris_csv())
+    collection = ok(api.call("GET", "/v1/collections/words"))
+    assert (collection["dimension"], collection["count"]) == (4, 3), collection
+    found = ok(api.call("POST", "/v1/collections/words/search", json={"vector": [1, 0, 0, 0], "k": 2}))["results"]
+    assert [r["id"] for r in found] == ["cat", "kitten"] and found[0]["metadata"] == {"level": "easy"}, found
+    assert abs(found[0]["score"] - 1.0) < 1e-6, found
     client = Api(api.srv, seeded["client_key"])
     assert client.call("GET", "/v2/models/iris-api").status_code == 200, "the client key works"
 

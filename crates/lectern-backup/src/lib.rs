@@ -239,9 +239,11 @@ pub async fn backup(database: &str, objects: &str, to: &str) -> Result<BackupRep
             .map_err(|e| BackupError::Location(format!("cannot use the backup location {to}: {e}")))?
             .next()
             .is_some(),
-        None => target.objects.holds_any().await.map_err(|e| {
-            BackupError::Location(format!("cannot use the backup location {to}: {}", message(e)))
-        })?,
+        None => target
+            .objects
+            .holds_any()
+            .await
+            .map_err(|e| BackupError::Location(format!("cannot use the backup location {to}: {}", message(e))))?,
     };
     if holds_files {
         return Err(BackupError::Location(format!(
@@ -390,14 +392,7 @@ async fn backup_into(
         .put(MANIFEST, Bytes::from(text))
         .await
         .map_err(|e| BackupError::Objects(format!("cannot write {MANIFEST} to {place}: {}", message(e))))?;
-    Ok(BackupReport {
-        snapshot: info,
-        objects: objects_count,
-        object_bytes,
-        database_bytes,
-        attempts,
-        seconds: 0.0,
-    })
+    Ok(BackupReport { snapshot: info, objects: objects_count, object_bytes, database_bytes, attempts, seconds: 0.0 })
 }
 
 /// Why copying a snapshot's objects stopped.
@@ -466,7 +461,9 @@ pub async fn restore(database: &str, objects: &str, from: &str, force: bool) -> 
 
     // The manifest.
     let manifest_bytes = match backup.objects.get_stream(MANIFEST).await {
-        Ok(Some(body)) => read_all(body).await.map_err(|e| BackupError::Location(format!("cannot read {MANIFEST} at {place}: {}", message(e))))?,
+        Ok(Some(body)) => read_all(body)
+            .await
+            .map_err(|e| BackupError::Location(format!("cannot read {MANIFEST} at {place}: {}", message(e))))?,
         Ok(None) => {
             return Err(BackupError::Unverified {
                 place: place.to_string(),
@@ -498,16 +495,23 @@ pub async fn restore(database: &str, objects: &str, from: &str, force: bool) -> 
                 problems.push(format!("{} is missing", file.path));
                 continue;
             }
-            Err(e) => return Err(BackupError::Location(format!("cannot read {} at {place}: {}", file.path, message(e)))),
+            Err(e) => {
+                return Err(BackupError::Location(format!("cannot read {} at {place}: {}", file.path, message(e))))
+            }
         };
         let found = if file.path == database_name {
             save(body, &snapshot_file).await
         } else {
-            digest(body).await.map_err(|e| BackupError::Location(format!("cannot read {} at {place}: {}", file.path, message(e))))
+            digest(body)
+                .await
+                .map_err(|e| BackupError::Location(format!("cannot read {} at {place}: {}", file.path, message(e))))
         };
         let (size, sha256) = found?;
         if size != file.size {
-            problems.push(format!("{} has {size} bytes, the manifest says {} (truncated or altered)", file.path, file.size));
+            problems.push(format!(
+                "{} has {size} bytes, the manifest says {} (truncated or altered)",
+                file.path, file.size
+            ));
         } else if sha256 != file.sha256 {
             problems.push(format!("{} does not have the SHA-256 the manifest gives (altered)", file.path));
         }
@@ -517,9 +521,8 @@ pub async fn restore(database: &str, objects: &str, from: &str, force: bool) -> 
     }
     // The snapshot reads, is of the manifest's schema version, and every object it names is
     // in the backup with the checksum its row states.
-    let info = snapshot::inspect(kind, &snapshot_file)
-        .await
-        .map_err(|e| unverified(vec![format!("{database_name}: {e}")]))?;
+    let info =
+        snapshot::inspect(kind, &snapshot_file).await.map_err(|e| unverified(vec![format!("{database_name}: {e}")]))?;
     if info.schema_version != manifest.schema_version {
         problems.push(format!(
             "{database_name} has schema version {}, the manifest says {}",
@@ -529,14 +532,10 @@ pub async fn restore(database: &str, objects: &str, from: &str, force: bool) -> 
     for object in &info.objects {
         let path = format!("{OBJECTS_PREFIX}{}", object.key);
         match (manifest.file(&path), &object.sha256) {
-            (None, _) => problems.push(format!(
-                "{path} is not in the backup, but table {} names it",
-                object.table
-            )),
-            (Some(entry), Some(sha256)) if entry.sha256 != *sha256 => problems.push(format!(
-                "{path} does not have the SHA-256 that table {} gives it",
-                object.table
-            )),
+            (None, _) => problems.push(format!("{path} is not in the backup, but table {} names it", object.table)),
+            (Some(entry), Some(sha256)) if entry.sha256 != *sha256 => {
+                problems.push(format!("{path} does not have the SHA-256 that table {} gives it", object.table))
+            }
             _ => {}
         }
     }
@@ -551,7 +550,8 @@ pub async fn restore(database: &str, objects: &str, from: &str, force: bool) -> 
             return Err(SnapshotError::NotEmpty(held).into());
         }
     }
-    let store = Objects::open(objects).map_err(|e| BackupError::Objects(format!("the object store: {}", message(e))))?;
+    let store =
+        Objects::open(objects).map_err(|e| BackupError::Objects(format!("the object store: {}", message(e))))?;
     let mut new_keys = Vec::new();
     let outcome = restore_into(database, kind, &snapshot_file, force, &manifest, &backup, &store, &mut new_keys).await;
     match outcome {
@@ -588,7 +588,8 @@ async fn restore_into(
     let (mut written, mut bytes) = (0, 0);
     for file in manifest.files.iter().filter(|f| f.path.starts_with(OBJECTS_PREFIX)) {
         let key = &file.path[OBJECTS_PREFIX.len()..];
-        let existing = store.size(key).await.map_err(|e| BackupError::Objects(format!("the object store: {}", message(e))))?;
+        let existing =
+            store.size(key).await.map_err(|e| BackupError::Objects(format!("the object store: {}", message(e))))?;
         if existing == Some(file.size) {
             // Already there (a restore into the store the backup came from): kept when its
             // content is the backup's.
@@ -599,12 +600,10 @@ async fn restore_into(
                 }
             }
         }
-        let body = backup
-            .objects
-            .get_stream(&file.path)
-            .await
-            .map_err(|e| BackupError::Location(message(e)))?
-            .ok_or_else(|| BackupError::Source(format!("{} disappeared from the backup while restoring", file.path)))?;
+        let body =
+            backup.objects.get_stream(&file.path).await.map_err(|e| BackupError::Location(message(e)))?.ok_or_else(
+                || BackupError::Source(format!("{} disappeared from the backup while restoring", file.path)),
+            )?;
         if existing.is_none() {
             new_keys.push(key.to_string());
         }
@@ -627,7 +626,10 @@ async fn read_all(mut body: BoxStream<'static, Result<Bytes, ManageError>>) -> R
 }
 
 /// Writes a stream to a local file; its size and SHA-256.
-async fn save(mut body: BoxStream<'static, Result<Bytes, ManageError>>, file: &Path) -> Result<(u64, String), BackupError> {
+async fn save(
+    mut body: BoxStream<'static, Result<Bytes, ManageError>>,
+    file: &Path,
+) -> Result<(u64, String), BackupError> {
     use tokio::io::AsyncWriteExt;
     let fail = |e: String| BackupError::Io(format!("cannot write {}: {e}", file.display()));
     let mut out = tokio::fs::File::create(file).await.map_err(|e| fail(e.to_string()))?;

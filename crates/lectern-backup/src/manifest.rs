@@ -84,7 +84,8 @@ impl Manifest {
             if file.path != database && !is_object {
                 return Err(format!("{} is neither the {} file nor an object", file.path, manifest.engine));
             }
-            if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 return Err(format!("the SHA-256 of {} is not 64 lower-case hex digits", file.path));
             }
         }
@@ -102,7 +103,8 @@ impl Manifest {
 
 /// An object key a backup may hold: relative, `/`-separated, no empty, `.` or `..` part.
 pub fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.split('/').all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\\'))
+    !key.is_empty()
+        && key.split('/').all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\\'))
 }
 
 #[cfg(test)]

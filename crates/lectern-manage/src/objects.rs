@@ -197,9 +197,14 @@ impl Objects {
     }
 
     /// Streams the object at `key`; `None` when there is none.
-    pub async fn get_stream(&self, key: &str) -> Result<Option<BoxStream<'static, Result<Bytes, ManageError>>>, ManageError> {
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<Option<BoxStream<'static, Result<Bytes, ManageError>>>, ManageError> {
         match self.store.get(&self.path(key)).await {
-            Ok(found) => Ok(Some(found.into_stream().map(|c| c.map_err(|e| ManageError::Objects(e.to_string()))).boxed())),
+            Ok(found) => {
+                Ok(Some(found.into_stream().map(|c| c.map_err(|e| ManageError::Objects(e.to_string()))).boxed()))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(ManageError::Objects(e.to_string())),
         }

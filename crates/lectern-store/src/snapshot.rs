@@ -142,7 +142,11 @@ pub fn schema_version() -> i64 {
 
 /// Lectern's tables at a schema version, in dependency order.
 pub async fn tables(version: i64) -> Result<Vec<String>, SnapshotError> {
-    Ok(schema_at(&migrate::schemas(migrate::migrations()).await?, version)?.tables.into_iter().map(|t| t.name).collect())
+    Ok(schema_at(&migrate::schemas(migrate::migrations()).await?, version)?
+        .tables
+        .into_iter()
+        .map(|t| t.name)
+        .collect())
 }
 
 fn schema_at(schemas: &[Schema], version: i64) -> Result<Schema, SnapshotError> {
@@ -175,7 +179,9 @@ pub async fn inspect(kind: DatabaseKind, file: &Path) -> Result<SnapshotInfo, Sn
             let schemas = migrate::schemas(m).await?;
             let file = file.to_path_buf();
             let latest = migrate::latest(m);
-            tokio::task::spawn_blocking(move || inspect_jsonl(&file, latest, &schemas)).await.expect("the reader thread")
+            tokio::task::spawn_blocking(move || inspect_jsonl(&file, latest, &schemas))
+                .await
+                .expect("the reader thread")
         }
     }
 }
@@ -313,10 +319,11 @@ async fn open_sqlite(file: &Path) -> Result<SqliteConnection, SnapshotError> {
 }
 
 async fn sqlite_tables(conn: &mut SqliteConnection) -> Result<Vec<String>, SnapshotError> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-            .fetch_all(&mut *conn)
-            .await?;
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
@@ -415,9 +422,8 @@ async fn postgres_tables(conn: &mut AnyConnection) -> Result<BTreeSet<String>, S
 
 /// The schema version of a PostgreSQL database (0 without any migration).
 async fn postgres_version(conn: &mut AnyConnection) -> Result<i64, SnapshotError> {
-    let (version,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(version), 0)::bigint FROM schema_migrations")
-        .fetch_one(&mut *conn)
-        .await?;
+    let (version,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(MAX(version), 0)::bigint FROM schema_migrations").fetch_one(&mut *conn).await?;
     Ok(version)
 }
 
@@ -432,7 +438,11 @@ async fn postgres_occupied(
     if existing.contains(BOOKKEEPING) {
         let version = postgres_version(conn).await?;
         if version > migrate::latest(m) {
-            return Err(SnapshotError::TooNew { what: "the target database", found: version, known: migrate::latest(m) });
+            return Err(SnapshotError::TooNew {
+                what: "the target database",
+                found: version,
+                known: migrate::latest(m),
+            });
         }
     }
     let mut out = Vec::new();
@@ -721,11 +731,17 @@ async fn restore_postgres(
     let mut loaded = Ok(());
     while let Some((table, json)) = batches.recv().await {
         let Some(insert) = inserts.get(&table) else {
-            loaded = Err(SnapshotError::Invalid(format!("table '{table}' is not in schema version {}", info.schema_version)));
+            loaded = Err(SnapshotError::Invalid(format!(
+                "table '{table}' is not in schema version {}",
+                info.schema_version
+            )));
             break;
         };
         if let Err(e) = sqlx::query(insert).bind(json).execute(&mut *tx).await {
-            loaded = Err(SnapshotError::Invalid(format!("the rows of table '{table}' cannot be loaded: {}", StoreError::from(e))));
+            loaded = Err(SnapshotError::Invalid(format!(
+                "the rows of table '{table}' cannot be loaded: {}",
+                StoreError::from(e)
+            )));
             break;
         }
     }
@@ -858,7 +874,10 @@ mod tests {
         assert_eq!(info.schema_version, 1);
         let names: Vec<&str> = info.tables.iter().map(|t| t.0.as_str()).collect();
         assert_eq!(names, ["schema_migrations", "things", "a_children"], "a table after the one it refers to");
-        assert_eq!(info.objects, [ObjectRef { key: "models/m/x.onnx".into(), sha256: Some("abc".into()), table: "things".into() }]);
+        assert_eq!(
+            info.objects,
+            [ObjectRef { key: "models/m/x.onnx".into(), sha256: Some("abc".into()), table: "things".into() }]
+        );
         let text = std::fs::read_to_string(&file).unwrap();
         assert_eq!(text.lines().count() as u64, info.rows(), "one line per row");
 

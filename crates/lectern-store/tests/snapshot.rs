@@ -7,7 +7,7 @@
 //! tested in `snapshot.rs` itself, with migrations of the test's own.
 
 use lectern_store::snapshot::{self, ObjectRef, SnapshotError};
-use lectern_store::{DatabaseKind, DatasetRecord, JobRecord, NewVersion, Role, Store};
+use lectern_store::{CollectionSpec, DatabaseKind, DatasetRecord, ItemRecord, JobRecord, NewVersion, Role, Store};
 use sqlx::{AnyConnection, Connection};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -58,7 +58,8 @@ impl Databases {
             DatabaseKind::Postgres => {
                 sqlx::any::install_default_drivers();
                 let name = unique("lectern_snap");
-                let mut admin = AnyConnection::connect(&admin_url()).await.expect("PostgreSQL must run for these tests");
+                let mut admin =
+                    AnyConnection::connect(&admin_url()).await.expect("PostgreSQL must run for these tests");
                 sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
                 self.postgres.push(name.clone());
                 let base = admin_url();
@@ -180,6 +181,17 @@ async fn fill(store: &Store) -> String {
     };
     let pictures = vec![("tree".to_string(), "<svg>\n<g/></svg>".to_string())];
     assert!(store.finish_job("j1", &done, &pictures).await.unwrap());
+    // A collection: vectors are bytes (every byte value, NUL included), a text may be absent.
+    let spec = CollectionSpec { name: "words".into(), model: None, dimension: 64 };
+    let items: Vec<ItemRecord> = (0..4u8)
+        .map(|i| ItemRecord {
+            id: format!("w{i}"),
+            text: (i % 2 == 0).then(|| format!("word {i}")),
+            metadata_json: format!(r#"{{"level": {i}}}"#),
+            vector: (0..=255u8).map(|b| b.wrapping_add(i)).collect(),
+        })
+        .collect();
+    store.upsert_items("alice", &spec, &items, false, 1000).await.unwrap();
     secret
 }
 
@@ -222,10 +234,22 @@ async fn round_trip(dbs: &mut Databases) {
     let tables: BTreeSet<String> = info.tables.iter().map(|t| t.0.clone()).collect();
     let expected: BTreeSet<String> = snapshot::tables(snapshot::schema_version()).await.unwrap().into_iter().collect();
     assert_eq!(tables, expected);
-    for table in ["models", "model_versions", "api_keys", "audit_log", "pipelines", "datasets", "training_jobs"] {
+    for table in [
+        "models",
+        "model_versions",
+        "api_keys",
+        "audit_log",
+        "pipelines",
+        "datasets",
+        "training_jobs",
+        "training_pictures",
+        "collections",
+        "collection_items",
+    ] {
         assert!(info.tables.iter().any(|(t, n)| t == table && *n > 0), "{table} in {:?}", info.tables);
     }
-    let objects: Vec<(String, Option<String>)> = info.objects.iter().map(|o| (o.key.clone(), o.sha256.clone())).collect();
+    let objects: Vec<(String, Option<String>)> =
+        info.objects.iter().map(|o| (o.key.clone(), o.sha256.clone())).collect();
     let mut wanted = vec![
         (format!("datasets/iris/{}.csv", sha(10)), Some(sha(10))),
         (format!("datasets/other/{}.csv", sha(11)), Some(sha(11))),
@@ -250,6 +274,8 @@ async fn round_trip(dbs: &mut Databases) {
     assert_eq!(copy.verify_key(&secret).await.unwrap().unwrap().role, Role::Admin);
     assert_eq!(copy.model("iris").await.unwrap().unwrap().default_version, Some(2));
     assert_eq!(copy.picture("j1", "tree").await.unwrap().as_deref(), Some("<svg>\n<g/></svg>"));
+    assert_eq!(copy.collection_items("words").await.unwrap(), store.collection_items("words").await.unwrap());
+    assert_eq!(copy.collection_items("words").await.unwrap()[3].vector[0], 3);
     let before = copy.audit_log(1).await.unwrap()[0].id;
     copy.create_key("cli", "after", Role::Client).await.unwrap();
     copy.add_version("bob", &version("iris", 4, 4)).await.unwrap();
