@@ -499,14 +499,23 @@ async fn take_postgres(m: Migrations<'_>, url: &str, file: &Path) -> Result<Snap
     let mut objects = Objects::default();
     for table in &schema.tables {
         let prefix = format!("{{\"table\":{},\"row\":", serde_json::to_string(&table.name).expect("a string"));
-        let sql = format!("SELECT row_to_json(t)::text FROM {} AS t", quote(&table.name));
+        // A row is one line: `row_to_json` escapes line breaks in strings, and a `jsonb` value
+        // prints on one line; only a `json` column keeps the line breaks between its tokens
+        // (whitespace: made spaces here). Lectern's tables have none.
+        let (json_columns,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*)::bigint FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 AND data_type = 'json'",
+        )
+        .bind(&table.name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let row =
+            if json_columns > 0 { "translate(row_to_json(t)::text, E'\\n\\r', '  ')" } else { "row_to_json(t)::text" };
+        let sql = format!("SELECT {row} FROM {} AS t", quote(&table.name));
         let mut rows = sqlx::query(&sql).fetch(&mut *tx);
         let mut n = 0u64;
         while let Some(row) = rows.try_next().await? {
             let json: String = row.try_get(0)?;
-            // A row is one line: outside strings (which escape them) a line break can only be
-            // the insignificant whitespace of a `json` column, which Lectern does not have.
-            let json = if json.contains(['\n', '\r']) { json.replace(['\n', '\r'], " ") } else { json };
             out.write_all(prefix.as_bytes())
                 .and_then(|_| out.write_all(json.as_bytes()))
                 .and_then(|_| out.write_all(b"}\n"))
@@ -805,7 +814,8 @@ mod tests {
                 parent BIGINT NOT NULL REFERENCES things(id) ON DELETE CASCADE,
                 name TEXT NOT NULL,
                 PRIMARY KEY (parent, name)
-            )",
+            );
+            CREATE TABLE docs (id BIGINT PRIMARY KEY, raw JSON)",
         ),
         (2, "ALTER TABLE things ADD COLUMN extra TEXT NOT NULL DEFAULT 'x'"),
     ];
@@ -862,6 +872,8 @@ mod tests {
             "INSERT INTO things (big, ratio) VALUES (0, 1e308)".to_string(),
             "DELETE FROM things WHERE big = 0".to_string(),
             "INSERT INTO a_children (parent, name) SELECT id, 'child of ' || id FROM things".to_string(),
+            // A `json` value keeps its text, line breaks between tokens included.
+            "INSERT INTO docs VALUES (1, E'{\\n  \"a\": [1,\\r\\n 2],\\n  \"b\": \"x\\\\ny\"\\n}'), (2, NULL)".to_string(),
         ] {
             sqlx::query(&sql).execute(&mut conn).await.unwrap();
         }
@@ -873,7 +885,7 @@ mod tests {
         let info = take_with(&m[..1], &source, &file).await.unwrap();
         assert_eq!(info.schema_version, 1);
         let names: Vec<&str> = info.tables.iter().map(|t| t.0.as_str()).collect();
-        assert_eq!(names, ["schema_migrations", "things", "a_children"], "a table after the one it refers to");
+        assert_eq!(names, ["schema_migrations", "docs", "things", "a_children"], "a table after the one it refers to");
         assert_eq!(
             info.objects,
             [ObjectRef { key: "models/m/x.onnx".into(), sha256: Some("abc".into()), table: "things".into() }]
@@ -888,6 +900,13 @@ mod tests {
         for table in ["schema_migrations", "things", "a_children"] {
             assert_eq!(rows(&source, table).await, rows(&target, table).await, "table {table}");
         }
+        // A `json` column's line breaks became spaces (whitespace between tokens): the same
+        // value.
+        let mut conn = AnyConnection::connect(&target).await.unwrap();
+        let docs: Vec<(String,)> =
+            sqlx::query_as("SELECT raw::text FROM docs WHERE id = 1").fetch_all(&mut conn).await.unwrap();
+        assert_eq!(docs[0].0, "{   \"a\": [1,   2],   \"b\": \"x\\ny\" }");
+        conn.close().await.unwrap();
         let rows_of = rows(&target, "things").await;
         assert!(rows_of.iter().any(|r| r.contains(&format!("\\\\x{every_byte}"))), "{rows_of:?}");
 
@@ -901,7 +920,9 @@ mod tests {
 
         // Not into a database that holds rows, unless forced; then replaced whole.
         match restore_with(m, &target, DatabaseKind::Postgres, &file, false).await {
-            Err(SnapshotError::NotEmpty(held)) => assert_eq!(held, [("a_children".into(), 3), ("things".into(), 4)]),
+            Err(SnapshotError::NotEmpty(held)) => {
+                assert_eq!(held, [("a_children".into(), 3), ("docs".into(), 2), ("things".into(), 4)])
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(rows(&target, "things").await.len(), 4, "nothing changed");
