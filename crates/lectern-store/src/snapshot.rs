@@ -952,3 +952,72 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod upgrade_tests {
+    //! A snapshot of an older schema restores as it was taken, and the restore then brings it to
+    //! the newest schema (as a start-up would).
+    use super::*;
+
+    async fn older_database(url: &str) -> i64 {
+        let older = migrate::latest(migrate::migrations()) - 1;
+        let mut conn = AnyConnection::connect(url).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let kind = engine(url).unwrap();
+        migrate::apply_up_to(&mut tx, kind, migrate::migrations(), older).await.unwrap();
+        sqlx::query("INSERT INTO models (name, config, created_at, updated_at) VALUES ('old', '', 1, 2)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        conn.close().await.unwrap();
+        older
+    }
+
+    async fn check(source: &str, target: &str, dir: &Path) {
+        let older = older_database(source).await;
+        let file = dir.join("snapshot");
+        let info = take(source, &file).await.unwrap();
+        assert_eq!(info.schema_version, older);
+        assert!(info.tables.len() < tables(schema_version()).await.unwrap().len());
+        let restored = restore(target, info.kind, &file, false).await.unwrap();
+        assert_eq!(restored.schema_version, older, "what the snapshot held");
+        let store = Store::open(target).await.unwrap();
+        assert_eq!(store.models().await.unwrap()[0].name, "old");
+        let (version,): (i64,) =
+            sqlx::query_as("SELECT MAX(version) FROM schema_migrations").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(version, schema_version(), "the newer migrations ran");
+    }
+
+    #[tokio::test]
+    async fn an_older_sqlite_snapshot_is_migrated_after_its_restore() {
+        sqlx::any::install_default_drivers();
+        let dir = std::env::temp_dir().join(format!("lectern-snapupgrade-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = format!("sqlite://{}/a.db?mode=rwc", dir.display());
+        let target = format!("sqlite://{}/b.db", dir.display());
+        check(&source, &target, &dir).await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_older_postgres_snapshot_is_migrated_after_its_restore() {
+        sqlx::any::install_default_drivers();
+        let admin = std::env::var("LECTERN_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut conn = AnyConnection::connect(&admin).await.expect("PostgreSQL must run for these tests");
+        let base = &admin[..admin.rfind('/').unwrap()];
+        let names = [0, 1].map(|i| format!("lectern_snapupgrade_{i}_{}", std::process::id()));
+        for name in &names {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        }
+        let dir = std::env::temp_dir().join(format!("lectern-snapupgrade-pg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        check(&format!("{base}/{}", names[0]), &format!("{base}/{}", names[1]), &dir).await;
+        std::fs::remove_dir_all(dir).unwrap();
+        for name in &names {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+        }
+    }
+}
