@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -498,9 +499,9 @@ def test_a_backup_under_write_load_restores_every_acknowledged_change(deployment
     assert check_manifest(backup, engine) == manifest
 
 
-def make_backup(deployments, tmp_path, name="backup") -> tuple[Deployment, Path, str]:
+def make_backup(deployments, tmp_path, name="backup", engine=None) -> tuple[Deployment, Path, str]:
     """A small deployment (seeded, server stopped) and a backup of it."""
-    source = deployments()
+    source = deployments(engine)
     srv = source.start()
     api = Api(srv)
     admin = api.admin_key()
@@ -575,6 +576,38 @@ def test_a_tampered_backup_is_refused_and_the_target_is_untouched(deployments, t
     # The untouched backup restores.
     target = deployments()
     assert_cli_ok(run_lectern("restore", "--from", backup, *target.storage_args()))
+
+
+def test_a_restore_that_fails_after_writing_objects_leaves_nothing_behind(deployments, tmp_path):
+    """The database part fails after the objects went in: they are removed again, and the
+    database is as it was (one transaction)."""
+    # PostgreSQL: a row that cannot be loaded (a duplicate key), in a backup that verifies.
+    _, backup, _ = make_backup(deployments, tmp_path, "pg", engine="postgres")
+    jsonl = backup / "database.jsonl"
+    lines = jsonl.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith('{"table":"models"'))
+    jsonl.write_text("".join(lines[:at + 1] + lines[at:]))
+    manifest = json.loads((backup / "manifest.json").read_text())
+    entry = next(f for f in manifest["files"] if f["path"] == "database.jsonl")
+    entry.update(size=jsonl.stat().st_size, sha256=sha256(jsonl.read_bytes()))
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    target = deployments("postgres")
+    before = target.fingerprint()
+    assert_cli_error(run_lectern("restore", "--from", backup, *target.storage_args()), "models", "duplicate")
+    assert target.fingerprint() == before and target.postgres_tables() == []
+
+    # SQLite: a target file the backup API cannot write into (WAL with another page size).
+    _, backup, _ = make_backup(deployments, tmp_path, "sqlite", engine="sqlite")
+    target = deployments("sqlite")
+    with sqlite3.connect(target.data / "lectern.db") as conn:
+        conn.execute("PRAGMA page_size = 8192")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE unrelated (x)")
+    conn.close()
+    before = target.fingerprint()
+    assert_cli_error(run_lectern("restore", "--from", backup, *target.storage_args()), "lectern.db")
+    assert target.fingerprint() == before
+    assert not (target.data / "objects").exists()
 
 
 def test_a_target_holding_data_is_refused_without_force_and_replaced_with_it(deployments, tmp_path):

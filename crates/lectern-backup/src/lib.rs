@@ -550,6 +550,9 @@ pub async fn restore(database: &str, objects: &str, from: &str, force: bool) -> 
             return Err(SnapshotError::NotEmpty(held).into());
         }
     }
+    let local_objects =
+        (!objects.starts_with("s3://")).then(|| PathBuf::from(objects.strip_prefix("file://").unwrap_or(objects)));
+    let root_existed = local_objects.as_ref().is_none_or(|root| root.exists());
     let store =
         Objects::open(objects).map_err(|e| BackupError::Objects(format!("the object store: {}", message(e))))?;
     let mut new_keys = Vec::new();
@@ -564,13 +567,32 @@ pub async fn restore(database: &str, objects: &str, from: &str, force: bool) -> 
             seconds: started.elapsed().as_secs_f64(),
         }),
         Err(e) => {
-            for key in new_keys {
-                if let Err(e) = store.delete(&key).await {
+            for key in &new_keys {
+                if let Err(e) = store.delete(key).await {
                     tracing::warn!(key, error = %e, "cannot remove an object of a failed restore");
                 }
             }
+            if let Some(root) = store.local_root() {
+                prune(root, &new_keys, !root_existed);
+            }
             Err(e)
         }
+    }
+}
+
+/// Removes the folders of a local object store that removed objects leave empty (and the
+/// store's own folder when it was made for them).
+fn prune(root: &Path, keys: &[String], with_root: bool) {
+    for key in keys {
+        let mut folder = root.join(key);
+        while folder.pop() && folder.starts_with(root) && folder != root {
+            if std::fs::remove_dir(&folder).is_err() {
+                break;
+            }
+        }
+    }
+    if with_root {
+        let _ = std::fs::remove_dir(root);
     }
 }
 

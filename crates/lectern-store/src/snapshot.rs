@@ -334,13 +334,13 @@ async fn count(conn: &mut SqliteConnection, table: &str) -> Result<u64, Snapshot
 
 async fn inspect_sqlite(m: Migrations<'_>, file: &Path) -> Result<SnapshotInfo, SnapshotError> {
     let mut conn = open_sqlite(file).await.map_err(|e| match e {
-        SnapshotError::Store(e) => SnapshotError::Invalid(format!("{} is not a SQLite database: {e}", file.display())),
+        SnapshotError::Store(e) => SnapshotError::Invalid(format!("not a SQLite database: {e}")),
         other => other,
     })?;
     let check: Vec<(String,)> = sqlx::query_as("PRAGMA quick_check").fetch_all(&mut conn).await?;
     if check.len() != 1 || check[0].0 != "ok" {
         let problems: Vec<String> = check.into_iter().take(5).map(|r| r.0).collect();
-        return Err(SnapshotError::Invalid(format!("{} is damaged: {}", file.display(), problems.join("; "))));
+        return Err(SnapshotError::Invalid(format!("the SQLite file is damaged: {}", problems.join("; "))));
     }
     let names = sqlite_tables(&mut conn).await?;
     if !names.iter().any(|t| t == BOOKKEEPING) {
@@ -398,6 +398,12 @@ async fn restore_sqlite(
     copied.map_err(|e| match e {
         CopyError::Source(message) => SnapshotError::Sqlite { path: file.to_path_buf(), message },
         CopyError::Destination(message) | CopyError::Copy(message) => {
+            // SQLite's word for a WAL-mode destination of another page size.
+            let message = if message.contains("readonly") {
+                format!("{message} (a file that cannot be written, or a WAL database of another page size than the backup's: restore into a new file)")
+            } else {
+                message
+            };
             SnapshotError::Sqlite { path: database.to_path_buf(), message }
         }
     })?;
@@ -563,7 +569,7 @@ fn read_jsonl(
     mut each: impl FnMut(usize, &str, &BTreeMap<&str, &RawValue>, &RawValue) -> Result<(), SnapshotError>,
 ) -> Result<(), SnapshotError> {
     let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(file).map_err(io(file))?);
-    let bad = |n: usize, why: String| SnapshotError::Invalid(format!("{} line {n}: {why}", file.display()));
+    let bad = |n: usize, why: String| SnapshotError::Invalid(format!("line {n}: {why}"));
     for (i, line) in reader.lines().enumerate() {
         let n = i + 1;
         let line = line.map_err(io(file))?;
@@ -586,7 +592,7 @@ fn inspect_jsonl(file: &Path, latest: i64, schemas: &[Schema]) -> Result<Snapsho
     let mut objects = Objects::default();
     let mut version = 0i64;
     read_jsonl(file, schemas, |n, table, row, _| {
-        let bad = |why: String| SnapshotError::Invalid(format!("{} line {n}: {why}", file.display()));
+        let bad = |why: String| SnapshotError::Invalid(format!("line {n}: {why}"));
         match tables.last_mut() {
             Some((t, rows)) if t == table => *rows += 1,
             _ => {
