@@ -87,7 +87,8 @@ def assert_cli_error(proc: subprocess.CompletedProcess, *mentions: str) -> str:
     """Exit 1 with `error: ...` on stderr (no panic, no backtrace) mentioning each of `mentions`."""
     assert proc.returncode == 1, f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
     err = proc.stderr
-    assert err.startswith("error: "), err
+    assert err.strip().splitlines()[-1].startswith("error: "), err
+    assert all(line.startswith(("error: ", "warning: ")) for line in err.strip().splitlines()), err
     assert "panicked" not in err and "RUST_BACKTRACE" not in err, err
     for m in mentions:
         assert m.lower() in err.lower(), f"{m!r} not in {err!r}"
@@ -689,6 +690,36 @@ def test_a_backup_location_that_cannot_be_written_is_a_clean_error(deployments, 
     other_engine = "postgres" if source.engine == "sqlite" else "sqlite"
     other = deployments(other_engine)
     assert_cli_error(run_lectern("restore", "--from", good, *other.storage_args()), "cannot be restored into")
+
+
+def test_a_backup_of_a_store_that_lost_or_damaged_an_object_fails_and_leaves_nothing(deployments, tmp_path):
+    source = deployments()
+    srv = source.start()
+    api = Api(srv)
+    api.admin_key()
+    ok(api.call("POST", "/v1/models", json={"name": "m"}), 201)
+    for body in (IRIS_V1, IRIS_V2):
+        ok(api.call("POST", "/v1/models/m/versions", data=body, headers={"Content-Type": "application/octet-stream"}),
+           201)
+    source.stop()
+    v1 = next((source.data / "objects").rglob(f"{sha256(IRIS_V1)}.onnx"))
+    v2 = next((source.data / "objects").rglob(f"{sha256(IRIS_V2)}.onnx"))
+
+    # An artifact whose bytes changed in the store: refused, naming it.
+    v2.write_bytes(IRIS_V2[:-1] + bytes([IRIS_V2[-1] ^ 1]))
+    where = tmp_path / "b1"
+    assert_cli_error(run_lectern("backup", "--to", where, *source.storage_args()), v2.name, "SHA-256")
+    assert not where.exists(), "a failed backup leaves nothing"
+
+    # An artifact gone from the store: after the snapshots it retries, refused, naming it.
+    v2.write_bytes(IRIS_V2)
+    v1.unlink()
+    empty = tmp_path / "b2"
+    empty.mkdir()
+    err = assert_cli_error(run_lectern("backup", "--to", empty, *source.storage_args()), v1.name,
+                           "not in the object store")
+    assert list(empty.iterdir()) == [], "a failed backup leaves its (empty) folder empty"
+    assert err.count("taking a new snapshot") == 4, err
 
 
 def test_backups_go_to_and_come_from_an_s3_prefix(deployments, tmp_path, monkeypatch):

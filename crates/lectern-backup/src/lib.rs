@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use lectern_manage::{ManageError, Objects, UploadError};
 use lectern_store::hex;
-use lectern_store::snapshot::{self, SnapshotError, SnapshotInfo};
+use lectern_store::snapshot::{self, ObjectRef, SnapshotError, SnapshotInfo, TakeError};
 use lectern_store::DatabaseKind;
 use manifest::{database_file, FileEntry, Manifest, MANIFEST, OBJECTS_PREFIX};
 use sha2::{Digest, Sha256};
@@ -30,7 +30,9 @@ use std::time::Instant;
 
 /// Snapshots taken before giving up when objects keep disappearing under a backup (each one
 /// deleted, with its rows, after the snapshot that named it).
-const ATTEMPTS: u32 = 3;
+const ATTEMPTS: u32 = 5;
+/// Local objects opened at once, ahead of their copy.
+const OPEN_AHEAD: usize = 128;
 /// A file written and removed first, to find out at once that the backup location cannot be
 /// written.
 const PROBE: &str = ".lectern-backup-probe";
@@ -201,8 +203,8 @@ async fn file_stream(path: &Path) -> Result<BoxStream<'static, Result<Bytes, Man
         .boxed())
 }
 
-/// Writes a stream to `key`, completing the write only when it has the expected checksum;
-/// on a local folder the file is flushed to disk.
+/// Writes a stream to `key`, completing the write only when it has the expected checksum (the
+/// caller flushes a local file to disk with `Objects::sync`).
 async fn write_checked(
     objects: &Objects,
     key: &str,
@@ -218,7 +220,6 @@ async fn write_checked(
         UploadError::Store(e) => BackupError::Objects(format!("cannot write {key} to {place}: {}", message(e))),
         UploadError::TooLarge(_) => unreachable!("no limit"),
     })?;
-    objects.sync(key).map_err(|e| BackupError::Objects(format!("cannot write {key} to {place}: {}", message(e))))?;
     Ok(stored)
 }
 
@@ -328,29 +329,38 @@ async fn backup_into(
     let mut attempts = 0;
     let info = loop {
         attempts += 1;
-        let info = snapshot::take(database, &snapshot_file).await?;
-        // Opened once there is a database (a local store's folder would be created).
-        if source.is_none() {
-            let opened = Objects::open(objects)
-                .map_err(|e| BackupError::Objects(format!("the object store: {}", message(e))))?;
-            source = Some(opened);
-        }
-        let source = source.as_ref().expect("opened");
-        match copy_objects(source, target, &info, &mut copied, written).await {
-            Ok(()) => break info,
-            Err(Copy::Vanished(key)) if attempts < ATTEMPTS => {
+        // The objects are copied as soon as the snapshot names them, before its database is.
+        let (source, copied, keys) = (&mut source, &mut copied, &mut written.keys);
+        let taken = snapshot::take_with_objects(database, &snapshot_file, move |named| {
+            copy_objects(source, objects, target, named, copied, keys)
+        })
+        .await;
+        match taken {
+            Ok(info) => break info,
+            Err(TakeError::Objects(Copy::Vanished(key))) if attempts < ATTEMPTS => {
                 tracing::warn!(key, "an object was deleted after the snapshot named it: taking a new snapshot");
-                eprintln!("warning: object {key} was deleted while backing up; taking a new snapshot");
+                eprintln!(
+                    "warning: object {key}, which the snapshot names, is not in the object store \
+                     (deleted since, with its rows?): taking a new snapshot"
+                );
             }
-            Err(Copy::Vanished(key)) => {
+            Err(TakeError::Objects(Copy::Vanished(key))) => {
                 return Err(BackupError::Source(format!(
                     "object {key}, which the database names, is not in the object store \
                      (after {attempts} snapshots: objects keep being deleted, or the store lost it)"
                 )))
             }
-            Err(Copy::Failed(e)) => return Err(e),
+            Err(TakeError::Objects(Copy::Failed(e))) => return Err(e),
+            Err(TakeError::Snapshot(e)) => return Err(e.into()),
         }
     };
+    // Every copied file on disk before the manifest says the backup is whole.
+    for path in copied.keys() {
+        target
+            .objects
+            .sync(path)
+            .map_err(|e| BackupError::Objects(format!("cannot write {path} to {place}: {}", message(e))))?;
+    }
     // Objects copied for an earlier snapshot that this one does not name.
     let named: std::collections::BTreeSet<String> =
         info.objects.iter().map(|o| format!("{OBJECTS_PREFIX}{}", o.key)).collect();
@@ -409,13 +419,22 @@ impl From<BackupError> for Copy {
 }
 
 async fn copy_objects(
-    source: &Objects,
+    source: &mut Option<Objects>,
+    objects: &str,
     target: &Location,
-    info: &SnapshotInfo,
+    named: Vec<ObjectRef>,
     copied: &mut BTreeMap<String, FileEntry>,
-    written: &mut Written<'_>,
+    written: &mut Vec<String>,
 ) -> Result<(), Copy> {
-    for object in &info.objects {
+    // Opened once there is a database (a local store's folder would be created).
+    if source.is_none() {
+        let opened =
+            Objects::open(objects).map_err(|e| BackupError::Objects(format!("the object store: {}", message(e))))?;
+        *source = Some(opened);
+    }
+    let source = source.as_ref().expect("opened");
+    let mut needed = Vec::new();
+    for object in named {
         let path = format!("{OBJECTS_PREFIX}{}", object.key);
         if !manifest::valid_key(&object.key) {
             return Err(Copy::Failed(BackupError::Source(format!(
@@ -423,21 +442,35 @@ async fn copy_objects(
                 object.table, object.key
             ))));
         }
+        // Copied for an earlier snapshot (keys are content-addressed; the checksum says so).
         if copied.get(&path).is_some_and(|f| object.sha256.as_ref().is_none_or(|s| *s == f.sha256)) {
             continue;
         }
-        let body = source
-            .get_stream(&object.key)
-            .await
-            .map_err(|e| BackupError::Objects(format!("the object store: {}", message(e))))?;
-        let Some(body) = body else {
-            return Err(Copy::Vanished(object.key.clone()));
-        };
-        let what = format!("object {} (named in table {})", object.key, object.table);
-        written.keys.push(path.clone());
-        let stored =
-            write_checked(&target.objects, &path, body, object.sha256.clone(), None, what, &target.name).await?;
-        copied.insert(path.clone(), FileEntry { path, size: stored.size, sha256: stored.sha256 });
+        needed.push((path, object));
+    }
+    // Local files are opened by the hundred before they are read: an open file stays readable
+    // when it is deleted, so deletions after that cannot take it from the backup. S3 objects
+    // are read one at a time.
+    let batch = if source.local_root().is_some() { OPEN_AHEAD } else { 1 };
+    for chunk in needed.chunks(batch) {
+        let mut bodies = Vec::with_capacity(chunk.len());
+        for (_, object) in chunk {
+            let body = source
+                .get_stream(&object.key)
+                .await
+                .map_err(|e| BackupError::Objects(format!("the object store: {}", message(e))))?;
+            let Some(body) = body else {
+                return Err(Copy::Vanished(object.key.clone()));
+            };
+            bodies.push(body);
+        }
+        for ((path, object), body) in chunk.iter().zip(bodies) {
+            let what = format!("object {} (named in table {})", object.key, object.table);
+            written.push(path.clone());
+            let stored =
+                write_checked(&target.objects, path, body, object.sha256.clone(), None, what, &target.name).await?;
+            copied.insert(path.clone(), FileEntry { path: path.clone(), size: stored.size, sha256: stored.sha256 });
+        }
     }
     Ok(())
 }
@@ -631,6 +664,7 @@ async fn restore_into(
         }
         let what = format!("{} of the backup", file.path);
         write_checked(store, key, body, Some(file.sha256.clone()), Some(file.size), what, "the object store").await?;
+        store.sync(key).map_err(|e| BackupError::Objects(format!("cannot write {key}: {}", message(e))))?;
         written += 1;
         bytes += file.size;
     }

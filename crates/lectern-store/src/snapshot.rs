@@ -160,13 +160,65 @@ fn schema_at(schemas: &[Schema], version: i64) -> Result<Schema, SnapshotError> 
 /// Writes a consistent copy of the database at `url` to `file` (a SQLite file, or JSON lines
 /// for PostgreSQL) while the database keeps serving, and says what it holds.
 pub async fn take(url: &str, file: &Path) -> Result<SnapshotInfo, SnapshotError> {
-    take_with(migrate::migrations(), url, file).await
+    let nothing = |_| std::future::ready(Ok::<(), std::convert::Infallible>(()));
+    take_with(migrate::migrations(), url, file, nothing).await.map_err(|e| match e {
+        TakeError::Snapshot(e) => e,
+        TakeError::Objects(never) => match never {},
+    })
 }
 
-async fn take_with(m: Migrations<'_>, url: &str, file: &Path) -> Result<SnapshotInfo, SnapshotError> {
+/// As [`take`], handing the objects the snapshot names to `objects` as soon as the snapshot
+/// is fixed, before the database is copied, in the same read transaction. A backup copies them
+/// there: an object deleted after the snapshot named it (with the rows that did) can only be
+/// missed in the moments between the snapshot and that copy, not during the whole copy of a
+/// large database. An error of `objects` stops the snapshot.
+pub async fn take_with_objects<F, Fut, E>(url: &str, file: &Path, objects: F) -> Result<SnapshotInfo, TakeError<E>>
+where
+    F: FnOnce(Vec<ObjectRef>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    take_with(migrate::migrations(), url, file, objects).await
+}
+
+/// Why [`take_with_objects`] stopped.
+#[derive(Debug)]
+pub enum TakeError<E> {
+    Snapshot(SnapshotError),
+    /// The error of the `objects` step.
+    Objects(E),
+}
+
+impl<E> From<SnapshotError> for TakeError<E> {
+    fn from(e: SnapshotError) -> Self {
+        TakeError::Snapshot(e)
+    }
+}
+
+impl<E> From<sqlx::Error> for TakeError<E> {
+    fn from(e: sqlx::Error) -> Self {
+        TakeError::Snapshot(e.into())
+    }
+}
+
+impl<E> From<StoreError> for TakeError<E> {
+    fn from(e: StoreError) -> Self {
+        TakeError::Snapshot(e.into())
+    }
+}
+
+async fn take_with<F, Fut, E>(
+    m: Migrations<'_>,
+    url: &str,
+    file: &Path,
+    objects: F,
+) -> Result<SnapshotInfo, TakeError<E>>
+where
+    F: FnOnce(Vec<ObjectRef>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
     match engine(url)? {
-        DatabaseKind::Sqlite => take_sqlite(m, &sqlite_file(url)?, file).await,
-        DatabaseKind::Postgres => take_postgres(m, url, file).await,
+        DatabaseKind::Sqlite => take_sqlite(m, &sqlite_file(url)?, file, objects).await,
+        DatabaseKind::Postgres => take_postgres(m, url, file, objects).await,
     }
 }
 
@@ -294,24 +346,50 @@ impl Objects {
 
 // ------------------------------------------------------------------------------------ SQLite
 
-async fn take_sqlite(m: Migrations<'_>, database: &Path, file: &Path) -> Result<SnapshotInfo, SnapshotError> {
+async fn take_sqlite<F, Fut, E>(
+    m: Migrations<'_>,
+    database: &Path,
+    file: &Path,
+    objects: F,
+) -> Result<SnapshotInfo, TakeError<E>>
+where
+    F: FnOnce(Vec<ObjectRef>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
     if !database.is_file() {
-        return Err(SnapshotError::Missing(database.to_path_buf()));
+        return Err(SnapshotError::Missing(database.to_path_buf()).into());
     }
     match std::fs::remove_file(file) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(file)(e)),
+        Err(e) => return Err(io(file)(e).into()),
     }
-    let (from, to) = (database.to_path_buf(), file.to_path_buf());
-    let copied = tokio::task::spawn_blocking(move || sqlite_copy::copy(&from, &to, true)).await.expect("copy thread");
-    copied.map_err(|e| match e {
-        CopyError::Source(message) => SnapshotError::Sqlite { path: database.to_path_buf(), message },
-        CopyError::Destination(message) | CopyError::Copy(message) => {
-            SnapshotError::Sqlite { path: file.to_path_buf(), message }
-        }
-    })?;
-    inspect_sqlite(m, file).await
+    let mut conn = open_sqlite(database).await?;
+    // One read transaction: its first read fixes the snapshot, the objects are named from it,
+    // and the backup API copies the file in it (it uses the source's open read transaction).
+    let mut tx = conn.begin().await?;
+    let named = sqlite_contents(&mut tx, m, false).await?;
+    objects(named.objects).await.map_err(TakeError::Objects)?;
+    {
+        let mut handle = tx.lock_handle().await?;
+        let source = handle.as_raw_handle().as_ptr();
+        // SAFETY: the handle is locked for us (sqlx's worker makes no call on it meanwhile)
+        // and stays open until the copy returns.
+        let copy = || unsafe { sqlite_copy::copy_from(source, file, true) };
+        let copied = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(copy),
+            _ => copy(),
+        };
+        copied.map_err(|e| match e {
+            CopyError::Source(message) => SnapshotError::Sqlite { path: database.to_path_buf(), message },
+            CopyError::Destination(message) | CopyError::Copy(message) => {
+                SnapshotError::Sqlite { path: file.to_path_buf(), message }
+            }
+        })?;
+    }
+    tx.rollback().await?;
+    conn.close().await?;
+    Ok(inspect_sqlite(m, file).await?)
 }
 
 async fn open_sqlite(file: &Path) -> Result<SqliteConnection, SnapshotError> {
@@ -342,12 +420,24 @@ async fn inspect_sqlite(m: Migrations<'_>, file: &Path) -> Result<SnapshotInfo, 
         let problems: Vec<String> = check.into_iter().take(5).map(|r| r.0).collect();
         return Err(SnapshotError::Invalid(format!("the SQLite file is damaged: {}", problems.join("; "))));
     }
-    let names = sqlite_tables(&mut conn).await?;
+    let info = sqlite_contents(&mut conn, m, true).await?;
+    conn.close().await?;
+    Ok(info)
+}
+
+/// A SQLite database's schema version, tables (with their rows when `counts`, else 0) and the
+/// objects its rows name.
+async fn sqlite_contents(
+    conn: &mut SqliteConnection,
+    m: Migrations<'_>,
+    counts: bool,
+) -> Result<SnapshotInfo, SnapshotError> {
+    let names = sqlite_tables(conn).await?;
     if !names.iter().any(|t| t == BOOKKEEPING) {
         return Err(SnapshotError::NotLectern("the snapshot"));
     }
     let (version,): (i64,) =
-        sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetch_one(&mut conn).await?;
+        sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetch_one(&mut *conn).await?;
     if version > migrate::latest(m) {
         return Err(SnapshotError::TooNew { what: "the database", found: version, known: migrate::latest(m) });
     }
@@ -355,7 +445,7 @@ async fn inspect_sqlite(m: Migrations<'_>, file: &Path) -> Result<SnapshotInfo, 
     let mut objects = Objects::default();
     for table in names {
         let columns: Vec<(String,)> =
-            sqlx::query_as("SELECT name FROM pragma_table_info($1)").bind(&table).fetch_all(&mut conn).await?;
+            sqlx::query_as("SELECT name FROM pragma_table_info($1)").bind(&table).fetch_all(&mut *conn).await?;
         let has = |c: &str| columns.iter().any(|(name,)| name == c);
         if has(OBJECT_KEY_COLUMN) {
             let sha = if has(SHA256_COLUMN) { quote(SHA256_COLUMN) } else { "NULL".into() };
@@ -364,15 +454,14 @@ async fn inspect_sqlite(m: Migrations<'_>, file: &Path) -> Result<SnapshotInfo, 
                 key = quote(OBJECT_KEY_COLUMN),
                 t = quote(&table)
             );
-            let rows: Vec<(String, Option<String>)> = sqlx::query_as(&sql).fetch_all(&mut conn).await?;
+            let rows: Vec<(String, Option<String>)> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
             for (key, sha256) in rows {
                 objects.add(key, sha256, &table)?;
             }
         }
-        let n = count(&mut conn, &table).await?;
+        let n = if counts { count(conn, &table).await? } else { 0 };
         tables.push((table, n));
     }
-    conn.close().await?;
     Ok(SnapshotInfo { kind: DatabaseKind::Sqlite, schema_version: version, tables, objects: objects.into_vec() })
 }
 
@@ -470,7 +559,16 @@ fn known_tables(schemas: &[Schema]) -> BTreeSet<String> {
     schemas.iter().flat_map(|s| s.tables.iter().map(|t| t.name.clone())).chain([BOOKKEEPING.to_string()]).collect()
 }
 
-async fn take_postgres(m: Migrations<'_>, url: &str, file: &Path) -> Result<SnapshotInfo, SnapshotError> {
+async fn take_postgres<F, Fut, E>(
+    m: Migrations<'_>,
+    url: &str,
+    file: &Path,
+    objects: F,
+) -> Result<SnapshotInfo, TakeError<E>>
+where
+    F: FnOnce(Vec<ObjectRef>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
     let schemas = migrate::schemas(m).await?;
     let mut conn = connect_postgres(url).await?;
     let mut tx = conn.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
@@ -484,25 +582,43 @@ async fn take_postgres(m: Migrations<'_>, url: &str, file: &Path) -> Result<Snap
     ] {
         sqlx::query(setting).execute(&mut *tx).await?;
     }
+    // The first read fixes the snapshot.
     let existing = postgres_tables(&mut tx).await?;
     if !existing.contains(BOOKKEEPING) {
-        return Err(SnapshotError::NotLectern("the database"));
+        return Err(SnapshotError::NotLectern("the database").into());
     }
     let version = postgres_version(&mut tx).await?;
     if version > migrate::latest(m) {
-        return Err(SnapshotError::TooNew { what: "the database", found: version, known: migrate::latest(m) });
+        return Err(SnapshotError::TooNew { what: "the database", found: version, known: migrate::latest(m) }.into());
     }
     let schema = schema_at(&schemas, version)?;
     if let Some(missing) = schema.tables.iter().find(|t| !existing.contains(&t.name)) {
         return Err(SnapshotError::Invalid(format!(
             "the database has schema version {version} but no table {}",
             missing.name
-        )));
+        ))
+        .into());
     }
+    // The objects the snapshot names, handed over before the rows are read.
+    let mut named = Objects::default();
+    for table in schema.tables.iter().filter(|t| t.columns.iter().any(|c| c == OBJECT_KEY_COLUMN)) {
+        let has_sha = table.columns.iter().any(|c| c == SHA256_COLUMN);
+        let sha = if has_sha { format!("{}::text", quote(SHA256_COLUMN)) } else { "NULL::text".into() };
+        let sql = format!(
+            "SELECT {key}::text, {sha} FROM {t} WHERE {key} IS NOT NULL",
+            key = quote(OBJECT_KEY_COLUMN),
+            t = quote(&table.name)
+        );
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(&sql).fetch_all(&mut *tx).await?;
+        for (key, sha256) in rows {
+            named.add(key, sha256, &table.name)?;
+        }
+    }
+    let named = named.into_vec();
+    objects(named.clone()).await.map_err(TakeError::Objects)?;
     let out = std::fs::File::create(file).map_err(io(file))?;
     let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut tables = Vec::new();
-    let mut objects = Objects::default();
     for table in &schema.tables {
         let prefix = format!("{{\"table\":{},\"row\":", serde_json::to_string(&table.name).expect("a string"));
         // A row is one line: `row_to_json` escapes line breaks in strings, and a `jsonb` value
@@ -529,26 +645,13 @@ async fn take_postgres(m: Migrations<'_>, url: &str, file: &Path) -> Result<Snap
             n += 1;
         }
         drop(rows);
-        if table.columns.iter().any(|c| c == OBJECT_KEY_COLUMN) {
-            let has_sha = table.columns.iter().any(|c| c == SHA256_COLUMN);
-            let sha = if has_sha { format!("{}::text", quote(SHA256_COLUMN)) } else { "NULL::text".into() };
-            let sql = format!(
-                "SELECT {key}::text, {sha} FROM {t} WHERE {key} IS NOT NULL",
-                key = quote(OBJECT_KEY_COLUMN),
-                t = quote(&table.name)
-            );
-            let rows: Vec<(String, Option<String>)> = sqlx::query_as(&sql).fetch_all(&mut *tx).await?;
-            for (key, sha256) in rows {
-                objects.add(key, sha256, &table.name)?;
-            }
-        }
         tables.push((table.name.clone(), n));
     }
     tx.rollback().await?;
     conn.close().await?;
     let out = out.into_inner().map_err(|e| io(file)(e.into_error()))?;
     out.sync_all().map_err(io(file))?;
-    Ok(SnapshotInfo { kind: DatabaseKind::Postgres, schema_version: version, tables, objects: objects.into_vec() })
+    Ok(SnapshotInfo { kind: DatabaseKind::Postgres, schema_version: version, tables, objects: named })
 }
 
 /// One line of a PostgreSQL snapshot.
@@ -837,6 +940,14 @@ mod tests {
         format!("{}/{name}", &base[..base.rfind('/').unwrap()])
     }
 
+    /// A snapshot with the test's migrations.
+    async fn take_with(m: Migrations<'_>, url: &str, file: &Path) -> Result<SnapshotInfo, SnapshotError> {
+        super::take_with(m, url, file, |_| std::future::ready(Ok::<(), ()>(()))).await.map_err(|e| match e {
+            TakeError::Snapshot(e) => e,
+            TakeError::Objects(()) => unreachable!(),
+        })
+    }
+
     async fn rows(url: &str, table: &str) -> Vec<String> {
         let mut conn = AnyConnection::connect(url).await.unwrap();
         let sql = format!("SELECT row_to_json(t)::text FROM {} t ORDER BY 1", quote(table));
@@ -898,6 +1009,17 @@ mod tests {
         );
         let text = std::fs::read_to_string(&file).unwrap();
         assert_eq!(text.lines().count() as u64, info.rows(), "one line per row");
+
+        // The objects are handed over before the rows are read; an error there stops it all.
+        let mut handed = Vec::new();
+        let stopped = super::take_with(&m[..1], &source, &dir.join("other.jsonl"), |objects| {
+            handed = objects;
+            std::future::ready(Err::<(), _>("no room"))
+        })
+        .await;
+        assert!(matches!(stopped, Err(TakeError::Objects("no room"))));
+        assert_eq!(handed, info.objects);
+        assert_eq!(std::fs::metadata(dir.join("other.jsonl")).map(|m| m.len()).unwrap_or(0), 0, "no rows written");
 
         // Restored by a build that knows migration 2 too: the rows land in the schema of
         // version 1, and the newer migration is left to the start-up that follows.

@@ -5,8 +5,9 @@
 //! writers (nor restarts because of them, as a copy in several steps would); the destination
 //! is written in one write transaction.
 //!
-//! The connections are opened here rather than borrowed from sqlx: the copy is a blocking
-//! call, run on a blocking thread (`spawn_blocking`), away from the async runtime.
+//! A backup copies from sqlx's connection (its raw handle, locked), inside the read transaction
+//! in which the snapshot's objects were listed; a restore copies between connections opened
+//! here. Either way the copy is one blocking call.
 
 use libsqlite3_sys as ffi;
 use std::ffi::{CStr, CString};
@@ -89,12 +90,26 @@ pub(crate) enum CopyError {
 /// of a WAL database would otherwise still say WAL and need its `-wal` and `-shm` companions).
 pub(crate) fn copy(source: &Path, destination: &Path, standalone: bool) -> Result<(), CopyError> {
     let from = Connection::open(source, ffi::SQLITE_OPEN_READONLY).map_err(CopyError::Source)?;
+    // SAFETY: a live connection of our own, open until the end of this function.
+    unsafe { copy_from(from.0, destination, standalone) }
+}
+
+/// As [`copy`], from an open connection (sqlx's, locked). When that connection has a read
+/// transaction open, the copy is of that transaction's snapshot.
+///
+/// # Safety
+/// `source` must be a live connection that nothing else uses until this returns.
+pub(crate) unsafe fn copy_from(
+    source: *mut ffi::sqlite3,
+    destination: &Path,
+    standalone: bool,
+) -> Result<(), CopyError> {
     let to = Connection::open(destination, ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE)
         .map_err(CopyError::Destination)?;
     let main = c"main";
-    // SAFETY: two live, distinct connections; the backup object is finished below before
-    // either is closed.
-    let backup = unsafe { ffi::sqlite3_backup_init(to.0, main.as_ptr(), from.0, main.as_ptr()) };
+    // SAFETY: two live, distinct connections (the caller vouches for `source`); the backup
+    // object is finished below before the destination is closed.
+    let backup = unsafe { ffi::sqlite3_backup_init(to.0, main.as_ptr(), source, main.as_ptr()) };
     if backup.is_null() {
         return Err(CopyError::Destination(to.message()));
     }

@@ -406,3 +406,38 @@ async fn a_missing_database_or_a_bad_file_is_a_clear_error() {
     assert!(snapshot::engine("mysql://x").is_err());
     assert_eq!(snapshot::engine("sqlite://a/b.db?mode=rwc").unwrap(), DatabaseKind::Sqlite);
 }
+
+/// The objects a snapshot names are handed over once the snapshot is fixed, before the
+/// database is copied, and the copy is of that same moment: a change committed meanwhile (here,
+/// by the step that receives the objects) is not in it.
+async fn objects_and_copy_are_one_moment(dbs: &mut Databases) {
+    let source = dbs.create().await;
+    let store = Store::open(&source).await.unwrap();
+    fill(&store).await;
+    let file = dbs.file(snapshot_name(dbs.kind));
+    let mut handed = Vec::new();
+    let info = snapshot::take_with_objects(&source, &file, |objects| {
+        handed = objects;
+        let store = store.clone();
+        async move {
+            store.create_model("meanwhile", "late", "", None).await.unwrap();
+            store.add_version("meanwhile", &version("late", 1, 77)).await.unwrap();
+            Ok::<(), ()>(())
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(handed, info.objects);
+    assert!(!info.objects.iter().any(|o| o.key.contains("/late/")));
+    let target = dbs.create().await;
+    snapshot::restore(&target, dbs.kind, &file, false).await.unwrap();
+    let copy = Store::open(&target).await.unwrap();
+    assert!(copy.model("late").await.unwrap().is_none(), "a change after the snapshot is not in its copy");
+    assert!(store.model("late").await.unwrap().is_some());
+    assert_eq!(copy.models().await.unwrap().len(), 2);
+
+    // An error of the objects step stops the snapshot.
+    let stopped = snapshot::take_with_objects(&source, &dbs.file("stopped"), |_| async { Err::<(), _>("full") }).await;
+    assert!(matches!(stopped, Err(snapshot::TakeError::Objects("full"))));
+}
+both_engines!(objects_and_copy_are_one_moment, objects_and_copy_are_one_moment);
