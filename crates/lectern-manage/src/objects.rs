@@ -5,6 +5,7 @@
 
 use crate::ManageError;
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use lectern_store::hex;
 use object_store::aws::AmazonS3Builder;
@@ -195,6 +196,45 @@ impl Objects {
         Ok(())
     }
 
+    /// Streams the object at `key`; `None` when there is none.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<Option<BoxStream<'static, Result<Bytes, ManageError>>>, ManageError> {
+        match self.store.get(&self.path(key)).await {
+            Ok(found) => {
+                Ok(Some(found.into_stream().map(|c| c.map_err(|e| ManageError::Objects(e.to_string()))).boxed()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(ManageError::Objects(e.to_string())),
+        }
+    }
+
+    /// The size of the object at `key`; `None` when there is none.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, ManageError> {
+        match self.store.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(ManageError::Objects(e.to_string())),
+        }
+    }
+
+    /// True when the store (under its prefix) holds any object.
+    pub async fn holds_any(&self) -> Result<bool, ManageError> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let mut listing = self.store.list(prefix.as_ref());
+        match listing.next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(ManageError::Objects(e.to_string())),
+        }
+    }
+
+    /// The root folder of a local store (`None` for S3).
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
     /// Removes an artifact; a missing one is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), ManageError> {
         match self.store.delete(&self.path(key)).await {
@@ -205,7 +245,7 @@ impl Objects {
 
     /// On a local folder, flushes the file and its folder to disk so that a machine crash
     /// cannot lose an artifact whose version was acknowledged.
-    fn sync(&self, key: &str) -> Result<(), ManageError> {
+    pub fn sync(&self, key: &str) -> Result<(), ManageError> {
         let Some(root) = &self.local_root else { return Ok(()) };
         let file = root.join(key);
         let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());

@@ -6,7 +6,8 @@
 //! Layout: `store.rs` opens the pool and runs every operation through the health watch
 //! (`health.rs`); each table has its own file (`models.rs`, `versions.rs`, `keys.rs`,
 //! `pipelines.rs`, `training.rs`, `audit.rs`); `migrate.rs` and `database.rs` (the engine and its URL) sit
-//! below the store.
+//! below the store. `snapshot.rs` copies and restores the whole database for backups (with
+//! `sqlite_copy.rs`, SQLite's online backup API).
 
 mod artifacts;
 mod audit;
@@ -19,6 +20,8 @@ mod migrate;
 mod models;
 mod pipelines;
 mod records;
+pub mod snapshot;
+mod sqlite_copy;
 mod store;
 mod training;
 mod versions;

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod backup;
 pub mod dataset;
 pub mod keys;
 pub mod model;
