@@ -184,7 +184,8 @@ impl Index {
         for (at, entry) in self.entries.iter().enumerate() {
             let candidate = Ranked { score: dot(query.vector, self.row(at)), entry };
             let enters = best.len() < query.k || best.peek().is_some_and(|worst| candidate < *worst);
-            if !enters || (excluding && query.exclude_ids.contains(&entry.id)) || !query.filter.accepts(&entry.metadata) {
+            if !enters || (excluding && query.exclude_ids.contains(&entry.id)) || !query.filter.accepts(&entry.metadata)
+            {
                 continue;
             }
             if best.len() == query.k {
