@@ -121,15 +121,22 @@ pub struct Index {
 }
 
 impl Index {
-    pub fn new(generation: i64, dimension: usize, items: Vec<Item>) -> Index {
+    /// An index of `items`, taken one at a time (a caller converting stored rows lazily holds
+    /// each row and its item at once, not all rows and all items).
+    pub fn new(generation: i64, dimension: usize, items: impl Iterator<Item = Item>) -> Index {
+        Index::with_capacity(generation, dimension, items.size_hint().0, items)
+    }
+
+    /// As [`Index::new`], with room for `n` items made up front.
+    pub fn with_capacity(generation: i64, dimension: usize, n: usize, items: impl Iterator<Item = Item>) -> Index {
         let mut index = Index {
             generation,
             dimension,
-            entries: Vec::with_capacity(items.len()),
-            vectors: Vec::with_capacity(items.len() * dimension),
-            by_id: HashMap::with_capacity(items.len()),
+            entries: Vec::with_capacity(n),
+            vectors: Vec::with_capacity(n * dimension),
+            by_id: HashMap::with_capacity(n),
         };
-        items.into_iter().for_each(|item| index.put(item));
+        items.for_each(|item| index.put(item));
         index
     }
 
@@ -285,12 +292,13 @@ mod tests {
         Index::new(
             1,
             2,
-            vec![
+            [
                 item("a", [1.0, 0.0], json!({"level": "easy", "n": 1})),
                 item("b", [0.6, 0.8], json!({"level": "hard", "n": 2})),
                 item("c", [0.0, 1.0], json!({"level": "easy"})),
                 item("d", [0.6, 0.8], json!({"level": "easy", "n": 2.0})),
-            ],
+            ]
+            .into_iter(),
         )
     }
 

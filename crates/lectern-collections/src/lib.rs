@@ -273,8 +273,10 @@ impl Collections {
         let rows = self.store.collection_items(&record.name).await?;
         let (generation, dimension) = (record.generation, record.dimension as usize);
         let build = move || {
-            let items = rows.into_iter().filter_map(|r| from_record(r, dimension)).collect();
-            Index::new(generation, dimension, items)
+            // A row that does not decode is skipped; the rows' count sizes the arrays.
+            let capacity = rows.len();
+            let items = rows.into_iter().filter_map(|r| from_record(r, dimension));
+            Index::with_capacity(generation, dimension, capacity, items)
         };
         let index = tokio::task::spawn_blocking(build).await.map_err(|e| invalid(format!("loading failed: {e}")))?;
         let index = Arc::new(RwLock::new(index));
