@@ -120,13 +120,7 @@ impl LoadedModel {
         let Some(text) = self.text() else { return Ok(()) };
         let counts = computed.iter().find(|t| t.name == lectern_backends::encoder::TOKEN_COUNT_OUTPUT);
         let Some(TensorData::I64(counts)) = counts.map(|t| &t.data) else { return Ok(()) };
-        match counts.iter().position(|&n| n as usize > text.max_tokens) {
-            None => Ok(()),
-            Some(row) => Err(RuntimeError::BadRequest(format!(
-                "text {row} has {} tokens; model '{}' takes at most {} (the request asked not to truncate)",
-                counts[row], self.name, text.max_tokens
-            ))),
-        }
+        refuse_over_length(&self.name, counts.iter().map(|&n| n.max(0) as u64), text.max_tokens)
     }
 
     fn label(&self) -> String {
@@ -210,6 +204,21 @@ impl LoadedModel {
             out.push(ResponseOutput { tensor, binary: request.binary.unwrap_or(binary_default) });
         }
         Ok(out)
+    }
+}
+
+/// Refuses texts of more than `max_tokens` tokens (`counts` in the texts' order), naming the
+/// first one.
+pub(crate) fn refuse_over_length(
+    model: &str,
+    counts: impl IntoIterator<Item = u64>,
+    max_tokens: usize,
+) -> Result<(), RuntimeError> {
+    match counts.into_iter().enumerate().find(|&(_, n)| n as usize > max_tokens) {
+        None => Ok(()),
+        Some((row, n)) => Err(RuntimeError::BadRequest(format!(
+            "text {row} has {n} tokens; model '{model}' takes at most {max_tokens} (the request asked not to truncate)"
+        ))),
     }
 }
 

@@ -55,12 +55,7 @@ pub async fn embed(
         embedded.token_counts.extend(counts);
     }
     if refuse_over_length {
-        if let Some(i) = embedded.token_counts.iter().position(|&n| n as usize > max_tokens) {
-            return Err(RuntimeError::BadRequest(format!(
-                "text {i} has {} tokens; model '{}' takes at most {max_tokens} (the request asked not to truncate)",
-                embedded.token_counts[i], model.name
-            )));
-        }
+        crate::model::refuse_over_length(&model.name, embedded.token_counts.iter().copied(), max_tokens)?;
     }
     Ok(embedded)
 }

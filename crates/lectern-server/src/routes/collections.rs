@@ -92,12 +92,11 @@ impl From<Vec<Hit>> for SearchResults {
 
 /// Collection names follow the model names' rule.
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if lectern_core::is_plain_name(name) && !name.starts_with('.') {
-        return Ok(());
-    }
-    Err(ApiError::bad_request(format!(
-        "invalid collection name '{name}': use letters, digits, '-', '_' and '.', not starting with '.' (at most 128)"
-    )))
+    lectern_manage::check_model_name(name).map_err(|_| {
+        ApiError::bad_request(format!(
+            "invalid collection name '{name}': use letters, digits, '-', '_' and '.', not starting with '.' (at most 128)"
+        ))
+    })
 }
 
 /// `PUT /v1/collections/{name}`
