@@ -312,3 +312,32 @@ def test_pipelined_and_chunked_requests_keep_their_order_before_a_refused_head(s
     assert_json_error(third, 400, "content-length")
     assert len({first.headers["x-request-id"], second.headers["x-request-id"], third.headers["x-request-id"]}) == 3
     assert conn.closed()
+
+
+# --------------------------------------------------------------------------- unread bodies
+
+def test_an_answer_given_before_the_body_was_read_closes_the_connection_cleanly(server):
+    """A 404 for an upload to an unknown model is answered without reading the upload. The
+    answer must say `connection: close`, or the client sends its next request on a connection
+    the server is closing (CI once failed this way: 'Remote end closed connection')."""
+    upload = b"\0" * 300_000
+    with requests.Session() as session:
+        for _ in range(30):
+            r = session.post(f"{server.url}/v1/models/rel-no-such-model/versions", data=upload, timeout=30)
+            assert r.status_code == 404, r.text[:300]
+            assert r.json()["error"]
+            assert r.headers.get("connection", "").lower() == "close", r.headers
+            # The next request on the same session opens a new connection and is answered.
+            assert session.get(f"{server.url}/v2/health/live", timeout=30).status_code == 200
+
+
+def test_a_request_whose_body_was_read_keeps_its_connection(server):
+    conn = RawConnection(server)
+    body = json.dumps({"inputs": [json_input("X", iris_x()[:1], "FP32")]}).encode()
+    for _ in range(3):
+        conn.send(b"POST /v2/models/iris-logreg/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                  + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+        r = conn.response()
+        assert r.status == 200, r
+        assert r.headers.get("connection", "").lower() != "close", r
+    conn.close()

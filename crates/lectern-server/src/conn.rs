@@ -15,6 +15,12 @@
 //! The same wrapper keeps the time limits: a head must arrive whole within
 //! [`Timeouts::header_read`] of its first byte (of the connection's start for the first one),
 //! and a connection with no request in flight is closed after [`Timeouts::idle`].
+//!
+//! A request answered before its body was read to the end (a 404 for an upload to an unknown
+//! model, a 413 by `Content-Length`) gets `connection: close`: hyper reads what is left of such
+//! a body only once and otherwise closes the connection after the answer, and without the
+//! header a client would send its next request on a connection about to close. The closing
+//! side then lingers as after a refused head, so that the answer is not lost to a reset.
 
 use crate::error::ApiError;
 use crate::request_id;
@@ -25,7 +31,7 @@ use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -67,6 +73,11 @@ struct Shared {
     /// The index of the call that is the stand-in, and what to answer it; `u64::MAX`: none.
     refused_at: AtomicU64,
     refusal: Mutex<Option<ApiError>>,
+    /// Whether the body of the request being answered was read to its end (or had none).
+    /// HTTP/1.1 answers one request at a time, so one flag serves the whole connection.
+    body_ended: AtomicBool,
+    /// Set when an answer closes the connection: the IO lingers on shutdown.
+    linger: AtomicBool,
 }
 
 /// Wraps one accepted connection and the service for it.
@@ -77,6 +88,8 @@ pub fn guard<IO, S>(io: IO, service: S, timeouts: Timeouts) -> (GuardedIo<IO>, G
         finished: AtomicU64::new(0),
         refused_at: AtomicU64::new(u64::MAX),
         refusal: Mutex::new(None),
+        body_ended: AtomicBool::new(true),
+        linger: AtomicBool::new(false),
     });
     let now = Instant::now();
     let io = GuardedIo {
@@ -349,7 +362,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GuardedIo<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !matches!(this.state, State::Refused { .. }) {
+        if !matches!(this.state, State::Refused { .. }) && !this.shared.linger.load(Ordering::Acquire) {
             return Pin::new(&mut this.io).poll_shutdown(cx);
         }
         if this.lingering.is_none() {
@@ -395,7 +408,8 @@ pub struct GuardedService<S> {
 
 impl<S, B> hyper::service::Service<Request<B>> for GuardedService<S>
 where
-    S: tower_service::Service<Request<B>, Response = Response, Error = Infallible> + Clone,
+    B: http_body::Body,
+    S: tower_service::Service<Request<Tracked<B>>, Response = Response, Error = Infallible> + Clone,
 {
     type Response = Response;
     type Error = Infallible;
@@ -403,6 +417,7 @@ where
 
     fn call(&self, request: Request<B>) -> Self::Future {
         let index = self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        self.shared.body_ended.store(request.body().is_end_stream(), Ordering::Release);
         if index == self.shared.refused_at.load(Ordering::Acquire) {
             let refusal = self.shared.refusal.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(error) = refusal {
@@ -415,8 +430,43 @@ where
                 };
             }
         }
+        let request = request.map(|inner| Tracked { inner, shared: self.shared.clone() });
         let mut inner = self.inner.clone();
         Counted { inner: CountedInner::Service { future: inner.call(request) }, shared: self.shared.clone() }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that records in the connection's [`Shared`] when it was read to its end.
+    pub struct Tracked<B> {
+        #[pin]
+        inner: B,
+        shared: Arc<Shared>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if frame.is_none() || this.inner.is_end_stream() {
+            this.shared.body_ended.store(true, Ordering::Release);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -442,10 +492,16 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Counted<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = match this.inner.project() {
+        let mut response = match this.inner.project() {
             CountedProj::Service { future } => ready!(future.poll(cx))?,
             CountedProj::Ready { response } => response.take().expect("polled after completion"),
         };
+        if !this.shared.body_ended.load(Ordering::Acquire) {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")) {
+            this.shared.linger.store(true, Ordering::Release);
+        }
         this.shared.finished.fetch_add(1, Ordering::Release);
         Poll::Ready(Ok(response))
     }
