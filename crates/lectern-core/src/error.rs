@@ -105,7 +105,7 @@ error_codes! {
     KeyNotFound => "key_not_found", InvalidRequest, 404;
     /// No such dataset.
     DatasetNotFound => "dataset_not_found", InvalidRequest, 404;
-    /// No such training job.
+    /// No such training job or scheduled job.
     JobNotFound => "job_not_found", InvalidRequest, 404;
     /// The training job has no such picture (not this algorithm's, or it has not succeeded).
     PictureNotFound => "picture_not_found", InvalidRequest, 404;
@@ -123,6 +123,12 @@ error_codes! {
     VersionExists => "version_exists", InvalidRequest, 409;
     /// The training job had already ended (succeeded, failed or cancelled).
     JobFinished => "job_finished", InvalidRequest, 409;
+    /// A scheduled job of that name exists.
+    JobExists => "job_exists", InvalidRequest, 409;
+    /// The scheduled job comes from the config file: the API cannot change or delete it.
+    JobFromConfig => "job_from_config", InvalidRequest, 409;
+    /// The scheduled job has a run in progress.
+    JobRunning => "job_running", InvalidRequest, 409;
     /// The body (or an upload) is larger than the limit.
     PayloadTooLarge => "payload_too_large", InvalidRequest, 413;
     /// The URL is longer than the server reads.

@@ -200,6 +200,19 @@ impl Manager {
     }
 
     /// A dataset's record (for training).
+    /// A dataset read whole into typed columns (its file checked against its SHA-256).
+    pub async fn read_dataset(&self, name: &str) -> Result<Dataset, ManageError> {
+        let record = self.dataset_record(name).await?;
+        let bytes = self.objects.get_checked(&record.object_key, &record.sha256).await.map_err(|e| {
+            tracing::warn!(dataset = %name, error = %e, "cannot read a dataset file");
+            ManageError::Objects(format!("the file of dataset '{name}' cannot be read"))
+        })?;
+        let format = if record.format == "json" { Format::Json } else { Format::Csv };
+        tokio::task::spawn_blocking(move || Dataset::read(bytes.as_slice(), format).map_err(ManageError::BadDataset))
+            .await
+            .map_err(|e| ManageError::Invalid(format!("reading the dataset stopped: {e}")))?
+    }
+
     pub(crate) async fn dataset_record(&self, name: &str) -> Result<DatasetRecord, ManageError> {
         self.store.dataset(name).await?.ok_or_else(|| ManageError::DatasetNotFound(name.to_string()))
     }

@@ -17,7 +17,7 @@ pub use datasets::DatasetView;
 pub use manager::Manager;
 pub use objects::{ArtifactError, Objects, Stored, UploadError};
 pub use source::StoreSource;
-pub use training::{JobView, Training, TrainingSettings};
+pub use training::{headline_metric, JobView, RegisterIf, Training, TrainingRequest, TrainingSettings};
 pub use views::{ModelView, VersionView};
 
 use lectern_core::{Coded, ErrorCode};

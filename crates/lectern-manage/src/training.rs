@@ -66,6 +66,31 @@ pub struct TrainingRequest {
     /// Seeds the split and the learner (default 0).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Register the trained model only when it qualifies (scheduled `retrain` jobs send this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_if: Option<RegisterIf>,
+}
+
+/// When a trained model is good enough to become a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RegisterIf {
+    /// The held-out accuracy (classification) or r2 (regression) must reach this.
+    #[serde(default)]
+    pub min_metric: Option<f64>,
+    /// It must also beat the metric of the model's default version, when a training job made it.
+    #[serde(default)]
+    pub beat_default: bool,
+}
+
+/// The metric a `register_if` rule compares: accuracy for classification, r2 for regression.
+pub fn headline_metric(metrics: &Value) -> Option<(&'static str, f64)> {
+    match metrics.get("task").and_then(Value::as_str) {
+        Some("classification") => metrics.get("accuracy").and_then(Value::as_f64).map(|x| ("accuracy", x)),
+        Some("regression") => metrics.get("r2").and_then(Value::as_f64).map(|x| ("r2", x)),
+        _ => None,
+    }
 }
 
 /// A job as the API shows it.
@@ -450,6 +475,24 @@ impl Training {
         if live.cancelled.load(Ordering::SeqCst) {
             return Err(Ended::Cancelled);
         }
+        if let Some(rule) = &request.register_if {
+            if let Some(why) = self.disqualified(rule, &job.model, &result.metrics).await {
+                let result_json = serde_json::to_string(&result).expect("json");
+                let end = JobEnd {
+                    state: "succeeded",
+                    percent: 100,
+                    error: Some(&why),
+                    result_json: Some(&result_json),
+                    version: None,
+                    actor: None,
+                    only_queued: false,
+                };
+                return match self.manager.store.finish_job(&job.id, &end, &pictures).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(failed("recording the result failed", &e)),
+                };
+            }
+        }
         let _ = self.manager.store.job_progress(&job.id, "registering", 95, None).await;
         let version = self
             .register(&job.created_by, &job.model, result.classes.as_deref(), model)
@@ -528,6 +571,43 @@ impl Training {
             "the training process stopped ({status}){}",
             if tail.is_empty() { String::new() } else { format!(": {tail}") }
         )))
+    }
+
+    /// Why a trained model with these metrics may not be registered under `rule`; `None`: it may.
+    async fn disqualified(&self, rule: &RegisterIf, model: &str, metrics: &Value) -> Option<String> {
+        let Some((name, value)) = headline_metric(metrics) else {
+            return Some("not registered: the job has no metric to compare".into());
+        };
+        if let Some(min) = rule.min_metric {
+            if value < min {
+                return Some(format!("not registered: {name} {value:.4} is below min_metric {min}"));
+            }
+        }
+        if rule.beat_default {
+            if let Some((version, best)) = self.default_metric(model).await {
+                if value <= best {
+                    return Some(format!(
+                        "not registered: {name} {value:.4} does not beat {best:.4} of the default version {version}"
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// The metric of the version unversioned requests use (the explicit default, else the
+    /// newest), when a training job made it.
+    async fn default_metric(&self, model: &str) -> Option<(u64, f64)> {
+        let store = &self.manager.store;
+        let record = store.model(model).await.ok()??;
+        let version = match record.default_version {
+            Some(v) => v,
+            None => store.versions(model).await.ok()?.iter().map(|v| v.version).max()?,
+        };
+        let jobs = store.jobs(Some(model), 1000).await.ok()?;
+        let job = jobs.iter().find(|j| j.version == Some(version) && j.state == "succeeded")?;
+        let result: JobResult = serde_json::from_str(job.result_json.as_deref()?).ok()?;
+        headline_metric(&result.metrics).map(|(_, x)| (version, x))
     }
 
     /// Registers a trained model as the next version of `model` (created when missing; for

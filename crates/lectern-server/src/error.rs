@@ -72,6 +72,12 @@ impl From<lectern_manage::ManageError> for ApiError {
     }
 }
 
+impl From<lectern_jobs::JobsError> for ApiError {
+    fn from(e: lectern_jobs::JobsError) -> Self {
+        ApiError::from_coded(&e)
+    }
+}
+
 impl From<lectern_collections::CollectionError> for ApiError {
     fn from(e: lectern_collections::CollectionError) -> Self {
         ApiError::from_coded(&e)

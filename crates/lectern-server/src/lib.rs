@@ -43,6 +43,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The pipelines of the config file, set once the models they name are loaded.
     pub pipelines: OnceLock<Arc<Engine>>,
+    /// Scheduled jobs, set once the pipelines they may run are ready.
+    pub jobs: OnceLock<Arc<lectern_jobs::Jobs>>,
 }
 
 /// The whole HTTP application: every request gets its id and span, passes the access gate,

@@ -5,7 +5,7 @@
 //!
 //! Layout: `store.rs` opens the pool and runs every operation through the health watch
 //! (`health.rs`); each table has its own file (`models.rs`, `versions.rs`, `keys.rs`,
-//! `pipelines.rs`, `training.rs`, `audit.rs`); `migrate.rs` and `database.rs` (the engine and its URL) sit
+//! `pipelines.rs`, `training.rs`, `scheduled.rs`, `audit.rs`); `migrate.rs` and `database.rs` (the engine and its URL) sit
 //! below the store. `snapshot.rs` copies and restores the whole database for backups (with
 //! `sqlite_copy.rs`, SQLite's online backup API).
 
@@ -20,6 +20,7 @@ mod migrate;
 mod models;
 mod pipelines;
 mod records;
+mod scheduled;
 pub mod snapshot;
 mod sqlite_copy;
 mod store;
@@ -32,6 +33,7 @@ pub use database::DatabaseKind;
 pub use error::StoreError;
 pub use keys::{fingerprint as key_fingerprint, hex, ApiKey, Role};
 pub use records::{AuditEntry, ModelRecord, NewVersion, VersionRecord, VersionState};
+pub use scheduled::{Claim, JobRun, RunEnd, ScheduledJob};
 pub use store::Store;
 pub use training::{new_job_id, DatasetRecord, JobEnd, JobRecord};
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_pipelines.sql")),
     (4, include_str!("../migrations/0004_training.sql")),
     (5, include_str!("../migrations/0005_collections.sql")),
+    (6, include_str!("../migrations/0006_jobs.sql")),
 ];
 
 /// A migration's SQL for one engine.

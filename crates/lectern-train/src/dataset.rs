@@ -88,6 +88,27 @@ impl Column {
     }
 }
 
+/// A value as JSON: a number for `number`/`integer` columns, a string otherwise, `null` when
+/// missing.
+fn json_value(text: Option<&str>, kind: ColumnType) -> serde_json::Value {
+    use serde_json::Value;
+    match (text, kind) {
+        (None, _) => Value::Null,
+        (Some(text), ColumnType::Number | ColumnType::Integer) => text
+            .parse::<f64>()
+            .ok()
+            .and_then(|x| {
+                if x.fract() == 0.0 && x.abs() < 9.0e15 {
+                    Some(Value::from(x as i64))
+                } else {
+                    serde_json::Number::from_f64(x).map(Value::Number)
+                }
+            })
+            .unwrap_or_else(|| Value::String(text.to_string())),
+        (Some(text), _) => Value::String(text.to_string()),
+    }
+}
+
 /// A dataset read into memory as typed columns.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -182,7 +203,6 @@ impl Dataset {
     /// The preview rows as JSON objects: numbers for `number`/`integer` columns, strings
     /// otherwise, `null` when missing.
     pub fn preview_objects(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
-        use serde_json::Value;
         self.preview
             .iter()
             .map(|row| {
@@ -190,25 +210,18 @@ impl Dataset {
                     .iter()
                     .zip(row)
                     .map(|(column, value)| {
-                        let value = match (value, column.schema.kind) {
-                            (None, _) => Value::Null,
-                            (Some(text), ColumnType::Number | ColumnType::Integer) => text
-                                .parse::<f64>()
-                                .ok()
-                                .and_then(|x| {
-                                    if x.fract() == 0.0 && x.abs() < 9.0e15 {
-                                        Some(Value::from(x as i64))
-                                    } else {
-                                        serde_json::Number::from_f64(x).map(Value::Number)
-                                    }
-                                })
-                                .unwrap_or_else(|| Value::String(text.clone())),
-                            (Some(text), _) => Value::String(text.clone()),
-                        };
-                        (column.schema.name.clone(), value)
+                        (column.schema.name.clone(), json_value(value.as_deref(), column.schema.kind))
                     })
                     .collect()
             })
+            .collect()
+    }
+
+    /// Row `row` as a JSON object, its values as in [`Dataset::preview_objects`].
+    pub fn row_object(&self, row: usize) -> serde_json::Map<String, serde_json::Value> {
+        self.columns
+            .iter()
+            .map(|column| (column.schema.name.clone(), json_value(column.text(row).as_deref(), column.schema.kind)))
             .collect()
     }
 

@@ -118,6 +118,9 @@ struct FileSettings {
     /// Pipelines: read by the pipeline engine, accepted here.
     #[serde(default, rename = "pipelines")]
     _pipelines: Option<toml::Table>,
+    /// Scheduled jobs: read by the jobs service, accepted here.
+    #[serde(default, rename = "jobs")]
+    _jobs: Option<toml::Table>,
 }
 
 #[derive(Deserialize, Default, Debug)]

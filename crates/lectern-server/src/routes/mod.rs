@@ -9,6 +9,7 @@ mod embeddings;
 mod extract;
 mod health;
 mod infer;
+mod jobs;
 mod manage;
 mod metrics;
 mod models;
@@ -121,6 +122,15 @@ pub(crate) fn table() -> Vec<Route> {
         route(Trainer, routes!(collections::upsert)),
         route(Trainer, routes!(collections::delete)),
         route(Trainer, routes!(collections::delete_items)),
+        route(Trainer, routes!(jobs::list)),
+        route(Trainer, routes!(jobs::create)),
+        route(Trainer, routes!(jobs::describe)),
+        route(Trainer, routes!(jobs::replace)),
+        route(Trainer, routes!(jobs::delete)),
+        route(Trainer, routes!(jobs::run)),
+        route(Trainer, routes!(jobs::pause)),
+        route(Trainer, routes!(jobs::resume)),
+        route(Trainer, routes!(jobs::runs)),
         route(Admin, routes!(manage::keys::list)),
         route(Admin, routes!(manage::keys::create)),
         route(Admin, routes!(manage::keys::revoke)),

@@ -118,6 +118,7 @@ fn tags() -> Vec<Tag> {
         ("models", "Model management."),
         ("keys", "API keys."),
         ("audit", "Who changed what."),
+        ("jobs", "Scheduled jobs: ingest, cleanup, retraining, batch pipelines."),
         ("operations", "Metrics and this document."),
     ]
     .into_iter()

@@ -37,6 +37,7 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let tls = settings.tls.as_ref().map(|t| crate::tls::load(&t.cert, &t.key)).transpose()?;
+    let job_defs = config_jobs(settings.config.as_deref())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     std::fs::create_dir_all(&settings.data)
         .with_context(|| format!("cannot create data folder {}", settings.data.display()))?;
@@ -66,6 +67,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         settings: HttpSettings { max_body_bytes: settings.max_body_bytes },
         ready: AtomicBool::new(false),
         pipelines: OnceLock::new(),
+        jobs: OnceLock::new(),
     });
     let app = lectern_server::app(state.clone());
     let open_files = crate::listen::raise_open_files_limit();
@@ -92,13 +94,20 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         tracing::info!(pipelines = %names.join(", "), "pipelines ready");
     }
     engine.set_searcher(searcher);
-    let _ = state.pipelines.set(Arc::new(engine));
+    let engine = Arc::new(engine);
+    let _ = state.pipelines.set(engine.clone());
     training.start().await.context("cannot start the training jobs")?;
+    let jobs = lectern_jobs::Jobs::new(lectern_jobs::Deps { manager: manager.clone(), training, pipelines: engine })?;
+    jobs.sync_config(&job_defs).await.context("cannot store the config file's jobs")?;
+    jobs.start();
+    let _ = state.jobs.set(jobs.clone());
     state.ready.store(true, Ordering::Release);
     tracing::info!(%address, %scheme, models = %settings.models.display(), "ready");
     println!("lectern listening on {scheme}://{address}");
     std::io::stdout().flush().ok();
-    server.await.context("server task failed")?.context("server failed")?;
+    let served = server.await;
+    jobs.stop().await;
+    served.context("server task failed")?.context("server failed")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -153,6 +162,13 @@ async fn auth_state(config: &AuthConfig, store: &Store, address: SocketAddr) -> 
     };
     let settings = AuthSettings { disabled: false, oidc, protect_inference: !config.open_inference, limiter };
     Ok(AuthState::new(settings, keys_live))
+}
+
+/// The `[jobs.*]` of the config file, checked (a job that cannot run stops the start).
+fn config_jobs(config: Option<&Path>) -> anyhow::Result<Vec<lectern_jobs::JobDef>> {
+    let Some(path) = config else { return Ok(Vec::new()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    Ok(lectern_jobs::parse_config(&text, &path.display().to_string())?)
 }
 
 /// The pipelines of the config file, checked against the loaded models.
