@@ -43,6 +43,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The pipelines of the config file, set once the models they name are loaded.
     pub pipelines: OnceLock<Arc<Engine>>,
+    /// The upstreams of the caching proxy (`/proxy/{name}/...`).
+    pub proxy: Arc<lectern_proxy::Proxy>,
 }
 
 /// The whole HTTP application: every request gets its id and span, passes the access gate,
@@ -59,7 +61,9 @@ pub struct App {
 /// Builds the application over its state.
 pub fn app(state: Arc<AppState>) -> App {
     let table = routes::table();
-    let access = Arc::new(routes::access_table(&table));
+    let proxy = state.proxy.clone();
+    let upstreams: gate::UpstreamAccess = Box::new(move |name| proxy.access(name).map(gate::Access::from));
+    let access = Arc::new(routes::access_table(&table).with_upstreams(upstreams));
     App { router: routes::router(&table).with_state(state.clone()), state, access }
 }
 

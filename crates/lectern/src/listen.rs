@@ -40,7 +40,7 @@ pub async fn serve<S>(
 ) -> std::io::Result<()>
 where
     S: tower_service::Service<
-            hyper::Request<hyper::body::Incoming>,
+            hyper::Request<conn::Tracked<hyper::body::Incoming>>,
             Response = axum::response::Response,
             Error = Infallible,
         > + Clone
@@ -109,7 +109,7 @@ async fn serve_connection<IO, S>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower_service::Service<
-            hyper::Request<hyper::body::Incoming>,
+            hyper::Request<conn::Tracked<hyper::body::Incoming>>,
             Response = axum::response::Response,
             Error = Infallible,
         > + Clone
