@@ -160,8 +160,7 @@ impl ResponseCache {
         self.entries.entry_count()
     }
 
-    /// Applies pending evictions (tests; moka otherwise does it as it goes).
-    #[cfg(test)]
+    /// Applies pending reads, writes and evictions, so that the counts are exact.
     pub async fn settle(&self) {
         self.entries.run_pending_tasks().await;
     }

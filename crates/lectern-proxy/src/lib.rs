@@ -86,21 +86,30 @@ impl Proxy {
     }
 
     /// Every upstream's settings (secret header names only) and statistics, by name.
-    pub fn list(&self) -> Vec<UpstreamInfo> {
-        let mut list: Vec<UpstreamInfo> = self.upstreams.values().map(|u| info(u)).collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
+    pub async fn list(&self) -> Vec<UpstreamInfo> {
+        let mut list = Vec::with_capacity(self.upstreams.len());
+        for upstream in self.by_name() {
+            upstream.settle().await;
+            list.push(info(upstream));
+        }
         list
     }
 
     /// Every upstream's metrics and cache size, by name.
-    pub fn metrics(&self) -> Vec<(String, MetricsSnapshot, u64)> {
-        let mut all: Vec<_> = self
-            .upstreams
-            .values()
-            .map(|u| (u.config.name.clone(), u.metrics.snapshot(), u.cache().map_or(0, |c| c.bytes())))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
+    pub async fn metrics(&self) -> Vec<(String, MetricsSnapshot, u64)> {
+        let mut all = Vec::with_capacity(self.upstreams.len());
+        for upstream in self.by_name() {
+            upstream.settle().await;
+            let bytes = upstream.cache().map_or(0, |c| c.bytes());
+            all.push((upstream.config.name.clone(), upstream.metrics.snapshot(), bytes));
+        }
         all
+    }
+
+    fn by_name(&self) -> Vec<&Upstream> {
+        let mut upstreams: Vec<&Upstream> = self.upstreams.values().map(|u| u.as_ref()).collect();
+        upstreams.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        upstreams
     }
 }
 

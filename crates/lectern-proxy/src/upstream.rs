@@ -58,6 +58,13 @@ impl Upstream {
         self.cache.as_ref()
     }
 
+    /// Brings the cache's counts up to date (before they are shown).
+    pub async fn settle(&self) {
+        if let Some(cache) = &self.cache {
+            cache.settle().await;
+        }
+    }
+
     /// Answers one request: from the cache, or from the upstream.
     pub async fn forward(&self, client: &reqwest::Client, request: ProxyRequest<'_>) -> Result<ProxyResponse, ProxyError> {
         if !self.config.methods.contains(request.method) {

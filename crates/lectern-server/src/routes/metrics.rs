@@ -70,13 +70,12 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             m.batch_size.snapshot(),
         );
     }
-    write_proxy(&mut out, &state.proxy);
+    write_proxy(&mut out, state.proxy.metrics().await);
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], out)
 }
 
 /// The caching proxy's requests by cache outcome, upstream times and cache sizes.
-fn write_proxy(out: &mut String, proxy: &lectern_proxy::Proxy) {
-    let upstreams = proxy.metrics();
+fn write_proxy(out: &mut String, upstreams: Vec<(String, lectern_proxy::MetricsSnapshot, u64)>) {
     let name = "lectern_proxy_requests_total";
     let _ = writeln!(out, "# HELP {name} Proxied requests by upstream and cache outcome.\n# TYPE {name} counter");
     for (upstream, m, _) in &upstreams {

@@ -25,7 +25,7 @@ pub struct UpstreamList {
 #[utoipa::path(get, path = "/v1/proxy", tag = "proxy", operation_id = "listUpstreams",
     responses((status = 200, description = "The upstreams by name.", body = UpstreamList)))]
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<UpstreamList> {
-    Json(UpstreamList { upstreams: state.proxy.list() })
+    Json(UpstreamList { upstreams: state.proxy.list().await })
 }
 
 /// Forwards a request to its upstream, or answers it from the cache.

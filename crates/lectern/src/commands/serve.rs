@@ -57,7 +57,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     );
     let collections = Arc::new(lectern_collections::Collections::new(manager.store().clone(), registry.clone()));
     let searcher: Arc<dyn lectern_pipeline::Searcher> = collections.clone();
-    let proxy = Arc::new(proxy(settings.config.as_deref())?);
+    let proxy = Arc::new(proxy(settings.config.as_deref()).await?);
     let state = Arc::new(AppState {
         registry: registry.clone(),
         manager: manager.clone(),
@@ -166,7 +166,7 @@ fn pipelines(config: Option<&Path>, registry: Arc<Registry>) -> anyhow::Result<E
 }
 
 /// The caching proxy's upstreams of the config file (their secret headers read now).
-fn proxy(config: Option<&Path>) -> anyhow::Result<lectern_proxy::Proxy> {
+async fn proxy(config: Option<&Path>) -> anyhow::Result<lectern_proxy::Proxy> {
     let proxy = match config {
         Some(path) => {
             let text =
@@ -176,7 +176,7 @@ fn proxy(config: Option<&Path>) -> anyhow::Result<lectern_proxy::Proxy> {
         None => lectern_proxy::Proxy::new(Vec::new()),
     };
     let proxy = proxy.context("invalid proxy configuration")?;
-    for upstream in proxy.list() {
+    for upstream in proxy.list().await {
         tracing::info!(upstream = %upstream.name, url = %upstream.url, access = %upstream.access, "proxy upstream");
     }
     Ok(proxy)
