@@ -119,7 +119,13 @@ impl Expiry<String, Arc<Entry>> for UntilUseless {
         Some(entry.keep_until.saturating_duration_since(now))
     }
 
-    fn expire_after_update(&self, _: &String, entry: &Arc<Entry>, now: Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Arc<Entry>,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
         Some(entry.keep_until.saturating_duration_since(now))
     }
 }

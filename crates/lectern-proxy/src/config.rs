@@ -32,7 +32,8 @@ impl AccessLevel {
 }
 
 /// The methods an upstream may forward.
-const KNOWN_METHODS: [Method; 6] = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE, Method::PATCH];
+const KNOWN_METHODS: [Method; 6] =
+    [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE, Method::PATCH];
 
 /// One `[proxy.NAME]` table as written.
 #[derive(Debug, Deserialize)]

@@ -19,7 +19,8 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut rest = text;
     while !rest.is_empty() {
         let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let unit_end = rest[number_end..].find(|c: char| c.is_ascii_digit() || c == '.').map_or(rest.len(), |i| i + number_end);
+        let unit_end =
+            rest[number_end..].find(|c: char| c.is_ascii_digit() || c == '.').map_or(rest.len(), |i| i + number_end);
         let number: f64 = rest[..number_end].parse().map_err(|_| bad())?;
         let unit = match &rest[number_end..unit_end] {
             "ms" => 0.001,

@@ -31,9 +31,11 @@ const UPSTREAM_SETS: [&str; 4] = ["host", "content-length", "accept-encoding", "
 pub const CACHE_HEADER: &str = "x-lectern-cache";
 
 fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
-    })
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case(name.as_str())))
 }
 
 fn never_forwarded(headers: &HeaderMap, name: &HeaderName) -> bool {

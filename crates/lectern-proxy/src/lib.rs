@@ -60,11 +60,10 @@ impl Proxy {
 
     /// The proxy of checked upstreams.
     pub fn new(upstreams: Vec<UpstreamConfig>) -> Result<Self, ConfigError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ConfigError::Parse { file: String::new(), message: format!("cannot build the HTTP client: {e}") })?;
+        let client =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).tcp_nodelay(true).build().map_err(
+                |e| ConfigError::Parse { file: String::new(), message: format!("cannot build the HTTP client: {e}") },
+            )?;
         let upstreams = upstreams.into_iter().map(|c| (c.name.clone(), Arc::new(Upstream::new(c)))).collect();
         Ok(Proxy { upstreams, client })
     }

@@ -32,7 +32,8 @@ impl CacheStatus {
 pub const OUTCOMES: [&str; 5] = ["hit", "miss", "stale", "bypass", "error"];
 
 /// Upper bounds of the upstream time buckets, in seconds.
-pub const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const SECONDS_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// One upstream's counters.
 #[derive(Default)]

@@ -66,7 +66,11 @@ impl Upstream {
     }
 
     /// Answers one request: from the cache, or from the upstream.
-    pub async fn forward(&self, client: &reqwest::Client, request: ProxyRequest<'_>) -> Result<ProxyResponse, ProxyError> {
+    pub async fn forward(
+        &self,
+        client: &reqwest::Client,
+        request: ProxyRequest<'_>,
+    ) -> Result<ProxyResponse, ProxyError> {
         if !self.config.methods.contains(request.method) {
             let method = request.method.to_string();
             return Err(ProxyError::MethodNotAllowed { upstream: self.config.name.clone(), method });
@@ -162,9 +166,9 @@ impl Upstream {
     /// The rate limit: misses only.
     fn admit(&self) -> Result<(), ProxyError> {
         match &self.limiter {
-            Some(limiter) => limiter.check("").map_err(|wait| {
-                self.busy(&format!("over its rate limit for {:.1} s more", wait.as_secs_f64()))
-            }),
+            Some(limiter) => limiter
+                .check("")
+                .map_err(|wait| self.busy(&format!("over its rate limit for {:.1} s more", wait.as_secs_f64()))),
             None => Ok(()),
         }
     }

@@ -93,7 +93,8 @@ impl Upstream {
 }
 
 fn proxy(upstream: &Upstream, settings: &str) -> Proxy {
-    let text = format!("[proxy.up]\nurl = '{}'\nsecret_headers = {{ 'X-Upstream-Key' = 'KEY' }}\n{settings}\n", upstream.url);
+    let text =
+        format!("[proxy.up]\nurl = '{}'\nsecret_headers = {{ 'X-Upstream-Key' = 'KEY' }}\n{settings}\n", upstream.url);
     Proxy::new(parse_config(&text, "test.toml", |_| Some("s3cret".into())).unwrap()).unwrap()
 }
 
@@ -167,17 +168,22 @@ async fn oversized_silent_and_busy_upstreams() {
     assert!(matches!(&error, ProxyError::Upstream { reason, .. } if reason.contains("max_response_bytes")), "{error}");
     assert!(started.elapsed() < Duration::from_secs(1));
 
+    // One slot: taken for the 300 ms timeout by a first request, then by the second in
+    // line; a third waits its 300 ms for it and is refused.
     upstream.set(Mode::Slow(Duration::from_secs(5)));
     let proxy = Arc::new(proxy);
-    let first = tokio::spawn({
+    let mut holders = Vec::new();
+    for target in ["slow-1", "slow-2"] {
         let proxy = proxy.clone();
-        async move { get(&proxy, "slow-1").await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = get(&proxy, "slow-2").await.unwrap_err();
-    assert!(matches!(second, ProxyError::Busy { .. }), "{second}");
-    let first = first.await.unwrap().unwrap_err();
-    assert!(matches!(first, ProxyError::Timeout { .. }), "{first}");
+        holders.push(tokio::spawn(async move { get(&proxy, target).await }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let third = get(&proxy, "slow-3").await.unwrap_err();
+    assert!(matches!(third, ProxyError::Busy { .. }), "{third}");
+    for holder in holders {
+        let error = holder.await.unwrap().unwrap_err();
+        assert!(matches!(error, ProxyError::Timeout { .. }), "{error}");
+    }
 }
 
 #[tokio::test]

@@ -282,8 +282,9 @@ mod tests {
 
     #[test]
     fn proxy_routes_take_their_upstream_access() {
-        let routes = [("/proxy/{upstream}/{*path}", Method::GET, Access::Client), ("/v1/keys", Method::GET, Access::Admin)];
-        let t = AccessTable::new(routes).with_upstreams(Box::new(|name| match name {
+        let routes =
+            [("/proxy/{upstream}/{*path}", Method::GET, Access::Client), ("/v1/keys", Method::GET, Access::Admin)];
+        let t = AccessTable::new(routes.clone()).with_upstreams(Box::new(|name| match name {
             "public" => Some(Access::Open),
             "internal" => Some(Access::Trainer),
             _ => None,
