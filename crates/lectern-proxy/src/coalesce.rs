@@ -131,7 +131,7 @@ mod tests {
         let coalescer = Arc::new(Coalescer::<u32>::default());
         let first = {
             let coalescer = coalescer.clone();
-            tokio::spawn(async move { coalescer.run("k", || std::future::pending::<u32>()).await })
+            tokio::spawn(async move { coalescer.run("k", std::future::pending::<u32>).await })
         };
         while coalescer.in_flight() == 0 {
             tokio::task::yield_now().await;
