@@ -237,7 +237,7 @@ for server in direct lectern nginx; do
         "$(awk '{ print $1 / 1000 }' <<<"$(median miss "$server" 2)")" "$(awk '{ print $1 / 1000 }' <<<"$(median miss "$server" 3)")"
 done
 echo
-RATIO="$(awk -v l="$(median hit lectern 1)" -v n="$(median hit nginx 1)" 'BEGIN { printf "%.2f", n > 0 ? l / n : 0 }')"
+RATIO="$(awk -v l="$(median hit lectern 1)" -v n="$(median hit nginx 1)" 'BEGIN { printf "%.2f", (n > 0 ? l / n : 0) }')"
 ADDED="$(awk -v l="$(median miss lectern 3)" -v d="$(median miss direct 3)" 'BEGIN { printf "%.3f", (l - d) / 1000 }')"
 echo "hits: Lectern / nginx requests/s = ${RATIO}x (goal >= 0.8x)"
 echo "misses: Lectern p99 - direct p99 = ${ADDED} ms (goal <= 1 ms)"
