@@ -1,13 +1,16 @@
--- wrk script for bench/infer.sh: POSTs one V2 infer body, counts non-2xx
+-- wrk script for bench/infer.sh and others: POSTs one V2 infer body (or GETs), counts non-2xx
 -- answers per status code, and prints a machine-readable summary line.
 -- The body comes from $BENCH_BODY (default: one iris row).
 
 local default_body =
   '{"inputs":[{"name":"X","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}'
 
-wrk.method = "POST"
-wrk.body = os.getenv("BENCH_BODY") or default_body
-wrk.headers["Content-Type"] = "application/json"
+-- BENCH_METHOD=GET: plain GETs of the URL instead (bench/proxy.sh).
+wrk.method = os.getenv("BENCH_METHOD") or "POST"
+if wrk.method == "POST" then
+  wrk.body = os.getenv("BENCH_BODY") or default_body
+  wrk.headers["Content-Type"] = "application/json"
+end
 
 local threads = {}
 

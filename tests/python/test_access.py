@@ -364,7 +364,8 @@ def test_every_route_answers_each_credential_as_the_access_table_says(world):
 
 # Path parameters of the walk from the document: names that exist nowhere, so that an allowed
 # call answers the route's own 4xx (or 200) and changes nothing.
-SAMPLE_PARAMS = {"model": "walk-nothing", "version": "1", "name": "walk-nothing", "id": "000000000000"}
+SAMPLE_PARAMS = {"model": "walk-nothing", "version": "1", "name": "walk-nothing", "id": "000000000000",
+                 "upstream": "walk-nothing", "path": "x"}
 METHODS = ("get", "post", "put", "delete", "patch", "head", "options", "trace")
 
 

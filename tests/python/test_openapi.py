@@ -18,7 +18,8 @@ openapi_spec_validator = pytest.importorskip("openapi_spec_validator")
 
 LEVELS = {"open", "client", "trainer", "admin"}
 METHODS = {"get", "post", "put", "delete", "patch", "head", "options", "trace"}
-SAMPLE = {"model": "no-such-model", "version": "1", "name": "no-such-pipeline", "id": "000000000000"}
+SAMPLE = {"model": "no-such-model", "version": "1", "name": "no-such-pipeline", "id": "000000000000",
+          "upstream": "no-such-upstream", "path": "x"}
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,8 @@ error_codes! {
     DatasetNotFound => "dataset_not_found", InvalidRequest, 404;
     /// No such training job or scheduled job.
     JobNotFound => "job_not_found", InvalidRequest, 404;
+    /// No such proxy upstream.
+    UpstreamNotFound => "upstream_not_found", InvalidRequest, 404;
     /// The training job has no such picture (not this algorithm's, or it has not succeeded).
     PictureNotFound => "picture_not_found", InvalidRequest, 404;
     /// No such collection.
@@ -139,6 +141,10 @@ error_codes! {
     RateLimited => "rate_limited", Auth, 429;
     /// The request's headers are too many or too large.
     HeadersTooLarge => "headers_too_large", InvalidRequest, 431;
+    /// A proxy upstream could not be reached, did not speak HTTP, or answered more than allowed.
+    UpstreamError => "upstream_error", Unavailable, 502;
+    /// A proxy upstream did not answer in time.
+    UpstreamTimeout => "upstream_timeout", Unavailable, 504;
     /// Lectern is misconfigured or hit a bug (never expected on a request).
     Internal => "internal", Internal, 500;
     /// Something Lectern needs cannot serve now; retry later.
@@ -155,6 +161,8 @@ error_codes! {
     ObjectStoreUnavailable => "object_store_unavailable", Unavailable, 503;
     /// The OIDC issuer's keys cannot be fetched; retry later.
     IdentityProviderUnavailable => "identity_provider_unavailable", Unavailable, 503;
+    /// A proxy upstream is at its rate or concurrency limit; retry later.
+    UpstreamBusy => "upstream_busy", Unavailable, 503;
 }
 
 impl ErrorCode {

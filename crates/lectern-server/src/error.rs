@@ -84,6 +84,12 @@ impl From<lectern_collections::CollectionError> for ApiError {
     }
 }
 
+impl From<lectern_proxy::ProxyError> for ApiError {
+    fn from(e: lectern_proxy::ProxyError) -> Self {
+        ApiError::from_coded(&e)
+    }
+}
+
 impl From<lectern_store::StoreError> for ApiError {
     fn from(e: lectern_store::StoreError) -> Self {
         ApiError::from_coded(&e)

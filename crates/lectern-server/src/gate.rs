@@ -41,11 +41,31 @@ impl Access {
     }
 }
 
+/// The path parameter naming a proxy upstream: a route with it takes its access from the
+/// upstream's config (`access = ...`), not from the route table.
+pub const UPSTREAM_PARAM: &str = "upstream";
+
+/// Who may call each proxy upstream; `None`: no such upstream.
+pub type UpstreamAccess = Box<dyn Fn(&str) -> Option<Access> + Send + Sync>;
+
+impl From<lectern_proxy::AccessLevel> for Access {
+    fn from(level: lectern_proxy::AccessLevel) -> Self {
+        match level {
+            lectern_proxy::AccessLevel::Open => Access::Open,
+            lectern_proxy::AccessLevel::Client => Access::Client,
+            lectern_proxy::AccessLevel::Trainer => Access::Trainer,
+            lectern_proxy::AccessLevel::Admin => Access::Admin,
+        }
+    }
+}
+
 /// The access of every declared route and method, matched with the router axum uses inside,
 /// so that the gate and the router read a path alike. A path or method that is not declared
-/// has no access level: it is refused without a valid credential (once checks apply).
+/// has no access level: it is refused without a valid credential (once checks apply); so is
+/// a proxy route naming no configured upstream.
 pub struct AccessTable {
     paths: matchit::Router<Vec<(Method, Access)>>,
+    upstreams: Option<UpstreamAccess>,
 }
 
 impl AccessTable {
@@ -63,15 +83,25 @@ impl AccessTable {
             // The route table is fixed at build time; the router refuses the same paths.
             paths.insert(path, methods).unwrap_or_else(|e| panic!("route {path}: {e}"));
         }
-        AccessTable { paths }
+        AccessTable { paths, upstreams: None }
+    }
+
+    /// The table with the access of each proxy upstream (routes with an `{upstream}` parameter).
+    pub fn with_upstreams(mut self, upstreams: UpstreamAccess) -> Self {
+        self.upstreams = Some(upstreams);
+        self
     }
 
     /// The access `method path` needs; `None`: not a declared route. `HEAD` is `GET`'s (axum
-    /// answers it with the `GET` handler).
+    /// answers it with the `GET` handler). A proxy route needs what its upstream's config says.
     pub fn access(&self, method: &Method, path: &str) -> Option<Access> {
-        let methods = self.paths.at(path).ok()?.value;
+        let matched = self.paths.at(path).ok()?;
         let method = if method == Method::HEAD { &Method::GET } else { method };
-        methods.iter().find(|(m, _)| m == method).map(|(_, access)| *access)
+        let declared = matched.value.iter().find(|(m, _)| m == method).map(|(_, access)| *access)?;
+        match matched.params.get(UPSTREAM_PARAM) {
+            Some(upstream) => self.upstreams.as_ref().and_then(|access_of| access_of(upstream)),
+            None => Some(declared),
+        }
     }
 }
 
@@ -248,6 +278,24 @@ mod tests {
         for path in ["/", "/v2/health", "/v2/health/ready/", "/v2/models/iris", "/v1/keys/x", "/v1/pipelines", "/x"] {
             assert_eq!(t.access(&Method::GET, path), None, "{path}");
         }
+    }
+
+    #[test]
+    fn proxy_routes_take_their_upstream_access() {
+        let routes =
+            [("/proxy/{upstream}/{*path}", Method::GET, Access::Client), ("/v1/keys", Method::GET, Access::Admin)];
+        let t = AccessTable::new(routes.clone()).with_upstreams(Box::new(|name| match name {
+            "public" => Some(Access::Open),
+            "internal" => Some(Access::Trainer),
+            _ => None,
+        }));
+        assert_eq!(t.access(&Method::GET, "/proxy/public/a/b"), Some(Access::Open));
+        assert_eq!(t.access(&Method::HEAD, "/proxy/internal/x"), Some(Access::Trainer));
+        assert_eq!(t.access(&Method::GET, "/proxy/unknown/x"), None);
+        assert_eq!(t.access(&Method::POST, "/proxy/public/x"), None);
+        assert_eq!(t.access(&Method::GET, "/v1/keys"), Some(Access::Admin));
+        let without = AccessTable::new(routes);
+        assert_eq!(without.access(&Method::GET, "/proxy/public/a"), None);
     }
 
     #[test]

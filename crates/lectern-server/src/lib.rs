@@ -45,6 +45,8 @@ pub struct AppState {
     pub pipelines: OnceLock<Arc<Engine>>,
     /// Scheduled jobs, set once the pipelines they may run are ready.
     pub jobs: OnceLock<Arc<lectern_jobs::Jobs>>,
+    /// The upstreams of the caching proxy (`/proxy/{name}/...`).
+    pub proxy: Arc<lectern_proxy::Proxy>,
 }
 
 /// The whole HTTP application: every request gets its id and span, passes the access gate,
@@ -61,7 +63,9 @@ pub struct App {
 /// Builds the application over its state.
 pub fn app(state: Arc<AppState>) -> App {
     let table = routes::table();
-    let access = Arc::new(routes::access_table(&table));
+    let proxy = state.proxy.clone();
+    let upstreams: gate::UpstreamAccess = Box::new(move |name| proxy.access(name).map(gate::Access::from));
+    let access = Arc::new(routes::access_table(&table).with_upstreams(upstreams));
     App { router: routes::router(&table).with_state(state.clone()), state, access }
 }
 

@@ -25,7 +25,7 @@ const MAX_DEFAULT_CONNECTIONS: u64 = 10_000;
 /// Flags of `lectern serve`; each may also come from the environment or the config file.
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
-    /// Config file (TOML): [server], [repository], [storage], [llm.*] and [pipelines.*].
+    /// Config file (TOML): [server], [repository], [storage], [llm.*], [pipelines.*] and [proxy.*].
     #[arg(long, env = "LECTERN_CONFIG")]
     pub config: Option<PathBuf>,
     /// Model repository folder: <model>/<version>/model.onnx [default: ./models]
@@ -121,6 +121,9 @@ struct FileSettings {
     /// Scheduled jobs: read by the jobs service, accepted here.
     #[serde(default, rename = "jobs")]
     _jobs: Option<toml::Table>,
+    /// The caching proxy's upstreams: read by lectern-proxy, accepted here.
+    #[serde(default, rename = "proxy")]
+    _proxy: Option<toml::Table>,
 }
 
 #[derive(Deserialize, Default, Debug)]

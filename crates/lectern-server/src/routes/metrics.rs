@@ -70,7 +70,29 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             m.batch_size.snapshot(),
         );
     }
+    write_proxy(&mut out, state.proxy.metrics().await);
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], out)
+}
+
+/// The caching proxy's requests by cache outcome, upstream times and cache sizes.
+fn write_proxy(out: &mut String, upstreams: Vec<(String, lectern_proxy::MetricsSnapshot, u64)>) {
+    let name = "lectern_proxy_requests_total";
+    let _ = writeln!(out, "# HELP {name} Proxied requests by upstream and cache outcome.\n# TYPE {name} counter");
+    for (upstream, m, _) in &upstreams {
+        for (cache, n) in &m.requests {
+            let _ = writeln!(out, "{name}{{upstream=\"{}\",cache=\"{cache}\"}} {n}", escape(upstream));
+        }
+    }
+    let name = "lectern_proxy_upstream_seconds";
+    let _ = writeln!(out, "# HELP {name} Time of each exchange with an upstream.\n# TYPE {name} histogram");
+    for (upstream, m, _) in upstreams.iter() {
+        write_histogram(out, name, &format!("upstream=\"{}\"", escape(upstream)), m.upstream_seconds.clone());
+    }
+    let name = "lectern_proxy_cache_bytes";
+    let _ = writeln!(out, "# HELP {name} Bytes held by an upstream's response cache.\n# TYPE {name} gauge");
+    for (upstream, _, bytes) in &upstreams {
+        let _ = writeln!(out, "{name}{{upstream=\"{}\"}} {bytes}", escape(upstream));
+    }
 }
 
 fn write_histogram(out: &mut String, name: &str, labels: &str, snapshot: (Vec<(f64, u64)>, u64, f64)) {

@@ -15,6 +15,7 @@ mod metrics;
 mod models;
 pub(crate) mod openapi;
 mod pipelines;
+mod proxy;
 mod repository;
 mod training;
 
@@ -135,6 +136,14 @@ pub(crate) fn table() -> Vec<Route> {
         route(Admin, routes!(manage::keys::create)),
         route(Admin, routes!(manage::keys::revoke)),
         route(Admin, routes!(manage::audit::list)),
+        route(Admin, routes!(proxy::list)),
+        // The proxy's access is each upstream's (the gate reads it from `{upstream}`); the
+        // table's level is the default, `client`, as the document shows.
+        route(Client, routes!(proxy::get)),
+        route(Client, routes!(proxy::post)),
+        route(Client, routes!(proxy::put)),
+        route(Client, routes!(proxy::delete)),
+        route(Client, routes!(proxy::patch)),
         route(Open, routes!(openapi::serve)),
         route(Open, routes!(metrics::render)),
     ]
@@ -194,8 +203,10 @@ mod tests {
         for r in &table {
             assert!(seen.insert((r.path.clone(), r.method.clone())), "{} {} declared twice", r.method, r.path);
             let concrete = r.path.replace("{model}", "m").replace("{version}", "1").replace("{name}", "n");
-            let concrete = concrete.replace("{id}", "k");
-            assert_eq!(access.access(&r.method, &concrete), Some(r.access), "{} {}", r.method, r.path);
+            let concrete = concrete.replace("{id}", "k").replace("{upstream}", "u").replace("{*path}", "a/b");
+            // a proxy route's access is its upstream's: none without upstreams
+            let expected = (!r.path.contains("{upstream}")).then_some(r.access);
+            assert_eq!(access.access(&r.method, &concrete), expected, "{} {}", r.method, r.path);
         }
         assert_eq!(access.access(&Method::POST, "/v2/models/m/infer"), Some(Access::Client));
         assert_eq!(access.access(&Method::GET, "/v1/keys"), Some(Access::Admin));

@@ -86,7 +86,9 @@ pub(crate) fn build(table: &[Route]) -> OpenApi {
     for route in table {
         let mut operation = route.operation.clone();
         decorate(&mut operation, route);
-        paths.add_path_operation(&route.path, vec![http_method(&route.method)], operation);
+        // `{*path}` (a catch-all of the router) is an ordinary parameter in OpenAPI.
+        let path = route.path.replace("{*", "{");
+        paths.add_path_operation(&path, vec![http_method(&route.method)], operation);
         schemas.extend(route.schemas.iter().cloned());
     }
     schemas.sort_by(|a, b| a.0.cmp(&b.0));
@@ -119,6 +121,7 @@ fn tags() -> Vec<Tag> {
         ("keys", "API keys."),
         ("audit", "Who changed what."),
         ("jobs", "Scheduled jobs: ingest, cleanup, retraining, batch pipelines."),
+        ("proxy", "The caching proxy: configured upstreams under /proxy/{name}/."),
         ("operations", "Metrics and this document."),
     ]
     .into_iter()

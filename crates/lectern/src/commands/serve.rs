@@ -58,6 +58,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     );
     let collections = Arc::new(lectern_collections::Collections::new(manager.store().clone(), registry.clone()));
     let searcher: Arc<dyn lectern_pipeline::Searcher> = collections.clone();
+    let proxy = Arc::new(proxy(settings.config.as_deref()).await?);
     let state = Arc::new(AppState {
         registry: registry.clone(),
         manager: manager.clone(),
@@ -68,6 +69,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         pipelines: OnceLock::new(),
         jobs: OnceLock::new(),
+        proxy,
     });
     let app = lectern_server::app(state.clone());
     let open_files = crate::listen::raise_open_files_limit();
@@ -177,6 +179,23 @@ fn pipelines(config: Option<&Path>, registry: Arc<Registry>) -> anyhow::Result<E
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     Engine::build(&text, &path.display().to_string(), base, registry).context("invalid pipeline configuration")
+}
+
+/// The caching proxy's upstreams of the config file (their secret headers read now).
+async fn proxy(config: Option<&Path>) -> anyhow::Result<lectern_proxy::Proxy> {
+    let proxy = match config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            lectern_proxy::Proxy::from_config(&text, &path.display().to_string())
+        }
+        None => lectern_proxy::Proxy::new(Vec::new()),
+    };
+    let proxy = proxy.context("invalid proxy configuration")?;
+    for upstream in proxy.list().await {
+        tracing::info!(upstream = %upstream.name, url = %upstream.url, access = %upstream.access, "proxy upstream");
+    }
+    Ok(proxy)
 }
 
 async fn shutdown_signal() {
