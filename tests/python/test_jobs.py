@@ -48,6 +48,7 @@ from conftest import LecternServer, TestDatabase, copy_models, lectern_binary
 from lectern_checks import assert_error, ok, wait_until
 from lectern_training import Lectern, assert_code, iris_csv
 from test_cli import cli, only_iris, refused
+from test_cli import ok as succeeded_cli
 
 # A job that always succeeds at once and touches nothing: a cleanup of datasets no test makes.
 TICK = {"kind": "cleanup", "target": "datasets", "match": "no-such-dataset-*", "older_than": "1d"}
@@ -938,8 +939,9 @@ def test_secret_headers_reach_the_upstream_only(start_server, upstreams):
     succeeded(run_and_wait(srv, "secret"))
     with upstream.lock:
         seen = [r["headers"] for r in upstream.requests]
-    assert seen and all(h.get("Authorization") == SECRET for h in seen), seen
-    assert all(h.get("Accept") == "application/json" for h in seen), seen
+    seen = [{k.lower(): v for k, v in h.items()} for h in seen]
+    assert seen and all(h.get("authorization") == SECRET for h in seen), seen
+    assert all(h.get("accept") == "application/json" for h in seen), seen
     shown = job(srv, "secret")
     assert shown["spec"]["secret_headers"] == {"Authorization": "PORTAL_TOKEN"}, shown["spec"]
     for text in (srv.get("/v1/jobs").text, srv.get("/v1/jobs/secret").text, srv.get("/v1/jobs/secret/runs").text,
@@ -1188,27 +1190,27 @@ def test_the_job_commands(start_server, tmp_path):
         "broken": {"kind": "http-ingest", "every": "1h", "url": "http://127.0.0.1:9/nothing", "dataset": "d",
                    "key": "id", "retries": 0, "request_timeout": "2s"},
     })
-    listed = ok(cli("job", "list", url=srv.url)).stdout
+    listed = succeeded_cli(cli("job", "list", url=srv.url)).stdout
     assert "tick" in listed and "broken" in listed, listed
-    as_json = json.loads(ok(cli("job", "list", "--json", url=srv.url)).stdout)
+    as_json = json.loads(succeeded_cli(cli("job", "list", "--json", url=srv.url)).stdout)
     assert [j["name"] for j in as_json["jobs"]] == ["broken", "tick"], as_json
-    shown = json.loads(ok(cli("job", "show", "tick", "--json", url=srv.url)).stdout)
+    shown = json.loads(succeeded_cli(cli("job", "show", "tick", "--json", url=srv.url)).stdout)
     assert shown["name"] == "tick" and shown["kind"] == "cleanup", shown
-    assert "tick" in ok(cli("job", "show", "tick", url=srv.url)).stdout
+    assert "tick" in succeeded_cli(cli("job", "show", "tick", url=srv.url)).stdout
 
-    ok(cli("job", "run", "tick", "--wait", url=srv.url, timeout=60))
-    history = json.loads(ok(cli("job", "history", "tick", "--limit", "1", "--json", url=srv.url)).stdout)
+    succeeded_cli(cli("job", "run", "tick", "--wait", url=srv.url, timeout=60))
+    history = json.loads(succeeded_cli(cli("job", "history", "tick", "--limit", "1", "--json", url=srv.url)).stdout)
     assert len(history["runs"]) == 1 and history["runs"][0]["state"] == "succeeded", history
     assert history["runs"][0]["trigger"] == "manual"
-    assert "succeeded" in ok(cli("job", "history", "tick", url=srv.url)).stdout
+    assert "succeeded" in succeeded_cli(cli("job", "history", "tick", url=srv.url)).stdout
 
     failed = cli("job", "run", "broken", "--wait", url=srv.url, timeout=60)
     assert failed.returncode == 1, f"a failed run exits 1: {failed.returncode}\n{failed.stdout}\n{failed.stderr}"
     assert runs(srv, "broken")[0]["state"] == "failed"
 
-    ok(cli("job", "pause", "tick", url=srv.url))
+    succeeded_cli(cli("job", "pause", "tick", url=srv.url))
     assert job(srv, "tick")["paused"] is True
-    ok(cli("job", "resume", "tick", url=srv.url))
+    succeeded_cli(cli("job", "resume", "tick", url=srv.url))
     assert job(srv, "tick")["paused"] is False
     refused(cli("job", "show", "nope", url=srv.url), 404)
     refused(cli("job", "run", "nope", url=srv.url), 404)

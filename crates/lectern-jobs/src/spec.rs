@@ -72,7 +72,7 @@ impl JobDef {
         let Value::Object(given) = given else { return Err(bad("a job is a table (an object) of fields".into())) };
         let (common, own): (Map<String, Value>, Map<String, Value>) =
             given.clone().into_iter().partition(|(k, _)| COMMON.contains(&k.as_str()));
-        let common: Common = serde_json::from_value(Value::Object(common)).map_err(|e| bad(e.to_string()))?;
+        let common: Common = read(Value::Object(common)).map_err(bad)?;
         let schedule = Schedule::new(common.every.map(|d| d.0), common.cron.as_deref(), common.timezone.as_deref())
             .map_err(bad)?;
         let kind = parse_kind(&common.kind, own).map_err(bad)?;
@@ -113,13 +113,24 @@ impl JobDef {
     }
 }
 
+/// Reads fields into `T`; an error names the field it is about.
+pub(crate) fn read<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            e.into_inner().to_string()
+        } else {
+            format!("'{path}': {}", e.into_inner())
+        }
+    })
+}
+
 fn parse_kind(kind: &str, own: Map<String, Value>) -> Result<Kind, String> {
-    let read = |e: serde_json::Error| e.to_string();
     let kind = match kind {
         "retrain" => Kind::Retrain(Box::new(RetrainSpec::parse(own)?)),
-        "http-ingest" => Kind::Ingest(Box::new(serde_json::from_value(Value::Object(own)).map_err(read)?)),
-        "cleanup" => Kind::Cleanup(serde_json::from_value(Value::Object(own)).map_err(read)?),
-        "pipeline-batch" => Kind::Batch(serde_json::from_value(Value::Object(own)).map_err(read)?),
+        "http-ingest" => Kind::Ingest(Box::new(read(Value::Object(own))?)),
+        "cleanup" => Kind::Cleanup(read(Value::Object(own))?),
+        "pipeline-batch" => Kind::Batch(read(Value::Object(own))?),
         other => {
             return Err(format!("unknown kind '{other}' (http-ingest, cleanup, retrain or pipeline-batch)"));
         }

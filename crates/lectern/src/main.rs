@@ -30,6 +30,8 @@ enum Command {
     Dataset(commands::dataset::DatasetArgs),
     /// Train a model on a running server and follow the job (`train status|cancel ID` too).
     Train(commands::train::TrainArgs),
+    /// Scheduled jobs of a running server: list, show, run (--wait), pause, resume, history.
+    Job(commands::job::JobArgs),
     /// Back up the database and the objects it names (models, datasets) while the server runs.
     Backup(commands::backup::BackupArgs),
     /// Restore a backup (checked whole first) into an empty database and object store.
@@ -47,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Keys(args) => std::process::exit(commands::keys::run(args)),
         Command::Dataset(args) => std::process::exit(commands::dataset::run(args)),
         Command::Train(args) => std::process::exit(commands::train::run(args)),
+        Command::Job(args) => std::process::exit(commands::job::run(args)),
         Command::Backup(args) => std::process::exit(commands::backup::backup(args)),
         Command::Restore(args) => std::process::exit(commands::backup::restore(args)),
         Command::TrainWorker { folder } => std::process::exit(commands::train_worker::run(&folder)),

@@ -43,6 +43,7 @@ impl BatchSpec {
         let data =
             deps.manager.read_dataset(&self.dataset).await.map_err(|e| format!("dataset '{}': {e}", self.dataset))?;
         let inputs: Vec<Map<String, Value>> = (0..data.rows).map(|row| data.row_object(row)).collect();
+        let columns: Vec<String> = data.columns.iter().map(|c| c.schema.name.clone()).collect();
         let total = inputs.len();
         let answers: Vec<(Map<String, Value>, Result<Value, String>)> = futures_util::stream::iter(inputs)
             .map(|row| async move {
@@ -60,7 +61,7 @@ impl BatchSpec {
             return Err(format!("the pipeline refused every row ({total}); the first: {first}"));
         }
         let rows = answers.into_iter().map(|(row, answer)| output_row(row, answer)).collect();
-        publish(deps, &ctx.actor(), &self.output, rows).await?;
+        publish(deps, &ctx.actor(), &self.output, &columns, rows).await?;
         Ok(format!(
             "{total} rows of '{}' through '{}' into '{}' ({failed} refused)",
             self.dataset, self.pipeline, self.output

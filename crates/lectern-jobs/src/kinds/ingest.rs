@@ -329,7 +329,11 @@ impl IngestSpec {
                 .map(|(column, pointer)| (column.clone(), flat(item.pointer(pointer).cloned().unwrap_or(Value::Null))))
                 .collect(),
             None => match item {
-                Value::Object(object) => object.iter().map(|(k, v)| (k.clone(), flat(v.clone()))).collect(),
+                Value::Object(object) => object
+                    .iter()
+                    .filter(|(_, v)| !matches!(v, Value::Object(_) | Value::Array(_)))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 other => return Err(format!("an item is {}, not an object", kind_of(other))),
             },
         };

@@ -72,27 +72,53 @@ pub(crate) fn flat(value: Value) -> Value {
 }
 
 /// Writes rows (flat objects) as the JSON dataset `name`: every row gets every column (`null`
-/// where it has none), in the order columns first appear.
-pub(crate) async fn publish(deps: &Deps, actor: &str, name: &str, rows: Vec<Map<String, Value>>) -> Result<(), String> {
-    let mut columns: Vec<String> = Vec::new();
-    for row in &rows {
-        for key in row.keys() {
-            if !columns.contains(key) {
-                columns.push(key.clone());
-            }
-        }
-    }
-    let full: Vec<Map<String, Value>> = rows
-        .into_iter()
-        .map(|mut row| columns.iter().map(|c| (c.clone(), row.remove(c).unwrap_or(Value::Null))).collect())
-        .collect();
-    let body = serde_json::to_vec(&full).map_err(|e| e.to_string())?;
+/// where it has none); the columns of `first` lead, then the others as they first appear, and
+/// an `error` column goes last.
+pub(crate) async fn publish(
+    deps: &Deps,
+    actor: &str,
+    name: &str,
+    first: &[String],
+    rows: Vec<Map<String, Value>>,
+) -> Result<(), String> {
+    let body = json_rows(first, &rows);
     let stream = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(body))]);
     deps.manager
         .push_dataset(actor, name, lectern_train::dataset::Format::Json, stream)
         .await
         .map_err(|e| format!("cannot store the dataset '{name}': {e}"))?;
     Ok(())
+}
+
+/// The rows as a JSON array of objects whose keys are in column order (a JSON dataset's
+/// columns are its first object's keys, in order).
+fn json_rows(first: &[String], rows: &[Map<String, Value>]) -> Vec<u8> {
+    let mut columns: Vec<&str> = first.iter().map(String::as_str).collect();
+    for row in rows {
+        for key in row.keys() {
+            if key != "error" && !columns.contains(&key.as_str()) {
+                columns.push(key);
+            }
+        }
+    }
+    if rows.iter().any(|r| r.contains_key("error")) && !columns.contains(&"error") {
+        columns.push("error");
+    }
+    let mut out = String::from("[");
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str(if i == 0 { "{" } else { ",{" });
+        for (j, column) in columns.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::from(*column).to_string());
+            out.push(':');
+            out.push_str(&row.get(*column).unwrap_or(&Value::Null).to_string());
+        }
+        out.push('}');
+    }
+    out.push(']');
+    out.into_bytes()
 }
 
 /// Republishes the rows an ingest job upserted into `dataset` (nothing when it has none).
@@ -109,8 +135,16 @@ pub(crate) async fn publish_rows(deps: &Deps, ctx: &RunCtx, dataset: &str) -> Re
             _ => Err(format!("a stored row of '{dataset}' is not an object")),
         })
         .collect::<Result<Vec<_>, String>>()?;
-    publish(deps, &ctx.actor(), dataset, rows).await?;
+    let key = key_column(&ctx.store, &ctx.job).await;
+    publish(deps, &ctx.actor(), dataset, &key, rows).await?;
     Ok(count)
+}
+
+/// The key column of an ingest job, to lead its dataset's columns (none for other kinds).
+async fn key_column(store: &Store, job: &str) -> Vec<String> {
+    let Ok(Some(stored)) = store.scheduled_job(job).await else { return Vec::new() };
+    let given: Value = serde_json::from_str(&stored.spec_json).unwrap_or_default();
+    given.get("key").and_then(Value::as_str).map(|k| vec![k.to_string()]).unwrap_or_default()
 }
 
 /// `*` wildcards, the rest literal.
@@ -135,6 +169,17 @@ pub(crate) fn matches(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rows_keep_their_column_order_with_the_error_last() {
+        use serde_json::json;
+        let rows: Vec<_> = [json!({"b": 1, "error": null, "a": 2}), json!({"z": [1], "error": "no"})]
+            .into_iter()
+            .map(|v| v.as_object().unwrap().clone())
+            .collect();
+        let text = String::from_utf8(super::json_rows(&["b".into(), "a".into()], &rows)).unwrap();
+        assert_eq!(text, r#"[{"b":1,"a":2,"z":null,"error":null},{"b":null,"a":null,"z":[1],"error":"no"}]"#);
+    }
+
     #[test]
     fn wildcards_match_names() {
         use super::matches;

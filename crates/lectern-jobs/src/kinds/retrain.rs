@@ -20,8 +20,8 @@ impl RetrainSpec {
     pub fn parse(own: Map<String, Value>) -> Result<RetrainSpec, String> {
         let (rule, request): (Map<String, Value>, Map<String, Value>) =
             own.into_iter().partition(|(k, _)| k == "min_metric" || k == "beat_default");
-        let rule: RegisterIf = serde_json::from_value(Value::Object(rule)).map_err(|e| e.to_string())?;
-        let request: TrainingRequest = serde_json::from_value(Value::Object(request)).map_err(|e| e.to_string())?;
+        let rule: RegisterIf = crate::spec::read(Value::Object(rule))?;
+        let request: TrainingRequest = crate::spec::read(Value::Object(request))?;
         if request.register_if.is_some() {
             return Err("give 'min_metric' and 'beat_default' directly, not 'register_if'".into());
         }

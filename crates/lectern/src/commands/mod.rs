@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod dataset;
+pub mod job;
 pub mod keys;
 pub mod model;
 pub mod serve;

@@ -18,5 +18,19 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
     body: Body,
 ) -> Result<T, ApiError> {
     let bytes = read_body(body, headers, state.settings.max_body_bytes).await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))
+    parse_json(&bytes).map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))
+}
+
+/// Reads a JSON body; an error names the field it is about (`'config.max_batch_size': ...`).
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." | "" => e.into_inner().to_string(),
+            _ => format!("'{path}': {}", e.into_inner()),
+        }
+    })?;
+    reader.end().map_err(|e| e.to_string())?;
+    Ok(value)
 }
