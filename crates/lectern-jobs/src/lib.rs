@@ -22,6 +22,11 @@ pub use view::{JobView, RunView};
 use lectern_core::{Coded, ErrorCode};
 use lectern_store::StoreError;
 
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// What can go wrong with jobs.
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {

@@ -11,7 +11,7 @@ use crate::kinds::{self, Deps, RunCtx};
 use crate::schedule::Decision;
 use crate::spec::JobDef;
 use crate::view::{JobView, RunView};
-use crate::JobsError;
+use crate::{now_ms, JobsError};
 use lectern_store::{Claim, JobRun, RunEnd, ScheduledJob, Store, StoreError};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -481,8 +481,4 @@ fn lease_ms(def: &JobDef) -> i64 {
 
 fn human(ms: i64) -> String {
     humantime::format_duration(Duration::from_millis(ms.max(0) as u64)).to_string()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

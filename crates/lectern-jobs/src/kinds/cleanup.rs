@@ -3,6 +3,7 @@
 //! the history of job runs; or, as a dry run, only counts them.
 
 use super::{matches, publish_rows, Deps, Detail, RunCtx};
+use crate::now_ms;
 use crate::spec::Dur;
 use serde::Deserialize;
 
@@ -145,8 +146,4 @@ fn listed(names: &[String]) -> String {
         n if n <= SHOWN => format!(" ({})", names.join(", ")),
         n => format!(" ({} and {} more)", names[..SHOWN].join(", "), n - SHOWN),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
