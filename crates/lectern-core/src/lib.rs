@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP or any inference engine.
 
 pub mod config;
+pub mod duration;
 pub mod error;
 pub mod protocol;
 pub mod ratelimit;

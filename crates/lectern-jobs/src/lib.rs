@@ -16,7 +16,7 @@ mod view;
 pub use kinds::Deps;
 pub use schedule::{Decision, Schedule};
 pub use scheduler::{parse_config, Jobs};
-pub use spec::{parse_duration, JobDef, Kind};
+pub use spec::{JobDef, Kind};
 pub use view::{JobView, RunView};
 
 use lectern_core::{Coded, ErrorCode};

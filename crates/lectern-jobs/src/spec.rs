@@ -151,48 +151,14 @@ pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Given {
-            Seconds(f64),
-            Text(String),
-        }
-        match Given::deserialize(deserializer)? {
-            Given::Seconds(s) if (0.0..1e12).contains(&s) => Ok(Dur(Duration::from_secs_f64(s))),
-            Given::Seconds(s) => {
-                Err(serde::de::Error::custom(format!("invalid duration {s}: seconds must be 0 or more")))
-            }
-            Given::Text(t) => parse_duration(&t).map(Dur).map_err(serde::de::Error::custom),
-        }
+        lectern_core::duration::deserialize(deserializer).map(|d| Dur(d.unwrap_or_default()))
     }
-}
-
-/// Reads `"500ms"`, `"90s"`, `"1h30m"`, `"7d"` (or a plain number of seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        if (0.0..1e12).contains(&seconds) {
-            return Ok(Duration::from_secs_f64(seconds));
-        }
-    }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("invalid duration '{text}' ({e}); use e.g. \"500ms\", \"90s\", \"1h30m\", \"7d\""))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn durations_read_units_and_seconds() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
-        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-1").is_err());
-    }
 
     fn cleanup(extra: Value) -> Value {
         let mut job = json!({"kind": "cleanup", "target": "job_runs", "older_than": "1d"});

@@ -47,15 +47,15 @@ struct UpstreamSpec {
     #[serde(default)]
     access: AccessLevel,
     methods: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "crate::duration::deserialize")]
+    #[serde(default, deserialize_with = "lectern_core::duration::deserialize")]
     cache_ttl: Option<Duration>,
     #[serde(default)]
     honor_cache_control: bool,
     cache_max_bytes: Option<u64>,
-    #[serde(default, deserialize_with = "crate::duration::deserialize")]
+    #[serde(default, deserialize_with = "lectern_core::duration::deserialize")]
     stale_if_error: Option<Duration>,
     max_response_bytes: Option<u64>,
-    #[serde(default, deserialize_with = "crate::duration::deserialize")]
+    #[serde(default, deserialize_with = "lectern_core::duration::deserialize")]
     timeout: Option<Duration>,
     rate_limit: Option<f64>,
     rate_burst: Option<u32>,

@@ -7,7 +7,6 @@
 mod cache;
 mod coalesce;
 mod config;
-mod duration;
 mod error;
 mod headers;
 mod metrics;

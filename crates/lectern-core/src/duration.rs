@@ -1,4 +1,4 @@
-//! Durations of the config file: a number of seconds, or a string of numbers with units
+//! Durations of the config file and the API (jobs, the proxy): a number of seconds, or a string of numbers with units
 //! (`ms`, `s`, `m`, `h`, `d`), such as `"500ms"`, `"90s"` or `"1h30m"`.
 
 use serde::de::{self, Deserializer, Visitor};
