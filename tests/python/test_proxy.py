@@ -470,3 +470,13 @@ def test_access_is_per_upstream_by_role(tmp_path, upstreams):
         assert not any(keys[role] in str(h) for _, _, h in up.requests for role in keys)
     finally:
         srv.cleanup()
+
+
+def test_the_base_url_itself_is_reachable(proxy_server, upstreams):
+    up, _ = upstreams
+    before = up.count("/api/")
+    r = proxy_server.get("/proxy/cached/?q=1")
+    assert r.status_code == 200, r.text
+    assert r.content.startswith(b"hello /api/?q=1"), r.content[:80]
+    assert up.count("/api/") == before + 1
+    assert_error(proxy_server.get("/proxy/no-such-upstream/"), 404, "no-such-upstream")

@@ -144,6 +144,11 @@ pub(crate) fn table() -> Vec<Route> {
         route(Client, routes!(proxy::put)),
         route(Client, routes!(proxy::delete)),
         route(Client, routes!(proxy::patch)),
+        route(Client, routes!(proxy::get_base)),
+        route(Client, routes!(proxy::post_base)),
+        route(Client, routes!(proxy::put_base)),
+        route(Client, routes!(proxy::delete_base)),
+        route(Client, routes!(proxy::patch_base)),
         route(Open, routes!(openapi::serve)),
         route(Open, routes!(metrics::render)),
     ]

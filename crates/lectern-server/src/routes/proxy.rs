@@ -51,12 +51,12 @@ async fn forward(state: Arc<AppState>, request: Request) -> Result<Response, Api
 
 /// The proxy route's documentation, the same for every method.
 macro_rules! proxy_route {
-    ($method:ident, $id:literal) => {
-        #[doc = concat!("`", stringify!($method), " /proxy/{name}/{path}`: through the upstream `name`.")]
-        #[utoipa::path($method, path = "/proxy/{upstream}/{*path}", tag = "proxy", operation_id = $id,
+    ($method:ident, $handler:ident, $path:literal, $id:literal $(, $param:tt)?) => {
+        #[doc = concat!("`", stringify!($method), " ", $path, "`: through the upstream `name`.")]
+        #[utoipa::path($method, path = $path, tag = "proxy", operation_id = $id,
             params(
                 ("upstream" = String, Path, description = "A configured upstream (`[proxy.NAME]`); its `access` says who may call it."),
-                ("path" = String, Path, description = "Appended to the upstream's base URL; the query string is forwarded."),
+                $($param)?
             ),
             responses(
                 (status = 200, description = "The upstream's answer, passed through (any status), with \
@@ -68,14 +68,50 @@ macro_rules! proxy_route {
                     more than `max_response_bytes` (`upstream_error`).", body = ErrorBody),
                 (status = 504, description = "The upstream did not answer within its timeout (`upstream_timeout`).", body = ErrorBody),
             ))]
-        pub async fn $method(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+        pub async fn $handler(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
             forward(state, request).await
         }
     };
 }
 
-proxy_route!(get, "proxyGet");
-proxy_route!(post, "proxyPost");
-proxy_route!(put, "proxyPut");
-proxy_route!(delete, "proxyDelete");
-proxy_route!(patch, "proxyPatch");
+proxy_route!(
+    get,
+    get,
+    "/proxy/{upstream}/{*path}",
+    "proxyGet",
+    ("path" = String, Path, description = "Appended to the upstream's base URL; the query string is forwarded.")
+);
+proxy_route!(
+    post,
+    post,
+    "/proxy/{upstream}/{*path}",
+    "proxyPost",
+    ("path" = String, Path, description = "Appended to the upstream's base URL; the query string is forwarded.")
+);
+proxy_route!(
+    put,
+    put,
+    "/proxy/{upstream}/{*path}",
+    "proxyPut",
+    ("path" = String, Path, description = "Appended to the upstream's base URL; the query string is forwarded.")
+);
+proxy_route!(
+    delete,
+    delete,
+    "/proxy/{upstream}/{*path}",
+    "proxyDelete",
+    ("path" = String, Path, description = "Appended to the upstream's base URL; the query string is forwarded.")
+);
+proxy_route!(
+    patch,
+    patch,
+    "/proxy/{upstream}/{*path}",
+    "proxyPatch",
+    ("path" = String, Path, description = "Appended to the upstream's base URL; the query string is forwarded.")
+);
+// The base URL itself (`/proxy/NAME/`): a wildcard needs at least one character.
+proxy_route!(get, get_base, "/proxy/{upstream}/", "proxyGetBase");
+proxy_route!(post, post_base, "/proxy/{upstream}/", "proxyPostBase");
+proxy_route!(put, put_base, "/proxy/{upstream}/", "proxyPutBase");
+proxy_route!(delete, delete_base, "/proxy/{upstream}/", "proxyDeleteBase");
+proxy_route!(patch, patch_base, "/proxy/{upstream}/", "proxyPatchBase");
