@@ -211,7 +211,7 @@ impl Jobs {
                     human(late_ms),
                     human(grace)
                 ));
-                if self.store.record_missed(&job.name, due, next, &run).await? {
+                if self.store.skip_firing(&job.name, due, next, &run).await? {
                     tracing::warn!(job = %job.name, count, late_ms, "job firings missed");
                 }
             }
@@ -227,7 +227,7 @@ impl Jobs {
         run.finished_at_ms = Some(now);
         run.error = Some(why.to_string());
         // Without a readable schedule, the next look is in a minute.
-        self.store.record_missed(&job.name, due, Some(now + 60_000), &run).await?;
+        self.store.skip_firing(&job.name, due, Some(now + 60_000), &run).await?;
         Ok(())
     }
 

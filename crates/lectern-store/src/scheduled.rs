@@ -291,14 +291,15 @@ impl Store {
         .await
     }
 
-    /// Records firings skipped for being too late (the run is `missed`) and moves the next
-    /// firing on, under the same conditions as [`Store::claim_firing`].
-    pub async fn record_missed(
+    /// Moves the next firing on without running it, recording `skipped` (a `missed` run for
+    /// firings too late, or a `failed` one for a job that cannot be read), under the same
+    /// conditions as [`Store::claim_firing`].
+    pub async fn skip_firing(
         &self,
         name: &str,
         expected_next_ms: i64,
         new_next_ms: Option<i64>,
-        missed: &JobRun,
+        skipped: &JobRun,
     ) -> Result<bool, StoreError> {
         self.run(async {
             let mut tx = self.write_tx().await?;
@@ -314,7 +315,7 @@ impl Store {
             if done.rows_affected() != 1 {
                 return Ok(false);
             }
-            insert_run(&mut tx, missed).await?;
+            insert_run(&mut tx, skipped).await?;
             tx.commit().await?;
             Ok(true)
         })

@@ -63,7 +63,7 @@ impl CleanupSpec {
         let n = ctx.store.delete_old_rows(dataset, cut, self.dry_run).await.map_err(|e| e.to_string())?;
         ctx.add_items(n);
         if n > 0 && !self.dry_run {
-            publish_rows(deps, ctx, dataset).await?;
+            publish_rows(deps, ctx, dataset, &[]).await?;
         }
         Ok((n, format!("rows of '{dataset}'")))
     }

@@ -218,7 +218,7 @@ impl IngestSpec {
                 None => break,
             }
         }
-        let published = publish_rows(deps, ctx, &self.dataset).await?;
+        let published = publish_rows(deps, ctx, &self.dataset, std::slice::from_ref(&self.key)).await?;
         let changed = ctx.items.load(std::sync::atomic::Ordering::Relaxed);
         let from = if resumed.is_some() { ", resumed from the last good page" } else { "" };
         Ok(format!(

@@ -121,8 +121,9 @@ fn json_rows(first: &[String], rows: &[Map<String, Value>]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Republishes the rows an ingest job upserted into `dataset` (nothing when it has none).
-pub(crate) async fn publish_rows(deps: &Deps, ctx: &RunCtx, dataset: &str) -> Result<usize, String> {
+/// Republishes the rows an ingest job upserted into `dataset` (nothing when it has none), the
+/// columns of `first` leading.
+pub(crate) async fn publish_rows(deps: &Deps, ctx: &RunCtx, dataset: &str, first: &[String]) -> Result<usize, String> {
     let stored = ctx.store.dataset_rows(dataset).await.map_err(|e| e.to_string())?;
     if stored.is_empty() {
         return Ok(0);
@@ -135,16 +136,8 @@ pub(crate) async fn publish_rows(deps: &Deps, ctx: &RunCtx, dataset: &str) -> Re
             _ => Err(format!("a stored row of '{dataset}' is not an object")),
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let key = key_column(&ctx.store, &ctx.job).await;
-    publish(deps, &ctx.actor(), dataset, &key, rows).await?;
+    publish(deps, &ctx.actor(), dataset, first, rows).await?;
     Ok(count)
-}
-
-/// The key column of an ingest job, to lead its dataset's columns (none for other kinds).
-async fn key_column(store: &Store, job: &str) -> Vec<String> {
-    let Ok(Some(stored)) = store.scheduled_job(job).await else { return Vec::new() };
-    let given: Value = serde_json::from_str(&stored.spec_json).unwrap_or_default();
-    given.get("key").and_then(Value::as_str).map(|k| vec![k.to_string()]).unwrap_or_default()
 }
 
 /// `*` wildcards, the rest literal.

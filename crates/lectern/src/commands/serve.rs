@@ -37,7 +37,8 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let tls = settings.tls.as_ref().map(|t| crate::tls::load(&t.cert, &t.key)).transpose()?;
-    let job_defs = config_jobs(settings.config.as_deref())?;
+    let config = ConfigFile::read(settings.config.as_deref())?;
+    let job_defs = lectern_jobs::parse_config(&config.text, &config.name)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     std::fs::create_dir_all(&settings.data)
         .with_context(|| format!("cannot create data folder {}", settings.data.display()))?;
@@ -58,7 +59,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     );
     let collections = Arc::new(lectern_collections::Collections::new(manager.store().clone(), registry.clone()));
     let searcher: Arc<dyn lectern_pipeline::Searcher> = collections.clone();
-    let proxy = Arc::new(proxy(settings.config.as_deref()).await?);
+    let proxy = Arc::new(proxy(&config).await?);
     let state = Arc::new(AppState {
         registry: registry.clone(),
         manager: manager.clone(),
@@ -89,7 +90,8 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         tracing::info!(models = imported, folder = %folder.display(), "imported the model folder");
     }
     registry.load_all().await.context("cannot load the models")?;
-    let engine = pipelines(settings.config.as_deref(), registry.clone())?;
+    let engine = Engine::build(&config.text, &config.name, &config.base, registry.clone())
+        .context("invalid pipeline configuration")?;
     manager.serve_stored_pipelines(&engine).await.context("cannot read the stored pipelines")?;
     if !engine.pipelines().is_empty() {
         let names: Vec<String> = engine.pipelines().iter().map(|p| p.name.clone()).collect();
@@ -166,31 +168,32 @@ async fn auth_state(config: &AuthConfig, store: &Store, address: SocketAddr) -> 
     Ok(AuthState::new(settings, keys_live))
 }
 
-/// The `[jobs.*]` of the config file, checked (a job that cannot run stops the start).
-fn config_jobs(config: Option<&Path>) -> anyhow::Result<Vec<lectern_jobs::JobDef>> {
-    let Some(path) = config else { return Ok(Vec::new()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    Ok(lectern_jobs::parse_config(&text, &path.display().to_string())?)
+/// The config file, read once: its `[llm]`/`[pipelines]`, `[jobs]` and `[proxy]` tables are each
+/// read by their own crate from this text.
+struct ConfigFile {
+    text: String,
+    /// How messages name it.
+    name: String,
+    /// Its folder: paths in it are relative to this.
+    base: PathBuf,
 }
 
-/// The pipelines of the config file, checked against the loaded models.
-fn pipelines(config: Option<&Path>, registry: Arc<Registry>) -> anyhow::Result<Engine> {
-    let Some(path) = config else { return Ok(Engine::build("", "(no config file)", Path::new("."), registry)?) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    Engine::build(&text, &path.display().to_string(), base, registry).context("invalid pipeline configuration")
+impl ConfigFile {
+    /// The file at `path`; without one, an empty config.
+    fn read(path: Option<&Path>) -> anyhow::Result<ConfigFile> {
+        let Some(path) = path else {
+            return Ok(ConfigFile { text: String::new(), name: "(no config file)".into(), base: PathBuf::from(".") });
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok(ConfigFile { text, name: path.display().to_string(), base })
+    }
 }
 
 /// The caching proxy's upstreams of the config file (their secret headers read now).
-async fn proxy(config: Option<&Path>) -> anyhow::Result<lectern_proxy::Proxy> {
-    let proxy = match config {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-            lectern_proxy::Proxy::from_config(&text, &path.display().to_string())
-        }
-        None => lectern_proxy::Proxy::new(Vec::new()),
-    };
+async fn proxy(config: &ConfigFile) -> anyhow::Result<lectern_proxy::Proxy> {
+    let proxy = lectern_proxy::Proxy::from_config(&config.text, &config.name);
     let proxy = proxy.context("invalid proxy configuration")?;
     for upstream in proxy.list().await {
         tracing::info!(upstream = %upstream.name, url = %upstream.url, access = %upstream.access, "proxy upstream");
