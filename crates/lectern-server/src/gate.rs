@@ -129,11 +129,12 @@ pub struct AuthState {
     /// At least one live API key exists: credentials are required.
     keys_live: AtomicBool,
     keys: KeyCache,
+    secure: AtomicBool,
 }
 
 impl AuthState {
     pub fn new(settings: AuthSettings, keys_live: bool) -> Self {
-        AuthState { settings, keys_live: AtomicBool::new(keys_live), keys: KeyCache::default() }
+        AuthState { settings, keys_live: AtomicBool::new(keys_live), keys: KeyCache::default(), secure: AtomicBool::new(false) }
     }
 
     /// No checks at all (tests, `--auth none`).
@@ -159,8 +160,22 @@ impl AuthState {
             .map_err(|e| ApiError::coded(e.code(), format!("cannot check credentials: {e}")))
     }
 
-    /// Who presents `token`, or why they are refused.
-    async fn principal(&self, manager: &Manager, token: &str) -> Result<Principal, ApiError> {
+    /// The OIDC issuer whose tokens are accepted, if one is configured.
+    pub fn oidc(&self) -> Option<&OidcVerifier> {
+        self.settings.oidc.as_ref()
+    }
+
+    /// Served over TLS: the dashboard's cookies are `Secure`. Set once at start-up.
+    pub fn set_secure(&self, secure: bool) {
+        self.secure.store(secure, Ordering::Relaxed);
+    }
+
+    pub fn secure(&self) -> bool {
+        self.secure.load(Ordering::Relaxed)
+    }
+
+    /// Who presents `token` (an API key or an OIDC access token), or why they are refused.
+    pub async fn principal(&self, manager: &Manager, token: &str) -> Result<Principal, ApiError> {
         if token.starts_with("lk_") {
             return match self.key(manager, token).await? {
                 Some(key) => Ok(Principal { actor: format!("key:{}", key.id), role: key.role }),

@@ -47,6 +47,24 @@ pub struct AppState {
     pub jobs: OnceLock<Arc<lectern_jobs::Jobs>>,
     /// The upstreams of the caching proxy (`/proxy/{name}/...`).
     pub proxy: Arc<lectern_proxy::Proxy>,
+    /// `[dashboard] projects`: datasets and models named with this prefix are private to the
+    /// user their name carries (see [`Principal::may_see`]).
+    pub projects: Option<String>,
+}
+
+impl AppState {
+    /// Whether `who` may see the dataset or model `name` (projects are private).
+    pub fn may_see(&self, who: &Principal, name: &str) -> bool {
+        who.may_see(self.projects.as_deref(), name)
+    }
+
+    /// A dataset `who` may not see answers as one that does not exist.
+    pub(crate) fn check_dataset(&self, who: &Principal, name: &str) -> Result<(), ApiError> {
+        if self.may_see(who, name) {
+            return Ok(());
+        }
+        Err(lectern_manage::ManageError::DatasetNotFound(name.to_string()).into())
+    }
 }
 
 /// The whole HTTP application: every request gets its id and span, passes the access gate,
@@ -60,13 +78,29 @@ pub struct App {
     access: Arc<gate::AccessTable>,
 }
 
+/// Routes served beside the API (the dashboard's pages): their router, and the paths and
+/// methods the gate lets through to them unchecked, because they check their own sessions.
+pub struct Pages {
+    pub router: Router<Arc<AppState>>,
+    pub routes: Vec<(&'static str, axum::http::Method)>,
+}
+
 /// Builds the application over its state.
 pub fn app(state: Arc<AppState>) -> App {
+    app_with(state, None)
+}
+
+/// Builds the application over its state, with pages beside the API.
+pub fn app_with(state: Arc<AppState>, pages: Option<Pages>) -> App {
     let table = routes::table();
     let proxy = state.proxy.clone();
     let upstreams: gate::UpstreamAccess = Box::new(move |name| proxy.access(name).map(gate::Access::from));
-    let access = Arc::new(routes::access_table(&table).with_upstreams(upstreams));
-    App { router: routes::router(&table).with_state(state.clone()), state, access }
+    let (page_router, page_routes) = pages.map(|p| (p.router, p.routes)).unwrap_or_default();
+    let api_routes = table.iter().map(|r| (r.path.as_str(), r.method.clone(), r.access));
+    let open_pages = page_routes.iter().map(|(path, method)| (*path, method.clone(), gate::Access::Open));
+    let access = Arc::new(gate::AccessTable::new(api_routes.chain(open_pages)).with_upstreams(upstreams));
+    let router = routes::router(&table).merge(page_router);
+    App { router: router.with_state(state.clone()), state, access }
 }
 
 /// The OpenAPI document of every route (what `GET /openapi.json` serves).

@@ -148,6 +148,11 @@ impl Store {
             if done.rows_affected() == 0 {
                 return Err(StoreError::KeyNotFound(id.to_string()));
             }
+            // The dashboard sessions signed in with the key end with it.
+            sqlx::query("DELETE FROM web_sessions WHERE actor = $1")
+                .bind(format!("key:{id}"))
+                .execute(&mut *tx)
+                .await?;
             audit(&mut tx, actor, "key.revoke", id, "").await?;
             tx.commit().await?;
             Ok(())

@@ -21,6 +21,7 @@ mod models;
 mod pipelines;
 mod records;
 mod scheduled;
+mod sessions;
 pub mod snapshot;
 mod sqlite_copy;
 mod store;
@@ -34,6 +35,7 @@ pub use error::StoreError;
 pub use keys::{fingerprint as key_fingerprint, hex, ApiKey, Role};
 pub use records::{AuditEntry, ModelRecord, NewVersion, VersionRecord, VersionState};
 pub use scheduled::{Claim, JobRun, RunEnd, ScheduledJob};
+pub use sessions::WebSession;
 pub use store::Store;
 pub use training::{new_job_id, DatasetRecord, JobEnd, JobRecord};
 

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_training.sql")),
     (5, include_str!("../migrations/0005_collections.sql")),
     (6, include_str!("../migrations/0006_jobs.sql")),
+    (7, include_str!("../migrations/0007_web_sessions.sql")),
 ];
 
 /// A migration's SQL for one engine.

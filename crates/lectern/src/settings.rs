@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// Key set URL, when not found through the issuer's discovery document
     #[arg(long, env = "LECTERN_OIDC_JWKS_URL")]
     pub oidc_jwks_url: Option<String>,
+    /// The dashboard's OIDC client id (sign-in with the issuer; its secret, if any, only from
+    /// LECTERN_OIDC_CLIENT_SECRET)
+    #[arg(long, env = "LECTERN_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
     /// Let anyone infer without a credential (management still needs one)
     #[arg(long, env = "LECTERN_OPEN_INFERENCE")]
     pub open_inference: Option<bool>,
@@ -124,6 +128,9 @@ struct FileSettings {
     /// The caching proxy's upstreams: read by lectern-proxy, accepted here.
     #[serde(default, rename = "proxy")]
     _proxy: Option<toml::Table>,
+    /// The dashboard: read by lectern-web, accepted here.
+    #[serde(default, rename = "dashboard")]
+    _dashboard: Option<toml::Table>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -146,6 +153,7 @@ struct FileAuth {
     oidc_audience: Option<String>,
     oidc_role_claim: Option<String>,
     oidc_jwks_url: Option<String>,
+    oidc_client_id: Option<String>,
     open_inference: Option<bool>,
     rate_limit: Option<f64>,
     rate_burst: Option<u32>,
@@ -219,6 +227,8 @@ pub struct OidcSettings {
     pub audience: String,
     pub role_claim: String,
     pub jwks_url: Option<String>,
+    /// The dashboard's OIDC client id.
+    pub client_id: Option<String>,
 }
 
 /// The certificate chain and private key files of HTTPS.
@@ -237,6 +247,7 @@ impl ServeSettings {
             oidc_audience: args.oidc_audience.clone(),
             oidc_role_claim: args.oidc_role_claim.clone(),
             oidc_jwks_url: args.oidc_jwks_url.clone(),
+            oidc_client_id: args.oidc_client_id.clone(),
             open_inference: args.open_inference,
             rate_limit: args.rate_limit,
             rate_burst: args.rate_burst,
@@ -340,6 +351,7 @@ fn resolve_auth(flags: &FileAuth, file: FileAuth) -> anyhow::Result<AuthConfig> 
             audience,
             role_claim: flags.oidc_role_claim.clone().or(file.oidc_role_claim).unwrap_or_else(|| "role".into()),
             jwks_url: flags.oidc_jwks_url.clone().or(file.oidc_jwks_url),
+            client_id: flags.oidc_client_id.clone().or(file.oidc_client_id),
         }),
         _ => anyhow::bail!("OIDC needs both an issuer (--oidc-issuer) and an audience (--oidc-audience)"),
     };

@@ -64,6 +64,10 @@ pub async fn push(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if !state.may_see(&who, &name) {
+        let message = format!("dataset names starting with '{}' belong to their owner's projects", state.projects.as_deref().unwrap_or(""));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, message));
+    }
     let format = format_of(&query, &headers)?;
     crate::routes::refuse_declared_oversize(&headers, state.manager.max_upload_bytes())?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
@@ -75,8 +79,13 @@ pub async fn push(
 /// `GET /v1/datasets`
 #[utoipa::path(get, path = "/v1/datasets", tag = "training", operation_id = "listDatasets",
     responses((status = 200, description = "Every dataset, by name (without previews).", body = DatasetList)))]
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<DatasetList>, ApiError> {
-    Ok(Json(DatasetList { datasets: state.manager.datasets().await? }))
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<DatasetList>, ApiError> {
+    let mut datasets = state.manager.datasets().await?;
+    datasets.retain(|d| state.may_see(&who, &d.name));
+    Ok(Json(DatasetList { datasets }))
 }
 
 /// `GET /v1/datasets/{name}`
@@ -88,8 +97,10 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<DatasetList
     ))]
 pub async fn describe(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Json<DatasetView>, ApiError> {
+    state.check_dataset(&who, &name)?;
     Ok(Json(state.manager.dataset(&name).await?))
 }
 
@@ -105,6 +116,7 @@ pub async fn delete(
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    state.check_dataset(&who, &name)?;
     state.manager.delete_dataset(&who.actor, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

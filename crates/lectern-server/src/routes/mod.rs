@@ -19,7 +19,7 @@ mod proxy;
 mod repository;
 mod training;
 
-use crate::gate::{Access, AccessTable};
+use crate::gate::Access;
 use crate::{ApiError, AppState};
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::MethodRouter;
@@ -160,11 +160,6 @@ pub(crate) fn router(table: &[Route]) -> Router<Arc<AppState>> {
     router.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
 }
 
-/// The gate's view of `table`.
-pub(crate) fn access_table(table: &[Route]) -> AccessTable {
-    AccessTable::new(table.iter().map(|r| (r.path.as_str(), r.method.clone(), r.access)))
-}
-
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no route for {}", uri.path()))
 }
@@ -203,7 +198,7 @@ mod tests {
     #[test]
     fn every_route_is_declared_once_and_the_gate_knows_it() {
         let table = table();
-        let access = access_table(&table);
+        let access = crate::gate::AccessTable::new(table.iter().map(|r| (r.path.as_str(), r.method.clone(), r.access)));
         let mut seen = std::collections::HashSet::new();
         for r in &table {
             assert!(seen.insert((r.path.clone(), r.method.clone())), "{} {} declared twice", r.method, r.path);

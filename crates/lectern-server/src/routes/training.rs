@@ -53,6 +53,10 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: TrainingRequest = json_body(&state, &headers, body).await?;
+    state.check_dataset(&who, &request.dataset)?;
+    if !state.may_see(&who, &request.model) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "model names starting with the projects' prefix belong to their owner"));
+    }
     let job = state.training.submit(&who.actor, request).await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
@@ -66,13 +70,16 @@ pub async fn create(
     ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be from 1 to 1000, got {limit}")));
     }
-    Ok(Json(JobList { jobs: state.training.jobs(query.model.as_deref(), limit).await? }))
+    let mut jobs = state.training.jobs(query.model.as_deref(), limit).await?;
+    jobs.retain(|job| state.may_see(&who, &job.dataset));
+    Ok(Json(JobList { jobs }))
 }
 
 /// `GET /v1/training-jobs/{id}`
@@ -82,8 +89,21 @@ pub async fn list(
         (status = 200, description = "The job: state, stage, progress, and once done its metrics and version.", body = JobView),
         (status = 404, description = "No such job.", body = ErrorBody),
     ))]
-pub async fn describe(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(state.training.job(&id).await?))
+pub async fn describe(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(visible_job(&state, &who, &id).await?))
+}
+
+/// A training job, if `who` may see its dataset; else "no such job".
+async fn visible_job(state: &AppState, who: &Principal, id: &str) -> Result<JobView, ApiError> {
+    let job = state.training.job(id).await?;
+    if !state.may_see(who, &job.dataset) {
+        return Err(lectern_manage::ManageError::JobNotFound(id.to_string()).into());
+    }
+    Ok(job)
 }
 
 /// `DELETE /v1/training-jobs/{id}`
@@ -99,6 +119,7 @@ pub async fn cancel(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
+    visible_job(&state, &who, &id).await?;
     Ok(Json(state.training.cancel(&who.actor, &id).await?))
 }
 
@@ -112,8 +133,10 @@ pub async fn cancel(
     ))]
 pub async fn picture(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path((id, picture)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    visible_job(&state, &who, &id).await?;
     let Some(name) = picture.strip_suffix(".svg") else {
         return Err(ApiError::from(lectern_manage::ManageError::PictureNotFound(format!(
             "there is no picture '{picture}': the pictures are tree.svg, importance.svg, confusion.svg"

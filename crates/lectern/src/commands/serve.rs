@@ -60,6 +60,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let collections = Arc::new(lectern_collections::Collections::new(manager.store().clone(), registry.clone()));
     let searcher: Arc<dyn lectern_pipeline::Searcher> = collections.clone();
     let proxy = Arc::new(proxy(&config).await?);
+    let dashboard = dashboard(&config, &settings.auth)?;
     let state = Arc::new(AppState {
         registry: registry.clone(),
         manager: manager.clone(),
@@ -71,8 +72,10 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         pipelines: OnceLock::new(),
         jobs: OnceLock::new(),
         proxy,
+        projects: dashboard.projects.clone(),
     });
-    let app = lectern_server::app(state.clone());
+    state.auth.set_secure(tls.is_some());
+    let app = lectern_server::app_with(state.clone(), lectern_web::pages(dashboard));
     let open_files = crate::listen::raise_open_files_limit();
     let max_connections =
         settings.max_connections.unwrap_or_else(|| crate::settings::default_max_connections(open_files));
@@ -189,6 +192,17 @@ impl ConfigFile {
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Ok(ConfigFile { text, name: path.display().to_string(), base })
     }
+}
+
+/// The dashboard's settings: the config file's `[dashboard]` and the OIDC client.
+fn dashboard(config: &ConfigFile, auth: &AuthConfig) -> anyhow::Result<lectern_web::DashboardConfig> {
+    let mut dashboard = lectern_web::DashboardConfig::from_config(&config.text, &config.name)
+        .map_err(|e| anyhow::anyhow!("invalid dashboard configuration: {e}"))?;
+    if let Some(client_id) = auth.oidc.as_ref().and_then(|o| o.client_id.clone()) {
+        let client_secret = std::env::var("LECTERN_OIDC_CLIENT_SECRET").ok().filter(|s| !s.is_empty());
+        dashboard.oidc_client = Some(lectern_web::OidcClient { client_id, client_secret });
+    }
+    Ok(dashboard)
 }
 
 /// The caching proxy's upstreams of the config file (their secret headers read now).

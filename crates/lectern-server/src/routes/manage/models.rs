@@ -78,8 +78,13 @@ pub struct Uploaded {
 /// `GET /v1/models`
 #[utoipa::path(get, path = "/v1/models", tag = "models", operation_id = "listModels",
     responses((status = 200, description = "Every model, by name.", body = ModelList)))]
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<ModelList>, ApiError> {
-    Ok(Json(ModelList { models: state.manager.list().await? }))
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<ModelList>, ApiError> {
+    let mut models = state.manager.list().await?;
+    models.retain(|m| state.may_see(&who, &m.name));
+    Ok(Json(ModelList { models }))
 }
 
 /// `POST /v1/models`
@@ -114,8 +119,12 @@ pub async fn create(
     ))]
 pub async fn describe(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelView>, ApiError> {
+    if !state.may_see(&who, &model) {
+        return Err(lectern_runtime::RuntimeError::ModelNotFound(model).into());
+    }
     Ok(Json(state.manager.describe(&model).await?))
 }
 
