@@ -491,7 +491,8 @@ class KeyedWorld:
         return {"Authorization": f"Bearer {self.keys[role]}"}
 
     def api(self, method: str, path: str, role: str | None = "admin", **kw) -> requests.Response:
-        return api_call(self.srv, method, path, self.auth(role) if role else {}, **kw)
+        headers = {**(self.auth(role) if role else {}), **kw.pop("headers", {})}
+        return api_call(self.srv, method, path, headers, **kw)
 
     def new_key(self, role: str, name: str | None = None) -> tuple[str, str]:
         resp = self.api("POST", "/v1/keys", json={"name": name or unique(f"dash-{role}"), "role": role})
@@ -535,8 +536,8 @@ def start_keyed_world(root: Path, extra_args=(), config: Path | None = None, env
 
 
 def user_slug(subject: str) -> str:
-    """`<user>` of a project dataset: the subject lower-cased, other than a-z0-9 -> `-`."""
-    return re.sub(r"[^a-z0-9]", "-", subject.lower())
+    """`<user>` of a project dataset: the subject lower-cased, other than a-z0-9 -> `_`."""
+    return re.sub(r"[^a-z0-9]", "_", subject.lower()[:40])
 
 
 def project_dataset(subject: str, project: str) -> str:

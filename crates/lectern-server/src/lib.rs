@@ -53,6 +53,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The caller of a route the gate may let through unchecked (`client` routes: open with
+    /// `--open-inference`): without checks in force, `local`; an unchecked caller while checks
+    /// apply is an anonymous client, who sees no one's projects.
+    pub fn caller(&self, who: Option<axum::Extension<Principal>>) -> Principal {
+        match who {
+            Some(axum::Extension(who)) => who,
+            None if !self.auth.enforced() => Principal::local(),
+            None => Principal { actor: "anonymous".into(), role: lectern_store::Role::Client },
+        }
+    }
+
     /// Whether `who` may see the dataset or model `name` (projects are private).
     pub fn may_see(&self, who: &Principal, name: &str) -> bool {
         who.may_see(self.projects.as_deref(), name)

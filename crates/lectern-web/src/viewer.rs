@@ -3,7 +3,8 @@
 //! without signing in once checks apply.
 
 use crate::Web;
-use crate::http::{cookie, encode, error_page, json, CsrfToken, PageError, SESSION_COOKIE};
+use crate::http::{cookie, encode, error_page, html, json, CsrfToken, PageError, SESSION_COOKIE};
+use crate::templates::{LoginPage, Nav};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
@@ -62,13 +63,13 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
                 Err(e) => return Err(error_page(None, &PageError::from(e))),
             }
         }
-        Err(signed_out(parts))
+        Err(signed_out(parts, &csrf))
     }
 }
 
 /// The answer to a caller without a session: pages send them to sign in; forms and the
 /// script's JSON get 401.
-fn signed_out(parts: &Parts) -> Response {
+fn signed_out(parts: &Parts, csrf: &str) -> Response {
     let path = parts.uri.path();
     let is_json = path == "/ui/stats" || path.ends_with("/status");
     if is_json {
@@ -78,7 +79,14 @@ fn signed_out(parts: &Parts) -> Response {
         let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         return Redirect::to(&format!("/ui/login?next={}", encode(next))).into_response();
     }
-    error_page(None, &PageError::new(StatusCode::UNAUTHORIZED, "your session has ended; sign in again"))
+    let page = LoginPage {
+        nav: Nav::anonymous(csrf),
+        error: Some("your session has ended; sign in again"),
+        oidc: false,
+        next: "/",
+        next_query: "/".into(),
+    };
+    html(StatusCode::UNAUTHORIZED, &page)
 }
 
 /// Where to go after signing in: a local path only, else `/`.

@@ -81,8 +81,9 @@ pub async fn push(
     responses((status = 200, description = "Every dataset, by name (without previews).", body = DatasetList)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    Extension(who): Extension<Principal>,
+    who: Option<Extension<Principal>>,
 ) -> Result<Json<DatasetList>, ApiError> {
+    let who = state.caller(who);
     let mut datasets = state.manager.datasets().await?;
     datasets.retain(|d| state.may_see(&who, &d.name));
     Ok(Json(DatasetList { datasets }))
@@ -97,9 +98,10 @@ pub async fn list(
     ))]
 pub async fn describe(
     State(state): State<Arc<AppState>>,
-    Extension(who): Extension<Principal>,
+    who: Option<Extension<Principal>>,
     Path(name): Path<String>,
 ) -> Result<Json<DatasetView>, ApiError> {
+    let who = state.caller(who);
     state.check_dataset(&who, &name)?;
     Ok(Json(state.manager.dataset(&name).await?))
 }

@@ -70,9 +70,10 @@ pub async fn create(
     ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    Extension(who): Extension<Principal>,
+    who: Option<Extension<Principal>>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
+    let who = state.caller(who);
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be from 1 to 1000, got {limit}")));
@@ -91,9 +92,10 @@ pub async fn list(
     ))]
 pub async fn describe(
     State(state): State<Arc<AppState>>,
-    Extension(who): Extension<Principal>,
+    who: Option<Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
+    let who = state.caller(who);
     Ok(Json(visible_job(&state, &who, &id).await?))
 }
 
@@ -133,9 +135,10 @@ pub async fn cancel(
     ))]
 pub async fn picture(
     State(state): State<Arc<AppState>>,
-    Extension(who): Extension<Principal>,
+    who: Option<Extension<Principal>>,
     Path((id, picture)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    let who = state.caller(who);
     visible_job(&state, &who, &id).await?;
     let Some(name) = picture.strip_suffix(".svg") else {
         return Err(ApiError::from(lectern_manage::ManageError::PictureNotFound(format!(

@@ -222,35 +222,58 @@ pub fn tensor_json(name: &str, datatype: &str, shape: &[i64], text: &str) -> Res
     Ok(json!({"name": name, "datatype": datatype, "shape": shape, "data": data}))
 }
 
-/// The outputs of a V2 answer, labels named when the model has them.
+/// The outputs of a V2 answer, one table row per input row (when every output has one entry
+/// per row), class indices shown as the model's labels.
 fn outputs_table(answer: &Value, labels: Option<&[String]>) -> Table {
-    let mut t = Table::new("try-result", &["Output", "Datatype", "Shape", "Values"], "No outputs.");
-    for output in answer.get("outputs").and_then(Value::as_array).into_iter().flatten() {
-        let name = output.get("name").and_then(Value::as_str).unwrap_or("");
-        let datatype = output.get("datatype").and_then(Value::as_str).unwrap_or("");
-        let data = output.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
-        let shown: Vec<String> = data
-            .iter()
-            .take(64)
-            .map(|v| match (labels, v.as_u64(), datatype) {
-                (Some(labels), Some(i), "INT64" | "INT32") if (i as usize) < labels.len() => {
-                    format!("{i} ({})", labels[i as usize])
-                }
-                _ => match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                },
-            })
-            .collect();
-        let more = if data.len() > 64 { format!(" … ({} values)", data.len()) } else { String::new() };
-        t.push(vec![
-            Cell::text(name),
-            Cell::text(datatype),
-            Cell::text(output.get("shape").map(Value::to_string).unwrap_or_default()),
-            Cell::text(format!("{}{more}", shown.join(", "))),
-        ]);
+    let outputs: Vec<&Value> = answer.get("outputs").and_then(Value::as_array).into_iter().flatten().collect();
+    let rows = |o: &Value| o.get("shape").and_then(|s| s.get(0)).and_then(Value::as_u64).unwrap_or(0) as usize;
+    let n = outputs.first().map_or(0, |o| rows(o));
+    let names: Vec<&str> = outputs.iter().map(|o| o.get("name").and_then(Value::as_str).unwrap_or("")).collect();
+    let mut headers = vec!["Row"];
+    headers.extend(&names);
+    let mut t = Table::new("try-result", &headers, "No outputs.");
+    if n == 0 || outputs.iter().any(|o| rows(o) != n) {
+        t.headers.truncate(1);
+        t.headers[0].text = "Output".into();
+        t.headers.push(super::Header { text: "Values".into(), sort_href: None });
+        for (o, name) in outputs.iter().zip(&names) {
+            let data = o.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+            t.push(vec![Cell::text(*name), Cell::text(shown(&data, o, labels))]);
+        }
+        return t;
+    }
+    for row in 0..n {
+        let mut cells = vec![Cell::text((row + 1).to_string())];
+        for o in &outputs {
+            let data = o.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+            let per_row = data.len() / n;
+            let slice = &data[row * per_row..(row + 1) * per_row];
+            cells.push(Cell::text(shown(slice, o, labels)));
+        }
+        t.push(cells);
     }
     t
+}
+
+/// Values as text (at most 64): a class index of a label output as its label.
+fn shown(values: &[Value], output: &Value, labels: Option<&[String]>) -> String {
+    let datatype = output.get("datatype").and_then(Value::as_str).unwrap_or("");
+    let label_output = matches!(datatype, "INT64" | "INT32") && labels.is_some();
+    let mut texts: Vec<String> = values
+        .iter()
+        .take(64)
+        .map(|v| match (labels, v.as_u64()) {
+            (Some(labels), Some(i)) if label_output && (i as usize) < labels.len() => labels[i as usize].clone(),
+            _ => match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+        })
+        .collect();
+    if values.len() > 64 {
+        texts.push(format!("… ({} values)", values.len()));
+    }
+    texts.join(", ")
 }
 
 #[cfg(test)]

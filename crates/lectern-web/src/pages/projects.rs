@@ -179,7 +179,7 @@ async fn project_page(
     let label = names.last().cloned().unwrap_or_default();
     let features = names[..names.len().saturating_sub(1)]
         .iter()
-        .map(|n| Feature { name: n.clone(), value: form.text(&format!("feature.{n}")).to_string() })
+        .map(|n| Feature { name: n.clone(), value: form.text(n).to_string() })
         .collect();
     let running = job.as_ref().is_some_and(|j| matches!(j.state.as_str(), "queued" | "running"));
     let page = ProjectPage {
@@ -230,7 +230,7 @@ async fn predict(state: &AppState, model: &str, data: &lectern_train::Dataset, f
     let mut values = Vec::with_capacity(features.len());
     for column in features {
         let name = &column.schema.name;
-        let text = form.text(&format!("feature.{name}"));
+        let text = form.text(name);
         let x = text.parse::<f64>().ok().filter(|x| x.is_finite());
         values.push(x.ok_or_else(|| PageError::bad(format!("'{name}' needs a number")))?);
     }
