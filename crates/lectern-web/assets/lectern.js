@@ -44,36 +44,53 @@ function followTraining() {
   setTimeout(poll, 1000);
 }
 
+// Sorts a table's body by one column: numbers (`data-sort`) by value, text by text.
+function sortBy(table, index, ascending) {
+  const body = table.tBodies[0];
+  const key = (row) => {
+    const cell = row.cells[index];
+    if (!cell) return "";
+    return cell.dataset.sort !== undefined ? parseFloat(cell.dataset.sort) : cell.textContent.trim().toLowerCase();
+  };
+  const rows = Array.from(body.rows);
+  rows.sort((a, b) => {
+    const x = key(a), y = key(b);
+    const order = x < y ? -1 : x > y ? 1 : 0;
+    return ascending ? order : -order;
+  });
+  rows.forEach((row) => body.appendChild(row));
+  table.querySelectorAll("thead th").forEach((h) => h.removeAttribute("aria-sort"));
+  table.querySelectorAll("thead th")[index].setAttribute("aria-sort", ascending ? "ascending" : "descending");
+}
+
+// Header links (`?sort=COLUMN&order=asc|desc`, sorted on the server) sort in place instead;
+// headers without a link get a button.
 function sortableTables() {
   for (const table of document.querySelectorAll("table.sortable")) {
-    const headers = table.querySelectorAll("thead th");
-    headers.forEach((th, index) => {
+    table.querySelectorAll("thead th").forEach((th, index) => {
       const link = th.querySelector("a");
+      if (link) {
+        link.addEventListener("click", (event) => {
+          event.preventDefault();
+          const url = new URL(link.href, window.location.href);
+          const ascending = url.searchParams.get("order") !== "desc";
+          sortBy(table, index, ascending);
+          url.searchParams.set("order", ascending ? "desc" : "asc");
+          link.href = url.pathname + url.search;
+        });
+        return;
+      }
       const button = document.createElement("button");
       button.type = "button";
       button.className = "sort";
       button.textContent = th.textContent;
-      button.setAttribute("aria-label", "Sort by " + th.textContent);
       let ascending = true;
       button.addEventListener("click", () => {
-        const body = table.tBodies[0];
-        const rows = Array.from(body.rows);
-        const key = (row) => {
-          const cell = row.cells[index];
-          if (!cell) return "";
-          return cell.dataset.sort !== undefined ? parseFloat(cell.dataset.sort) : cell.textContent.trim().toLowerCase();
-        };
-        rows.sort((a, b) => {
-          const x = key(a), y = key(b);
-          const order = x < y ? -1 : x > y ? 1 : 0;
-          return ascending ? order : -order;
-        });
+        sortBy(table, index, ascending);
         ascending = !ascending;
-        rows.forEach((row) => body.appendChild(row));
-        headers.forEach((h) => h.removeAttribute("aria-sort"));
-        th.setAttribute("aria-sort", ascending ? "descending" : "ascending");
       });
-      if (link) th.replaceChild(button, link); else { th.textContent = ""; th.appendChild(button); }
+      th.textContent = "";
+      th.appendChild(button);
     });
   }
 }

@@ -71,11 +71,10 @@ impl DashboardConfig {
         let parsed: File = toml::from_str(text).map_err(|e| format!("{file}: {e}"))?;
         let Some(table) = parsed.dashboard else { return Ok(Self::default()) };
         let given: FileDashboard = table.try_into().map_err(|e| format!("{file}: [dashboard]: {e}"))?;
-        let mut config = Self::default();
-        config.enabled = given.enabled.unwrap_or(true);
+        let mut config = DashboardConfig { enabled: given.enabled.unwrap_or(true), ..Self::default() };
         if let Some(ttl) = given.session_ttl {
-            config.session_ttl = lectern_core::duration::parse(&ttl)
-                .map_err(|e| format!("{file}: [dashboard] session_ttl: {e}"))?;
+            config.session_ttl =
+                lectern_core::duration::parse(&ttl).map_err(|e| format!("{file}: [dashboard] session_ttl: {e}"))?;
         }
         if let Some(url) = given.public_url {
             let url = url.trim_end_matches('/').to_string();
@@ -116,7 +115,9 @@ mod tests {
         assert_eq!(c.session_ttl, Duration::from_secs(7200));
         assert_eq!(c.projects.as_deref(), Some("kids-"));
         assert_eq!(c.highlight["r"], "strength=weak");
-        for bad in ["[dashboard]\nnope = 1", "[dashboard]\nprojects = \"Kids <\"", "[dashboard]\nhighlight = { r = \"x\" }"] {
+        for bad in
+            ["[dashboard]\nnope = 1", "[dashboard]\nprojects = \"Kids <\"", "[dashboard]\nhighlight = { r = \"x\" }"]
+        {
             assert!(DashboardConfig::from_config(bad, "f").is_err(), "{bad}");
         }
     }

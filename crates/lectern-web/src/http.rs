@@ -218,7 +218,8 @@ impl Posted {
 /// Reads a posted form of at most `limit` bytes and checks its CSRF token and origin.
 pub async fn read_form(csrf: &str, request: Request, limit: usize) -> Result<Posted, PageError> {
     let (parts, body) = request.into_parts();
-    let too_large = || PageError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is over the limit of {}", size(limit)));
+    let too_large =
+        || PageError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is over the limit of {}", size(limit)));
     if let Some(length) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if length > limit as u64 {
             return Err(too_large());
@@ -276,15 +277,17 @@ async fn read_multipart(body: Body, boundary: String, limit: usize) -> Result<Po
         let name = field.name().unwrap_or("").to_string();
         let is_file = field.file_name().is_some();
         let bytes = field.bytes().await.map_err(|e| match e {
-            multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
-                PageError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is over the limit of {}", size(limit)))
-            }
+            multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => PageError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the upload is over the limit of {}", size(limit)),
+            ),
             other => PageError::bad(format!("the form could not be read: {other}")),
         })?;
         if is_file {
             posted.files.insert(name, bytes);
         } else {
-            let text = String::from_utf8(bytes.to_vec()).map_err(|_| PageError::bad(format!("field '{name}' is not text")))?;
+            let text =
+                String::from_utf8(bytes.to_vec()).map_err(|_| PageError::bad(format!("field '{name}' is not text")))?;
             posted.fields.insert(name, text);
         }
     }
@@ -328,15 +331,13 @@ fn decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => {
-                match (hex_val(bytes.get(i + 1)), hex_val(bytes.get(i + 2))) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' => match (hex_val(bytes.get(i + 1)), hex_val(bytes.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;

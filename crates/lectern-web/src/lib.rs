@@ -110,4 +110,3 @@ pub fn pages(config: DashboardConfig) -> Option<Pages> {
     let router = router.layer(axum::middleware::from_fn(http::page_layer)).layer(Extension(web));
     Some(Pages { router, routes })
 }
-

@@ -2,8 +2,8 @@
 //! PKCE, S256). A signed-in browser holds a session cookie; the store keeps its hash.
 
 use crate::http::{
-    clear_cookie, cookie, encode, error_page, html, random_token, read_form, see_other, set_cookie, PageError,
-    CsrfToken, OIDC_COOKIE, SESSION_COOKIE,
+    clear_cookie, cookie, encode, error_page, html, random_token, read_form, see_other, set_cookie, CsrfToken,
+    PageError, OIDC_COOKIE, SESSION_COOKIE,
 };
 use crate::templates::{LoginPage, Nav};
 use crate::viewer::{safe_next, Viewer};
@@ -44,7 +44,14 @@ pub async fn login_page(
     login_form(&state, &web, &csrf.0, next, StatusCode::OK, None)
 }
 
-fn login_form(state: &AppState, web: &Web, csrf: &str, next: &str, status: StatusCode, error: Option<&str>) -> Response {
+fn login_form(
+    state: &AppState,
+    web: &Web,
+    csrf: &str,
+    next: &str,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
     let oidc = state.auth.oidc().is_some() && web.config.oidc_client.is_some();
     let page = LoginPage { nav: Nav::anonymous(csrf), error, oidc, next, next_query: encode(next) };
     html(status, &page)
@@ -289,6 +296,7 @@ async fn exchange(
         tracing::warn!(%status, "the OIDC token endpoint refused the code");
         return Err(format!("the identity provider refused the sign-in ({status})"));
     }
-    let answer: TokenAnswer = sent.json().await.map_err(|_| "the identity provider answered no access token".to_string())?;
+    let answer: TokenAnswer =
+        sent.json().await.map_err(|_| "the identity provider answered no access token".to_string())?;
     Ok(answer.access_token)
 }

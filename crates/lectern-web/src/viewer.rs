@@ -2,9 +2,9 @@
 //! server runs without checks. Every page handler takes a [`Viewer`], so no page is reachable
 //! without signing in once checks apply.
 
-use crate::Web;
 use crate::http::{cookie, encode, error_page, html, json, CsrfToken, PageError, SESSION_COOKIE};
 use crate::templates::{LoginPage, Nav};
+use crate::Web;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
@@ -107,9 +107,9 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed() {
         assert_eq!(safe_next("/ui/models?x=1"), "/ui/models?x=1");
-        for bad in ["//evil.com", "https://evil.com", "/\\evil.com", "/\t/evil.com", "evil", "", "/a\r\nSet-Cookie: x"] {
+        for bad in ["//evil.com", "https://evil.com", "/\\evil.com", "/\t/evil.com", "evil", "", "/a\r\nSet-Cookie: x"]
+        {
             assert_eq!(safe_next(bad), "/", "{bad}");
         }
     }
-
 }

@@ -65,7 +65,10 @@ pub async fn push(
     body: Body,
 ) -> Result<Response, ApiError> {
     if !state.may_see(&who, &name) {
-        let message = format!("dataset names starting with '{}' belong to their owner's projects", state.projects.as_deref().unwrap_or(""));
+        let message = format!(
+            "dataset names starting with '{}' belong to their owner's projects",
+            state.projects.as_deref().unwrap_or("")
+        );
         return Err(ApiError::new(StatusCode::FORBIDDEN, message));
     }
     let format = format_of(&query, &headers)?;

@@ -55,7 +55,10 @@ pub async fn create(
     let request: TrainingRequest = json_body(&state, &headers, body).await?;
     state.check_dataset(&who, &request.dataset)?;
     if !state.may_see(&who, &request.model) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "model names starting with the projects' prefix belong to their owner"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "model names starting with the projects' prefix belong to their owner",
+        ));
     }
     let job = state.training.submit(&who.actor, request).await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())

@@ -86,8 +86,12 @@ pub async fn create_key(State(state): State<Arc<AppState>>, viewer: Viewer, requ
     let name = form.text("name");
     let role = match form.text("role").parse::<Role>() {
         Ok(role) if !name.is_empty() => role,
-        Ok(_) => return keys_page(&state, &viewer, StatusCode::BAD_REQUEST, None, Some("give the key a name".into())).await,
-        Err(e) => return keys_page(&state, &viewer, StatusCode::BAD_REQUEST, None, Some(PageError::from(e).message)).await,
+        Ok(_) => {
+            return keys_page(&state, &viewer, StatusCode::BAD_REQUEST, None, Some("give the key a name".into())).await
+        }
+        Err(e) => {
+            return keys_page(&state, &viewer, StatusCode::BAD_REQUEST, None, Some(PageError::from(e).message)).await
+        }
     };
     let (_, secret) = state.manager.create_key(viewer.actor(), name, role).await?;
     state.auth.keys_changed(true);
@@ -95,7 +99,12 @@ pub async fn create_key(State(state): State<Arc<AppState>>, viewer: Viewer, requ
 }
 
 /// `POST /ui/keys/{id}/revoke`
-pub async fn revoke_key(State(state): State<Arc<AppState>>, viewer: Viewer, Path(id): Path<String>, request: Request) -> PageResult {
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    request: Request,
+) -> PageResult {
     viewer.require(Role::Admin)?;
     read_form(&viewer.csrf, request, 64 * 1024).await?;
     let live = state.manager.revoke_key(viewer.actor(), &id).await?;

@@ -43,7 +43,8 @@ async fn datasets_page(
     error: Option<String>,
     name: String,
 ) -> PageResult {
-    let mut t = Table::new("datasets", &["Dataset", "Rows", "Columns", "Size", "Created by", "Created"], "No datasets yet.");
+    let mut t =
+        Table::new("datasets", &["Dataset", "Rows", "Columns", "Size", "Created by", "Created"], "No datasets yet.");
     t.sortable = true;
     for d in state.manager.datasets().await? {
         if !crate::pages::projects::visible(viewer, &d.name) {
@@ -90,7 +91,8 @@ pub async fn store_bytes(state: &AppState, viewer: &Viewer, name: &str, bytes: B
         return Err(PageError::bad("give the dataset a name"));
     }
     crate::pages::projects::may_create(viewer, name)?;
-    let format = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') { Format::Json } else { Format::Csv };
+    let format =
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') { Format::Json } else { Format::Csv };
     let body = futures_util::stream::iter([Ok::<Bytes, std::convert::Infallible>(bytes)]);
     state.manager.push_dataset(viewer.actor(), name, format, body).await?;
     Ok(())
@@ -154,7 +156,8 @@ pub fn matching_rows(data: &Dataset, filter: &Filter) -> Result<Vec<usize>, Page
     if filter.column.is_empty() || filter.contains.is_empty() {
         return Ok((0..data.rows).collect());
     }
-    let column = data.column(&filter.column).map_err(|_| PageError::bad(format!("no column named '{}'", filter.column)))?;
+    let column =
+        data.column(&filter.column).map_err(|_| PageError::bad(format!("no column named '{}'", filter.column)))?;
     let wanted = filter.contains.to_lowercase();
     Ok((0..data.rows).filter(|&r| column.text(r).is_some_and(|t| t.to_lowercase().contains(&wanted))).collect())
 }
@@ -162,13 +165,19 @@ pub fn matching_rows(data: &Dataset, filter: &Filter) -> Result<Vec<usize>, Page
 fn schema_table(data: &Dataset) -> Table {
     let mut t = Table::new("schema", &["Column", "Type", "Missing", "Distinct"], "No columns.");
     for c in &data.columns {
-        let kind = serde_json::to_value(c.schema.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let kind =
+            serde_json::to_value(c.schema.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let distinct = match c.schema.distinct {
             Some(51) => "more than 50".to_string(),
             Some(n) => n.to_string(),
             None => "—".to_string(),
         };
-        t.push(vec![Cell::text(c.schema.name.clone()), Cell::text(kind), Cell::text(c.schema.missing.to_string()), Cell::text(distinct)]);
+        t.push(vec![
+            Cell::text(c.schema.name.clone()),
+            Cell::text(kind),
+            Cell::text(c.schema.missing.to_string()),
+            Cell::text(distinct),
+        ]);
     }
     t
 }

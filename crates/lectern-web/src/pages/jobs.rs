@@ -43,8 +43,17 @@ pub async fn list(State(state): State<Arc<AppState>>, viewer: Viewer) -> PageRes
     );
     t.key_attr = "job";
     for job in jobs(&state)?.list().await? {
-        let last = job.last_run.as_ref().map_or("never".to_string(), |r| format!("{} ({})", r.state, super::when(r.started_at_ms)));
-        let enabled = if job.paused { "paused" } else if job.enabled { "yes" } else { "no" };
+        let last = job
+            .last_run
+            .as_ref()
+            .map_or("never".to_string(), |r| format!("{} ({})", r.state, super::when(r.started_at_ms)));
+        let enabled = if job.paused {
+            "paused"
+        } else if job.enabled {
+            "yes"
+        } else {
+            "no"
+        };
         t.rows.push(super::Row {
             key: job.name.clone(),
             cells: vec![
@@ -111,7 +120,12 @@ pub async fn detail(State(state): State<Arc<AppState>>, viewer: Viewer, Path(nam
 }
 
 /// `POST /ui/jobs/{name}/run`
-pub async fn run_now(State(state): State<Arc<AppState>>, viewer: Viewer, Path(name): Path<String>, request: Request) -> PageResult {
+pub async fn run_now(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    request: Request,
+) -> PageResult {
     viewer.require(Role::Trainer)?;
     read_form(&viewer.csrf, request, 64 * 1024).await?;
     jobs(&state)?.run_now(viewer.actor(), &name).await?;

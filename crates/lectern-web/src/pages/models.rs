@@ -22,11 +22,8 @@ struct ModelsPage {
 /// `GET /ui/models`
 pub async fn list(State(state): State<Arc<AppState>>, viewer: Viewer) -> PageResult {
     let live = viewer.web.stats.live(state.registry.metrics());
-    let mut t = Table::new(
-        "models",
-        &["Model", "State", "Versions", "Default", "Requests/s", "p99 (ms)"],
-        "No models yet.",
-    );
+    let mut t =
+        Table::new("models", &["Model", "State", "Versions", "Default", "Requests/s", "p99 (ms)"], "No models yet.");
     t.key_attr = "model";
     t.sortable = true;
     for model in state.manager.list().await? {
@@ -92,7 +89,7 @@ struct ModelPage {
 
 /// `GET /ui/models/{name}`
 pub async fn detail(State(state): State<Arc<AppState>>, viewer: Viewer, Path(name): Path<String>) -> PageResult {
-    Ok(model_page(&state, &viewer, &name, &Posted::default(), StatusCode::OK, None, None).await?)
+    model_page(&state, &viewer, &name, &Posted::default(), StatusCode::OK, None, None).await
 }
 
 async fn model_page(
@@ -108,7 +105,8 @@ async fn model_page(
         return Err(PageError::not_found(format!("no model named '{name}'")));
     }
     let model = state.manager.describe(name).await?;
-    let mut versions = Table::new("versions", &["Version", "State", "Serving", "Size", "Created", "Reason"], "No versions.");
+    let mut versions =
+        Table::new("versions", &["Version", "State", "Serving", "Size", "Created", "Reason"], "No versions.");
     for v in &model.versions {
         versions.push(vec![
             Cell::text(v.version.to_string()),
@@ -133,7 +131,12 @@ async fn model_page(
                 ]);
                 if kind == "input" {
                     let value = form.text(&format!("input.{}", t.name)).to_string();
-                    inputs.push(InputField { name: t.name.clone(), datatype: t.datatype.as_str().into(), shape, value });
+                    inputs.push(InputField {
+                        name: t.name.clone(),
+                        datatype: t.datatype.as_str().into(),
+                        shape,
+                        value,
+                    });
                 }
             }
         }
@@ -193,9 +196,11 @@ pub fn tensor_json(name: &str, datatype: &str, shape: &[i64], text: &str) -> Res
             row.split([',', ' ', '\t'])
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| {
-                    v.trim().parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| {
-                        PageError::bad(format!("input '{name}': '{}' is not a number", v.trim()))
-                    })
+                    v.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite())
+                        .ok_or_else(|| PageError::bad(format!("input '{name}': '{}' is not a number", v.trim())))
                 })
                 .collect()
         })

@@ -1,7 +1,7 @@
 //! The pipelines: their steps, a try-it form, and a run over an uploaded CSV whose results
 //! are a sortable, highlightable, downloadable table (the skill coach's class view).
 
-use super::{Cell, Header, Row, Table};
+use super::{Cell, Header, Table};
 use crate::http::{encode, html, ok, read_form, PageError, PageResult};
 use crate::results::ResultSet;
 use crate::templates::Nav;
@@ -130,7 +130,17 @@ pub async fn try_it(
     let input = form.text("input").to_string();
     let body = match serde_json::from_str::<Value>(&input) {
         Ok(Value::Object(body)) => body,
-        Ok(_) => return pipeline_page(&state, &viewer, &name, input, StatusCode::BAD_REQUEST, Some("the input must be a JSON object".into()), None),
+        Ok(_) => {
+            return pipeline_page(
+                &state,
+                &viewer,
+                &name,
+                input,
+                StatusCode::BAD_REQUEST,
+                Some("the input must be a JSON object".into()),
+                None,
+            )
+        }
         Err(e) => {
             let message = format!("the input is not JSON: {e}");
             return pipeline_page(&state, &viewer, &name, input, StatusCode::BAD_REQUEST, Some(message), None);
@@ -204,13 +214,22 @@ pub async fn csv(
         }
         merged.push(out);
     }
-    let set = ResultSet { owner: viewer.actor().to_string(), pipeline: name.clone(), columns: all_columns, rows: merged, highlight };
+    let set = ResultSet {
+        owner: viewer.actor().to_string(),
+        pipeline: name.clone(),
+        columns: all_columns,
+        rows: merged,
+        highlight,
+    };
     let id = viewer.web.results.keep(set).await;
     Ok(crate::http::see_other(&format!("/ui/pipelines/{}/results/{id}", encode(&name))))
 }
 
+/// One input row: column → value.
+type Row = Map<String, Value>;
+
 /// A CSV file as its header and one JSON object per row (numbers as numbers).
-fn read_csv(bytes: &[u8]) -> Result<(Vec<String>, Vec<Map<String, Value>>), String> {
+fn read_csv(bytes: &[u8]) -> Result<(Vec<String>, Vec<Row>), String> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).trim(csv::Trim::All).from_reader(bytes);
     let header: Vec<String> =
         reader.headers().map_err(|e| format!("the CSV file cannot be read: {e}"))?.iter().map(str::to_string).collect();
@@ -223,7 +242,8 @@ fn read_csv(bytes: &[u8]) -> Result<(Vec<String>, Vec<Map<String, Value>>), Stri
         if rows.len() == MAX_ROWS {
             return Err(format!("the CSV file has more than {MAX_ROWS} rows"));
         }
-        let row: Map<String, Value> = header.iter().zip(record.iter()).map(|(k, v)| (k.clone(), cell_value(v))).collect();
+        let row: Map<String, Value> =
+            header.iter().zip(record.iter()).map(|(k, v)| (k.clone(), cell_value(v))).collect();
         rows.push(row);
     }
     if rows.is_empty() {
@@ -329,7 +349,7 @@ pub async fn results(
         let hit = set.highlight.as_ref().is_some_and(|(column, value)| matches(row.get(column), value));
         highlighted += usize::from(hit);
         let cells = set.columns.iter().map(|c| Cell::value(row.get(c).unwrap_or(&Value::Null))).collect();
-        t.rows.push(Row { key: String::new(), class: if hit { "highlight" } else { "" }, cells });
+        t.rows.push(super::Row { key: String::new(), class: if hit { "highlight" } else { "" }, cells });
     }
     let page = ResultsPage { nav: Nav::of(&viewer), name, id, count: set.rows.len(), highlighted, t };
     ok(&page)
@@ -339,7 +359,7 @@ fn matches(value: Option<&Value>, wanted: &str) -> bool {
     match value {
         Some(Value::String(s)) => s == wanted,
         Some(Value::Null) | None => wanted.is_empty(),
-        Some(other) => other.to_string() == wanted,
+        Some(other) => other.to_string().as_str() == wanted,
     }
 }
 
@@ -374,7 +394,10 @@ fn csv_download(set: &ResultSet, order: &[usize], name: &str) -> Response {
         let _ = writer.write_record(&record);
     }
     let body = writer.into_inner().unwrap_or_default();
-    let file = format!("attachment; filename=\"{}-results.csv\"", name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+    let file = format!(
+        "attachment; filename=\"{}-results.csv\"",
+        name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+    );
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, file)], body)
         .into_response()
 }

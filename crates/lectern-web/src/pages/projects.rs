@@ -30,7 +30,10 @@ pub fn may_create(viewer: &Viewer, name: &str) -> Result<(), PageError> {
     let prefix = viewer.web.config.projects.as_deref().unwrap_or("");
     Err(PageError::new(
         StatusCode::FORBIDDEN,
-        format!("names starting with '{prefix}' belong to their owner's projects; yours start with '{}'", own_prefix(viewer, prefix)),
+        format!(
+            "names starting with '{prefix}' belong to their owner's projects; yours start with '{}'",
+            own_prefix(viewer, prefix)
+        ),
     ))
 }
 
@@ -39,7 +42,12 @@ fn own_prefix(viewer: &Viewer, prefix: &str) -> String {
 }
 
 fn prefix(viewer: &Viewer) -> Result<String, PageError> {
-    viewer.web.config.projects.clone().ok_or_else(|| PageError::not_found("projects are not turned on ([dashboard] projects)"))
+    viewer
+        .web
+        .config
+        .projects
+        .clone()
+        .ok_or_else(|| PageError::not_found("projects are not turned on ([dashboard] projects)"))
 }
 
 /// A project's short name: letters, digits and `-`, 1 to 40.
@@ -76,7 +84,8 @@ async fn projects_page(
 ) -> PageResult {
     let prefix = prefix(viewer)?;
     let mine = own_prefix(viewer, &prefix);
-    let mut t = Table::new("projects", &["Project", "Examples", "Created by", "Created"], "No projects yet: start one below.");
+    let mut t =
+        Table::new("projects", &["Project", "Examples", "Created by", "Created"], "No projects yet: start one below.");
     for d in state.manager.datasets().await? {
         if !d.name.starts_with(&prefix) || !visible(viewer, &d.name) {
             continue;
@@ -141,7 +150,11 @@ struct ProjectPage {
 }
 
 /// The project's dataset name, if the viewer has that project.
-async fn project(state: &AppState, viewer: &Viewer, short: &str) -> Result<(String, lectern_train::Dataset), PageError> {
+async fn project(
+    state: &AppState,
+    viewer: &Viewer,
+    short: &str,
+) -> Result<(String, lectern_train::Dataset), PageError> {
     let prefix = prefix(viewer)?;
     let dataset = format!("{}{}", own_prefix(viewer, &prefix), short.to_ascii_lowercase());
     let missing = || PageError::not_found(format!("you have no project named '{short}'"));
@@ -170,11 +183,15 @@ async fn project_page(
     let all: Vec<usize> = (0..data.rows).collect();
     let examples = super::datasets::rows_table(&data, &all);
     let job = state.training.jobs(Some(&dataset), 1).await?.into_iter().next();
-    let accuracy = job
-        .as_ref()
-        .and_then(|j| j.metrics.as_ref())
-        .and_then(lectern_manage::headline_metric)
-        .map(|(metric, value)| if metric == "accuracy" { format!("{:.0}%", value * 100.0) } else { format!("{metric} {value:.3}") });
+    let accuracy = job.as_ref().and_then(|j| j.metrics.as_ref()).and_then(lectern_manage::headline_metric).map(
+        |(metric, value)| {
+            if metric == "accuracy" {
+                format!("{:.0}%", value * 100.0)
+            } else {
+                format!("{metric} {value:.3}")
+            }
+        },
+    );
     let names: Vec<String> = data.columns.iter().map(|c| c.schema.name.clone()).collect();
     let label = names.last().cloned().unwrap_or_default();
     let features = names[..names.len().saturating_sub(1)]
@@ -198,7 +215,12 @@ async fn project_page(
 }
 
 /// `POST /ui/projects/{name}/train`: a decision tree predicting the last column.
-pub async fn train(State(state): State<Arc<AppState>>, viewer: Viewer, Path(name): Path<String>, request: Request) -> PageResult {
+pub async fn train(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    request: Request,
+) -> PageResult {
     viewer.require(Role::Trainer)?;
     read_form(&viewer.csrf, request, 64 * 1024).await?;
     let (dataset, data) = project(&state, &viewer, &name).await?;
@@ -212,7 +234,12 @@ pub async fn train(State(state): State<Arc<AppState>>, viewer: Viewer, Path(name
 }
 
 /// `POST /ui/projects/{name}/try`: the trained model's answer for the typed numbers.
-pub async fn try_it(State(state): State<Arc<AppState>>, viewer: Viewer, Path(name): Path<String>, request: Request) -> PageResult {
+pub async fn try_it(
+    State(state): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    request: Request,
+) -> PageResult {
     let form = read_form(&viewer.csrf, request, 64 * 1024).await?;
     let (dataset, data) = project(&state, &viewer, &name).await?;
     match predict(&state, &dataset, &data, &form).await {
@@ -221,7 +248,12 @@ pub async fn try_it(State(state): State<Arc<AppState>>, viewer: Viewer, Path(nam
     }
 }
 
-async fn predict(state: &AppState, model: &str, data: &lectern_train::Dataset, form: &Posted) -> Result<String, PageError> {
+async fn predict(
+    state: &AppState,
+    model: &str,
+    data: &lectern_train::Dataset,
+    form: &Posted,
+) -> Result<String, PageError> {
     let loaded = state
         .registry
         .resolve(model, None)
@@ -235,7 +267,8 @@ async fn predict(state: &AppState, model: &str, data: &lectern_train::Dataset, f
         values.push(x.ok_or_else(|| PageError::bad(format!("'{name}' needs a number")))?);
     }
     let input = loaded.signature.inputs.first().ok_or_else(|| PageError::bad("the model takes no input"))?;
-    let body = json!({"inputs": [{"name": input.name, "datatype": "FP32", "shape": [1, values.len()], "data": values}]});
+    let body =
+        json!({"inputs": [{"name": input.name, "datatype": "FP32", "shape": [1, values.len()], "data": values}]});
     let request = lectern_core::decode_request(body.to_string().as_bytes(), None)?;
     let response = loaded.infer(request).await?;
     let encoded = lectern_core::encode_response(&response);

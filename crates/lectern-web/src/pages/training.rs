@@ -178,10 +178,14 @@ pub fn metrics_table(metrics: Option<&Value>) -> Table {
                 }
             }
             Value::Number(n) => {
-                let text = n.as_f64().map_or(n.to_string(), |x| if x.fract() == 0.0 { n.to_string() } else { format!("{x:.4}") });
+                let text =
+                    n.as_f64()
+                        .map_or(n.to_string(), |x| if x.fract() == 0.0 { n.to_string() } else { format!("{x:.4}") });
                 t.push(vec![Cell::text(prefix), Cell::text(text)]);
             }
-            Value::Array(items) if items.len() > 12 => t.push(vec![Cell::text(prefix), Cell::text(format!("{} values", items.len()))]),
+            Value::Array(items) if items.len() > 12 => {
+                t.push(vec![Cell::text(prefix), Cell::text(format!("{} values", items.len()))])
+            }
             other => t.push(vec![Cell::text(prefix), Cell::text(other.to_string())]),
         }
     }
