@@ -421,7 +421,7 @@ def test_the_hand_written_walk_expects_the_levels_the_document_declares(world):
 
 
 UNDECLARED_PATHS = [
-    "/", "/v1", "/v1/", "/v2/", "/v1/model", "/v1/models/", "/v1/modelsx", "/v1/models/walk/extra",
+    "/ui/nothing", "/v1", "/v1/", "/v2/", "/v1/model", "/v1/models/", "/v1/modelsx", "/v1/models/walk/extra",
     "/v1/keys/x/y", "/v1/audit/1", "/v1/pipelines/", "/v1/pipelines/x/y", "/v2/models", "/v2/models/",
     "/v2/models/walk/infer/x", "/v2/models/walk/versions", "/v2/health", "/v2/health/started",
     "/v2/repository", "/v2/repository/models/walk", "/admin", "/metrics/x", "/openapi.yaml", "/.env",

@@ -15,6 +15,7 @@ Runs on SQLite and on PostgreSQL (LECTERN_TEST_DATABASE), like the other tests t
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -163,3 +164,29 @@ def test_the_nightly_ingest_fills_the_dataset_once_per_assessment_and_keeps_the_
         assert TOKEN not in text and "portal-test-token" not in text, "the portal's token leaked"
     log = upstream.log()
     assert '" 503 ' in log, f"the stand-in failed no page (--fail-every 3): {log[-2000:]}"
+
+
+def test_the_dashboard_shows_the_ingested_table_with_a_filter_and_its_two_charts(portal):
+    srv, upstream, _ = portal
+    page = f"{srv.url}/ui/datasets/assessments"
+    before = requests.get(page, timeout=10)
+    assert before.status_code == 404 and 'class="error"' in before.text, before.text[:500]
+
+    assert run_to_end(srv)["state"] == "succeeded"
+    rows = [as_row(r) for r in upstream.records()]
+    shown = requests.get(page, timeout=10)
+    assert shown.status_code == 200, shown.text[:500]
+    assert re.search(r'id="count">\s*347 of 347 rows', shown.text), shown.text[:2000]
+    assert 'id="updated"' in shown.text
+    titles = re.findall(r'<svg class="chart"[^>]*>\s*<title[^>]*>([^<]*)</title>', shown.text)
+    assert titles == ["subject", "score"], f"the two charts of lectern.toml, in order: {titles}"
+
+    klass = sorted({r["class"] for r in rows})[1]
+    wanted = [r for r in rows if klass.lower() in r["class"].lower()]
+    filtered = requests.get(page, params={"column": "class", "contains": klass}, timeout=10)
+    assert filtered.status_code == 200
+    assert re.search(rf'id="count">\s*{len(wanted)} of 347 rows', filtered.text), filtered.text[:2000]
+    # the subject chart counts only the matching rows
+    subject_chart = re.findall(r'<svg class="chart".*?</svg>', filtered.text, re.S)[0]
+    bar_counts = [int(n) for n in re.findall(r'<title>[^<]*?: (\d+)</title>', subject_chart)]
+    assert sum(bar_counts) == len(wanted), (bar_counts, len(wanted), subject_chart[:1500])

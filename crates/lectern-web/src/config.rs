@@ -16,6 +16,8 @@ pub struct DashboardConfig {
     pub projects: Option<String>,
     /// Per pipeline, the results rows highlighted by default (`column=value`).
     pub highlight: BTreeMap<String, String>,
+    /// Per dataset, the columns charted on its page (default: every column).
+    pub charts: BTreeMap<String, Vec<String>>,
     /// The OIDC client of the sign-in (from `[auth]`), when one is configured.
     pub oidc_client: Option<OidcClient>,
 }
@@ -43,6 +45,7 @@ impl Default for DashboardConfig {
             public_url: None,
             projects: None,
             highlight: BTreeMap::new(),
+            charts: BTreeMap::new(),
             oidc_client: None,
         }
     }
@@ -57,6 +60,8 @@ struct FileDashboard {
     projects: Option<String>,
     #[serde(default)]
     highlight: BTreeMap<String, String>,
+    #[serde(default)]
+    charts: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -98,6 +103,7 @@ impl DashboardConfig {
             }
         }
         config.highlight = given.highlight;
+        config.charts = given.charts;
         Ok(config)
     }
 }
@@ -110,11 +116,13 @@ mod tests {
     fn the_table_is_read_and_checked() {
         let c = DashboardConfig::from_config("", "f").unwrap();
         assert!(c.enabled && c.projects.is_none());
-        let text = "[dashboard]\nsession_ttl = \"2h\"\nprojects = \"kids-\"\nhighlight = { r = \"strength=weak\" }\n";
+        let text = "[dashboard]\nsession_ttl = \"2h\"\nprojects = \"kids-\"\nhighlight = { r = \"strength=weak\" }\n\
+                    charts = { a = [\"x\", \"y\"] }\n";
         let c = DashboardConfig::from_config(text, "f").unwrap();
         assert_eq!(c.session_ttl, Duration::from_secs(7200));
         assert_eq!(c.projects.as_deref(), Some("kids-"));
         assert_eq!(c.highlight["r"], "strength=weak");
+        assert_eq!(c.charts["a"], vec!["x", "y"]);
         for bad in
             ["[dashboard]\nnope = 1", "[dashboard]\nprojects = \"Kids <\"", "[dashboard]\nhighlight = { r = \"x\" }"]
         {

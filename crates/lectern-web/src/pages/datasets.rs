@@ -111,6 +111,8 @@ pub struct Filter {
 struct DatasetPage {
     nav: Nav,
     name: String,
+    updated: String,
+    created_by: String,
     rows: usize,
     matching: usize,
     shown: usize,
@@ -132,17 +134,24 @@ pub async fn detail(
     if !crate::pages::projects::visible(&viewer, &name) {
         return Err(PageError::not_found(format!("no dataset named '{name}'")));
     }
+    let view = state.manager.dataset(&name).await?;
     let data = state.manager.read_dataset(&name).await?;
     let columns: Vec<String> = data.columns.iter().map(|c| c.schema.name.clone()).collect();
     let picked = matching_rows(&data, &filter)?;
+    let charted: Vec<&Column> = match viewer.web.config.charts.get(&name) {
+        Some(chosen) => chosen.iter().filter_map(|c| data.columns.iter().find(|d| d.schema.name == *c)).collect(),
+        None => data.columns.iter().collect(),
+    };
     let page = DatasetPage {
         nav: Nav::of(&viewer),
+        updated: super::when(view.created_at_ms),
+        created_by: view.created_by,
         rows: data.rows,
         matching: picked.len(),
         shown: picked.len().min(SHOWN_ROWS),
         schema: schema_table(&data),
         table: rows_table(&data, &picked),
-        charts: data.columns.iter().map(|c| chart(c, &picked)).collect(),
+        charts: charted.into_iter().map(|c| chart(c, &picked)).collect(),
         column: filter.column,
         contains: filter.contains,
         columns,
