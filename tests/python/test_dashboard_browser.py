@@ -439,3 +439,29 @@ def test_html_in_an_uploaded_dataset_stays_text(page, bworld):
     assert page.locator("table#rows img").count() == 0 and page.locator("table#rows script").count() == 0
     assert not page_log(page).dialogs, f"a dialog opened: {page_log(page).dialogs}"
     assert_page_healthy(page)
+
+
+def test_pages_fit_a_phone_screen_and_the_sign_in_works_from_the_keyboard(page, bworld):
+    base = bworld.url
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(base + "/ui/models")
+    assert "/ui/login" in page.url
+    # the keyboard reaches the key field and submits the form without a mouse
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.name") == "api_key":
+            break
+    else:
+        raise AssertionError("Tab never reached the API key field")
+    page.keyboard.type(bworld.keys["trainer"])
+    page.keyboard.press("Enter")
+    page.wait_for_url(base + "/ui/models")
+    for path in ("/", "/ui/models", "/ui/models/iris-logreg", "/ui/datasets", "/ui/training", "/ui/jobs"):
+        goto(page, base + path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{path} is {overflow} px wider than a 390 px screen"
+        unlabelled = page.evaluate("""[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name)""")
+        assert not unlabelled, f"{path}: fields without a label: {unlabelled}"
+        screenshot(page, "phone" + (path.replace("/", "-") if path != "/" else "-overview"))
+    assert_page_healthy(page)

@@ -326,6 +326,11 @@ impl Training {
         Ok(self.manager.store.jobs(model, limit).await?.into_iter().map(JobView::new).collect())
     }
 
+    /// How many training jobs are recorded.
+    pub async fn job_count(&self) -> Result<u64, ManageError> {
+        Ok(self.manager.store.job_count().await?)
+    }
+
     /// A picture of a succeeded job (SVG text).
     pub async fn picture(&self, id: &str, name: &str) -> Result<String, ManageError> {
         let job = self.job(id).await?;

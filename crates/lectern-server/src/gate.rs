@@ -92,6 +92,17 @@ impl AccessTable {
         self
     }
 
+    /// The private name a path acts on: its `{model}` parameter (a model), or the `{name}` of a
+    /// `/v1/datasets/{name}` route (a dataset).
+    fn named(&self, path: &str) -> Option<Named> {
+        let matched = self.paths.at(path).ok()?;
+        if let Some(model) = matched.params.get("model") {
+            return Some(Named::Model(model.to_string()));
+        }
+        let name = matched.params.get("name")?;
+        path.starts_with("/v1/datasets/").then(|| Named::Dataset(name.to_string()))
+    }
+
     /// The access `method path` needs; `None`: not a declared route. `HEAD` is `GET`'s (axum
     /// answers it with the `GET` handler). A proxy route needs what its upstream's config says.
     pub fn access(&self, method: &Method, path: &str) -> Option<Access> {
@@ -103,6 +114,26 @@ impl AccessTable {
             None => Some(declared),
         }
     }
+}
+
+/// What a route names in its path, when projects are private.
+enum Named {
+    Model(String),
+    Dataset(String),
+}
+
+/// A route naming a model or dataset of another user's projects answers as if it did not
+/// exist (`[dashboard] projects`; nothing to check without it).
+fn hidden(state: &AppState, table: &AccessTable, path: &str, who: &Principal) -> Option<Response> {
+    let prefix = state.projects.as_deref()?;
+    let error: ApiError = match table.named(path)? {
+        Named::Model(name) if !who.may_see(Some(prefix), &name) => lectern_runtime::RuntimeError::ModelNotFound(name).into(),
+        Named::Dataset(name) if !who.may_see(Some(prefix), &name) => {
+            lectern_manage::ManageError::DatasetNotFound(name).into()
+        }
+        _ => return None,
+    };
+    Some(error.into_response())
 }
 
 fn allowed(access: Access, role: Role) -> bool {
@@ -227,6 +258,12 @@ pub async fn admit(state: &AppState, table: &AccessTable, mut request: Request) 
         Some(Access::Client) => !auth.settings.protect_inference,
         _ => false,
     };
+    if auth.enforced() && open {
+        let anonymous = Principal { actor: "anonymous".into(), role: Role::Client };
+        if let Some(refused) = hidden(state, table, request.uri().path(), &anonymous) {
+            return Err(refused);
+        }
+    }
     if !auth.enforced() || open {
         // Only the routes that record who acted (models, keys) read the principal; inference,
         // the hot path, gets none and so costs no allocation here.
@@ -249,6 +286,9 @@ pub async fn admit(state: &AppState, table: &AccessTable, mut request: Request) 
         let message =
             format!("the role '{}' may not use {} {}", who.role.as_str(), request.method(), request.uri().path());
         return Err(ApiError::new(StatusCode::FORBIDDEN, message).into_response());
+    }
+    if let Some(refused) = hidden(state, table, request.uri().path(), &who) {
+        return Err(refused);
     }
     if let Some(limiter) = &auth.settings.limiter {
         if let Err(wait) = limiter.check(&who.actor) {

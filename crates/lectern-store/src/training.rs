@@ -233,6 +233,15 @@ impl Store {
         .await
     }
 
+    /// How many training jobs are recorded.
+    pub async fn job_count(&self) -> Result<u64, StoreError> {
+        self.run(async {
+            let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM training_jobs").fetch_one(&self.pool).await?;
+            Ok(row.0.max(0) as u64)
+        })
+        .await
+    }
+
     /// The ids of the queued jobs, oldest first.
     pub async fn queued_jobs(&self) -> Result<Vec<String>, StoreError> {
         self.run(async {

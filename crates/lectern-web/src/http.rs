@@ -33,8 +33,14 @@ pub async fn page_layer(mut request: Request, next: Next) -> Response {
     };
     let secure = request.extensions().get::<Secure>().is_some_and(|s| s.0);
     request.extensions_mut().insert(CsrfToken(token.clone()));
+    let started = std::time::Instant::now();
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    // How long the page took on the server (bench/dashboard.py reads it; browsers show it).
+    let took = format!("app;dur={:.2}", started.elapsed().as_secs_f64() * 1000.0);
+    if let Ok(value) = HeaderValue::from_str(&took) {
+        headers.insert("server-timing", value);
+    }
     for (name, value) in [
         (header::CACHE_CONTROL, "no-store"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

@@ -57,6 +57,7 @@ fn optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiEr
     ))]
 pub async fn index(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Vec<IndexEntry>>, ApiError> {
@@ -67,6 +68,7 @@ pub async fn index(
         .index()
         .into_iter()
         .filter(|row| !request.ready || row.ready)
+        .filter(|row| state.may_see(&who, &row.name))
         .map(|row| IndexEntry {
             name: row.name,
             version: row.version.map(|v| v.to_string()),

@@ -22,7 +22,7 @@ pub async fn page(State(state): State<Arc<AppState>>, viewer: Viewer) -> PageRes
     let models = state.manager.list().await?.len();
     let pipelines = state.pipelines.get().map_or(0, |p| p.pipelines().len());
     let datasets = state.manager.datasets().await?.len();
-    let training = state.training.jobs(None, 1000).await?.len();
+    let training = state.training.job_count().await? as usize;
     let jobs = match state.jobs.get() {
         Some(jobs) => jobs.list().await?.len(),
         None => 0,

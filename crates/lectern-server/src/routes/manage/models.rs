@@ -103,6 +103,10 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: CreateModel = json_body(&state, &headers, body).await?;
+    if !state.may_see(&who, &request.name) {
+        let message = "model names starting with the projects' prefix belong to their owner's projects";
+        return Err(ApiError::new(StatusCode::FORBIDDEN, message));
+    }
     let view = state
         .manager
         .create_model(&who.actor, &request.name, request.config.as_ref(), request.labels.as_deref())
