@@ -536,8 +536,9 @@ def start_keyed_world(root: Path, extra_args=(), config: Path | None = None, env
 
 
 def user_slug(subject: str) -> str:
-    """`<user>` of a project dataset: the subject lower-cased, other than a-z0-9 -> `_`."""
-    return re.sub(r"[^a-z0-9]", "_", subject.lower()[:40])
+    """`<user>` of a project dataset for an OIDC subject: a-z0-9 kept, every other byte `_xx`."""
+    keep = set("abcdefghijklmnopqrstuvwxyz0123456789")
+    return "".join(chr(b) if chr(b) in keep else f"_{b:02x}" for b in subject.encode())
 
 
 def project_dataset(subject: str, project: str) -> str:

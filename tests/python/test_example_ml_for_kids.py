@@ -298,7 +298,7 @@ def test_two_children_make_train_and_try_private_projects_the_teacher_sees_both_
     alice_sub, bob_sub = "alice", "Bob.Okoye"
     alice_project, bob_project = f"flyers-{secrets.token_hex(3)}", f"sea-or-land-{secrets.token_hex(3)}"
     alice_ds, bob_ds = project_dataset(alice_sub, alice_project), project_dataset(bob_sub, bob_project)
-    assert (alice_ds, bob_ds) == (f"kids-alice-{alice_project}", f"kids-bob_okoye-{bob_project}")
+    assert (alice_ds, bob_ds) == (f"kids-alice-{alice_project}", f"kids-_42ob_2e_4fkoye-{bob_project}")
 
     # each child signs in with the school account and makes a project from typed examples
     alice = sign_in_at_school(srv, issuer, alice_sub)
@@ -412,5 +412,25 @@ def test_another_childs_project_model_is_404_on_every_model_route(kids):
     assert theirs in {m["name"] for m in ok(srv.post("/v2/repository/index", json={}, headers=alice))}
     made = srv.post("/v1/models", json={"name": project_dataset("alice", "bobs-trick")}, headers=bob)
     assert made.status_code == 403, f"bob made a model in alice's names: {made.status_code} {made.text}"
+
+    # the name percent-encoded, as the handlers decode it, is still alice's
+    encoded = "%" + format(ord(theirs[0]), "02X") + theirs[1:]
+    for method, path in (("GET", f"/v2/models/{encoded}"), ("GET", f"/v1/models/{encoded}/versions/1/artifact"),
+                         ("DELETE", f"/v1/models/{encoded}")):
+        resp = requests.request(method, srv.url + path, headers=bob, timeout=30)
+        assert resp.status_code == 404, f"{method} {path} as bob: {resp.status_code} {resp.text[:200]}"
+    # nor through a pipeline's model step or a job's dataset
+    spy = f'steps = [{{ id = "m", model = "{theirs}", inputs = ["a", "b", "c", "d"] }}]\n'
+    resp = requests.put(f"{srv.url}/v1/pipelines/spy-{secrets.token_hex(3)}", data=spy.encode(),
+                        headers={**bob, "Content-Type": "application/toml"}, timeout=30)
+    assert resp.status_code == 404, f"bob's pipeline over alice's model: {resp.status_code} {resp.text[:200]}"
+    job = {"name": f"grab-{secrets.token_hex(3)}", "kind": "http-ingest", "every": "1h", "url": "http://127.0.0.1:9/x",
+           "dataset": theirs, "key": "id"}
+    resp = srv.post("/v1/jobs", json=job, headers=bob)
+    assert resp.status_code == 403, f"bob's job writing alice's project: {resp.status_code} {resp.text[:200]}"
+    # the open metrics name no project
+    assert theirs not in requests.get(f"{srv.url}/metrics", timeout=30).text
+    after_all = ok(srv.get(f"/v1/models/{theirs}", headers=alice))
+    assert len(after_all["versions"]) == len(before["versions"]), after_all
     after = ok(srv.get(f"/v1/models/{theirs}", headers=alice))
     assert (after["labels"], len(after["versions"])) == (before["labels"], len(before["versions"])), after

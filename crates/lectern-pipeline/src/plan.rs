@@ -30,6 +30,24 @@ pub struct Pipeline {
     pub shape: Option<Vec<(String, String)>>,
 }
 
+impl Pipeline {
+    /// Every model the pipeline's steps may run.
+    pub fn models(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        for step in &self.steps {
+            match &step.kind {
+                StepKind::Model { model, .. } => names.push(model.as_str()),
+                StepKind::Route { models, default, .. } => {
+                    names.extend(models.values().map(String::as_str));
+                    names.extend(default.as_deref());
+                }
+                _ => {}
+            }
+        }
+        names
+    }
+}
+
 /// One checked step.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

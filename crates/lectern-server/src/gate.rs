@@ -96,11 +96,12 @@ impl AccessTable {
     /// `/v1/datasets/{name}` route (a dataset).
     fn named(&self, path: &str) -> Option<Named> {
         let matched = self.paths.at(path).ok()?;
+        // The handlers read parameters percent-decoded: so does this check.
         if let Some(model) = matched.params.get("model") {
-            return Some(Named::Model(model.to_string()));
+            return Some(Named::Model(percent_decoded(model)));
         }
         let name = matched.params.get("name")?;
-        path.starts_with("/v1/datasets/").then(|| Named::Dataset(name.to_string()))
+        path.starts_with("/v1/datasets/").then(|| Named::Dataset(percent_decoded(name)))
     }
 
     /// The access `method path` needs; `None`: not a declared route. `HEAD` is `GET`'s (axum
@@ -116,6 +117,27 @@ impl AccessTable {
     }
 }
 
+/// A path segment as axum's `Path` extractor gives it to the handler.
+fn percent_decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// What a route names in its path, when projects are private.
 enum Named {
     Model(String),
@@ -127,7 +149,9 @@ enum Named {
 fn hidden(state: &AppState, table: &AccessTable, path: &str, who: &Principal) -> Option<Response> {
     let prefix = state.projects.as_deref()?;
     let error: ApiError = match table.named(path)? {
-        Named::Model(name) if !who.may_see(Some(prefix), &name) => lectern_runtime::RuntimeError::ModelNotFound(name).into(),
+        Named::Model(name) if !who.may_see(Some(prefix), &name) => {
+            lectern_runtime::RuntimeError::ModelNotFound(name).into()
+        }
         Named::Dataset(name) if !who.may_see(Some(prefix), &name) => {
             lectern_manage::ManageError::DatasetNotFound(name).into()
         }
@@ -356,6 +380,24 @@ mod tests {
         assert_eq!(t.access(&Method::GET, "/v1/keys"), Some(Access::Admin));
         let without = AccessTable::new(routes);
         assert_eq!(without.access(&Method::GET, "/proxy/public/a"), None);
+    }
+
+    #[test]
+    fn named_routes_are_read_as_the_handlers_read_them() {
+        let t = AccessTable::new([
+            ("/v2/models/{model}/infer", Method::POST, Access::Client),
+            ("/v1/datasets/{name}", Method::GET, Access::Client),
+            ("/v1/pipelines/{name}", Method::POST, Access::Client),
+        ]);
+        let model = |p: &str| match t.named(p) {
+            Some(Named::Model(m)) => Some(m),
+            _ => None,
+        };
+        assert_eq!(model("/v2/models/%6Bids-a-x/infer").as_deref(), Some("kids-a-x"));
+        assert_eq!(model("/v2/models/kids%2Da-x/infer").as_deref(), Some("kids-a-x"));
+        assert!(matches!(t.named("/v1/datasets/%6bids-a"), Some(Named::Dataset(d)) if d == "kids-a"));
+        assert!(t.named("/v1/pipelines/kids-a").is_none());
+        assert_eq!(percent_decoded("a%zz%4"), "a%zz%4");
     }
 
     #[test]

@@ -17,12 +17,17 @@ impl Principal {
         Principal { actor: "local".into(), role: Role::Admin }
     }
 
-    /// The user part of the actor (`jwt:Alice` → `alice`) as it appears in project names:
-    /// lower case, anything but `a-z0-9` as `_`, at most 40 characters. Never a `-`, so that
-    /// `<prefix><user>-<project>` names one user and one project (project names have no `_`).
+    /// The user part of the actor as it appears in project names, one-to-one: an OIDC
+    /// subject keeps `a-z0-9` and writes every other byte as `_` and two hex digits
+    /// (`jwt:Bob.O` → `_42ob_2eo`); an API key is `_k` and its id; anything else (`local`,
+    /// `anonymous`) is `_x` and its encoded name. So no two callers share a user part, and a
+    /// user part never holds a `-`: `<prefix><user>-<project>` names one user's project.
     pub fn user_slug(&self) -> String {
-        let subject = self.actor.split_once(':').map(|(_, s)| s).unwrap_or(&self.actor);
-        subject.chars().take(40).map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
+        match self.actor.split_once(':') {
+            Some(("jwt", subject)) => encode_name(subject),
+            Some(("key", id)) => format!("_k{}", encode_name(id)),
+            _ => format!("_x{}", encode_name(&self.actor)),
+        }
     }
 
     /// The names of this caller's own projects start with this (`<prefix><user>-`).
@@ -43,6 +48,19 @@ impl Principal {
     }
 }
 
+/// `a-z0-9` as they are, every other byte as `_` and two hex digits.
+fn encode_name(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,14 +69,34 @@ mod tests {
     fn projects_are_private_to_their_user() {
         let alice = Principal { actor: "jwt:Alice".into(), role: Role::Trainer };
         let admin = Principal { actor: "key:1".into(), role: Role::Admin };
-        assert_eq!(alice.user_slug(), "alice");
-        assert_eq!(Principal { actor: "jwt:a.b-c@x".into(), role: Role::Client }.user_slug(), "a_b_c_x");
+        let slug = |actor: &str| Principal { actor: actor.into(), role: Role::Client }.user_slug();
+        assert_eq!(alice.user_slug(), "_41lice");
+        assert_eq!(slug("jwt:a.b-c@x"), "a_2eb_2dc_40x");
+        assert_eq!(slug("key:35fd5c9d13f7"), "_k35fd5c9d13f7");
+        // no two callers share a user part
+        let actors = [
+            "jwt:mary.jones",
+            "jwt:mary_jones",
+            "jwt:Mary-Jones",
+            "jwt:Zoë",
+            "jwt:Zoé",
+            "jwt:anonymous",
+            "anonymous",
+            "local",
+            "jwt:local",
+            "key:abc",
+            "jwt:_kabc",
+            "jwt:abc",
+        ];
+        let slugs: std::collections::HashSet<String> = actors.iter().map(|a| slug(a)).collect();
+        assert_eq!(slugs.len(), actors.len(), "{slugs:?}");
+        assert!(actors.iter().all(|a| !slug(a).contains('-')));
         // user "alice-liddell" cannot reach alice's project "liddell-x"
-        let other = Principal { actor: "jwt:alice-liddell".into(), role: Role::Trainer };
-        assert!(!other.may_see(Some("kids-"), "kids-alice-liddell-x"));
-        assert!(alice.may_see(Some("kids-"), "kids-alice-pets"));
+        let liddell = Principal { actor: "jwt:alice-liddell".into(), role: Role::Trainer };
+        assert!(!liddell.may_see(Some("kids-"), "kids-_41lice-liddell-x"));
+        assert!(alice.may_see(Some("kids-"), "kids-_41lice-pets"));
         assert!(!alice.may_see(Some("kids-"), "kids-bob-pets"));
-        assert!(!alice.may_see(Some("kids-"), "kids-alicex-pets"));
+        assert!(!alice.may_see(Some("kids-"), "kids-_41licex-pets"));
         assert!(alice.may_see(Some("kids-"), "iris"));
         assert!(alice.may_see(None, "kids-bob-pets"));
         assert!(admin.may_see(Some("kids-"), "kids-bob-pets"));

@@ -25,13 +25,17 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; s
 pub struct CsrfToken(pub String);
 
 /// Every page's answer gets the security headers; a browser without a CSRF cookie gets one.
-pub async fn page_layer(mut request: Request, next: Next) -> Response {
+pub async fn page_layer(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<lectern_server::AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let existing = cookie(request.headers(), CSRF_COOKIE).filter(|t| is_token(t)).map(str::to_string);
     let (token, new) = match existing {
         Some(token) => (token, false),
         None => (random_token(), true),
     };
-    let secure = request.extensions().get::<Secure>().is_some_and(|s| s.0);
+    let secure = state.auth.secure();
     request.extensions_mut().insert(CsrfToken(token.clone()));
     let started = std::time::Instant::now();
     let mut response = next.run(request).await;
@@ -58,10 +62,6 @@ pub async fn page_layer(mut request: Request, next: Next) -> Response {
     }
     response
 }
-
-/// Whether the server runs TLS (cookies are then `Secure`), put on each request by the router.
-#[derive(Clone, Copy)]
-pub struct Secure(pub bool);
 
 /// A cookie's value from the request's `Cookie` headers.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -224,6 +224,7 @@ impl Posted {
 /// Reads a posted form of at most `limit` bytes and checks its CSRF token and origin.
 pub async fn read_form(csrf: &str, request: Request, limit: usize) -> Result<Posted, PageError> {
     let (parts, body) = request.into_parts();
+    let public_url = parts.extensions.get::<std::sync::Arc<crate::Web>>().and_then(|w| w.config.public_url.clone());
     let too_large =
         || PageError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is over the limit of {}", size(limit)));
     if let Some(length) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
@@ -231,7 +232,7 @@ pub async fn read_form(csrf: &str, request: Request, limit: usize) -> Result<Pos
             return Err(too_large());
         }
     }
-    check_origin(&parts.headers)?;
+    check_origin(&parts.headers, public_url.as_deref())?;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let posted = if let Ok(boundary) = multer::parse_boundary(content_type) {
         read_multipart(body, boundary, limit).await?
@@ -252,16 +253,18 @@ pub fn csrf_refused() -> PageError {
     PageError::new(StatusCode::FORBIDDEN, "the form has expired or did not come from this site; reload the page")
 }
 
-/// A request with an `Origin` must come from this site (its origin's host is the `Host`).
-pub fn check_origin(headers: &HeaderMap) -> Result<(), PageError> {
+/// A request with an `Origin` must come from this site: its origin's host is the `Host`, or
+/// the origin is `[dashboard] public_url` (behind a proxy that rewrites `Host`).
+pub fn check_origin(headers: &HeaderMap, public_url: Option<&str>) -> Result<(), PageError> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
     let origin = origin.to_str().unwrap_or("");
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
-    if host.is_empty() || !authority.eq_ignore_ascii_case(host) {
-        return Err(csrf_refused());
+    let same_host = !host.is_empty() && authority.eq_ignore_ascii_case(host);
+    if same_host || public_url.is_some_and(|url| url.eq_ignore_ascii_case(origin)) {
+        return Ok(());
     }
-    Ok(())
+    Err(csrf_refused())
 }
 
 async fn read_multipart(body: Body, boundary: String, limit: usize) -> Result<Posted, PageError> {

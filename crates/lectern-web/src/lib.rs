@@ -86,7 +86,7 @@ fn table() -> Vec<(&'static str, Method, Handler)> {
 }
 
 /// The dashboard's pages for the server (`None` when the config turns them off).
-pub fn pages(config: DashboardConfig) -> Option<Pages> {
+pub fn pages(config: DashboardConfig, state: &Arc<AppState>) -> Option<Pages> {
     if !config.enabled {
         return None;
     }
@@ -107,6 +107,7 @@ pub fn pages(config: DashboardConfig) -> Option<Pages> {
     for (path, _, handler) in table {
         router = router.route(path, handler);
     }
-    let router = router.layer(axum::middleware::from_fn(http::page_layer)).layer(Extension(web));
+    let router =
+        router.layer(axum::middleware::from_fn_with_state(state.clone(), http::page_layer)).layer(Extension(web));
     Some(Pages { router, routes })
 }

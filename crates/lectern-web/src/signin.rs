@@ -227,8 +227,9 @@ pub async fn oidc_callback(
         return error_page(None, &PageError::not_found("sign-in with an identity provider is not configured"));
     };
     if let Some(error) = query.get("error") {
-        let error: String = error.chars().take(100).collect();
-        return refuse(StatusCode::BAD_REQUEST, &format!("the identity provider did not sign you in ({error})"));
+        // Only the OAuth error code, as its word characters: a link cannot put text on the page.
+        let code: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect();
+        return refuse(StatusCode::BAD_REQUEST, &format!("the identity provider did not sign you in ({code})"));
     }
     let Some(pending) = cookie(&headers, OIDC_COOKIE).and_then(Pending::from_cookie) else {
         return refuse(StatusCode::BAD_REQUEST, "the sign-in took too long or was started elsewhere; try again");

@@ -21,6 +21,8 @@ pub struct Viewer {
     pub csrf: String,
     /// Signed in with a session (not `local`): the page offers to sign out.
     pub signed_in: bool,
+    /// The session's token hash (`None` without sessions).
+    session: Option<String>,
     /// The dashboard's own state.
     pub web: Arc<Web>,
 }
@@ -32,6 +34,12 @@ impl Viewer {
 
     pub fn actor(&self) -> &str {
         &self.principal.actor
+    }
+
+    /// Who owns what this viewer keeps on the server (pipeline results): the session (its
+    /// token's hash), or the actor when there are no sessions.
+    pub fn owner(&self) -> String {
+        self.session.clone().unwrap_or_else(|| self.principal.actor.clone())
     }
 
     /// Refuses a caller below `role`.
@@ -51,25 +59,27 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
         let csrf = parts.extensions.get::<CsrfToken>().map(|t| t.0.clone()).unwrap_or_default();
         let web = parts.extensions.get::<Arc<Web>>().cloned().expect("the pages' router adds the dashboard's state");
         if !state.auth.enforced() {
-            return Ok(Viewer { principal: Principal::local(), csrf, signed_in: false, web });
+            return Ok(Viewer { principal: Principal::local(), csrf, signed_in: false, session: None, web });
         }
         if let Some(token) = cookie(&parts.headers, SESSION_COOKIE) {
             match state.manager.store().session(token).await {
                 Ok(Some(session)) => {
                     let principal = Principal { actor: session.actor, role: session.role };
-                    return Ok(Viewer { principal, csrf, signed_in: true, web });
+                    let session = Some(lectern_store::key_fingerprint(token));
+                    return Ok(Viewer { principal, csrf, signed_in: true, session, web });
                 }
                 Ok(None) => {}
                 Err(e) => return Err(error_page(None, &PageError::from(e))),
             }
         }
-        Err(signed_out(parts, &csrf))
+        let oidc = state.auth.oidc().is_some() && web.config.oidc_client.is_some();
+        Err(signed_out(parts, &csrf, oidc))
     }
 }
 
 /// The answer to a caller without a session: pages send them to sign in; forms and the
 /// script's JSON get 401.
-fn signed_out(parts: &Parts, csrf: &str) -> Response {
+fn signed_out(parts: &Parts, csrf: &str, oidc: bool) -> Response {
     let path = parts.uri.path();
     let is_json = path == "/ui/stats" || path.ends_with("/status");
     if is_json {
@@ -82,7 +92,7 @@ fn signed_out(parts: &Parts, csrf: &str) -> Response {
     let page = LoginPage {
         nav: Nav::anonymous(csrf),
         error: Some("your session has ended; sign in again"),
-        oidc: false,
+        oidc,
         next: "/",
         next_query: "/".into(),
     };

@@ -74,6 +74,7 @@ pub async fn create(
         Some(_) => return Err(ApiError::bad_request("'name' must be a string")),
         None => return Err(ApiError::bad_request("a job needs a 'name'")),
     };
+    check_names(&state, &who, &given)?;
     let job = jobs(&state)?.create(&who.actor, &name, &Value::Object(given)).await?;
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }
@@ -110,7 +111,21 @@ pub async fn replace(
     if given.contains_key("name") {
         return Err(ApiError::bad_request("the name is in the URL; leave 'name' out of the body"));
     }
+    check_names(&state, &who, &given)?;
     Ok(Json(jobs(&state)?.replace(&who.actor, &name, &Value::Object(given)).await?))
+}
+
+/// A job may not read or write another user's project (its `dataset` and `model`).
+fn check_names(state: &AppState, who: &Principal, given: &Map<String, Value>) -> Result<(), ApiError> {
+    for field in ["dataset", "model"] {
+        if let Some(Value::String(name)) = given.get(field) {
+            if !state.may_see(who, name) {
+                let message = format!("'{field}': names starting with the projects' prefix belong to their owner");
+                return Err(ApiError::new(StatusCode::FORBIDDEN, message));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `DELETE /v1/jobs/{name}`

@@ -27,7 +27,11 @@ const HISTOGRAMS: [(&str, &str); 3] = [
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text exposition 0.0.4.", body = String, content_type = "text/plain")))]
 pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let models = state.registry.metrics().all();
+    let mut models = state.registry.metrics().all();
+    // Open to anyone: the models of private projects are left out (their names name children).
+    if let Some(prefix) = state.projects.as_deref() {
+        models.retain(|((model, _), _)| !model.starts_with(prefix));
+    }
     let mut out = String::with_capacity(4096);
     for (ix, (name, help)) in COUNTERS.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -144,6 +144,9 @@ pub async fn define(
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::bad_request("the pipeline definition must be UTF-8 TOML text"))?;
+    if let Some(model) = engine.check(&name, text)?.models().into_iter().find(|m| !state.may_see(&who, m)) {
+        return Err(lectern_runtime::RuntimeError::ModelNotFound(model.to_string()).into());
+    }
     let pipeline = state.manager.define_pipeline(engine, &who.actor, &name, text).await?;
     Ok(Json(DefinedPipeline { pipeline: Some(Pipeline::clone(&pipeline)) }))
 }

@@ -81,8 +81,11 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be from 1 to 1000, got {limit}")));
     }
-    let mut jobs = state.training.jobs(query.model.as_deref(), limit).await?;
+    // Private projects' jobs are left out before the limit applies.
+    let fetch = if state.projects.is_some() { 100_000 } else { limit };
+    let mut jobs = state.training.jobs(query.model.as_deref(), fetch).await?;
     jobs.retain(|job| state.may_see(&who, &job.dataset));
+    jobs.truncate(limit as usize);
     Ok(Json(JobList { jobs }))
 }
 

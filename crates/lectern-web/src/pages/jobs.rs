@@ -36,6 +36,7 @@ fn schedule(job: &lectern_jobs::JobView) -> String {
 
 /// `GET /ui/jobs`
 pub async fn list(State(state): State<Arc<AppState>>, viewer: Viewer) -> PageResult {
+    viewer.require(Role::Trainer)?;
     let mut t = Table::new(
         "jobs",
         &["Job", "Kind", "Schedule", "Next run", "Last run", "Enabled"],
@@ -86,7 +87,9 @@ struct JobPage {
 
 /// `GET /ui/jobs/{name}`
 pub async fn detail(State(state): State<Arc<AppState>>, viewer: Viewer, Path(name): Path<String>) -> PageResult {
+    viewer.require(Role::Trainer)?;
     let jobs = jobs(&state)?;
+    let hide = |text: &str| super::projects::redact(&viewer, text);
     let job = jobs.get(&name).await?;
     let mut runs = Table::new(
         "runs",
@@ -101,8 +104,8 @@ pub async fn detail(State(state): State<Arc<AppState>>, viewer: Viewer, Path(nam
             Cell::text(run.state.clone()).class(super::training::state_class(&run.state)),
             Cell::text(run.items.to_string()),
             Cell::text(took),
-            Cell::text(run.error.clone().unwrap_or_default()),
-            Cell::text(run.detail.clone().unwrap_or_default()),
+            Cell::text(hide(run.error.as_deref().unwrap_or_default())),
+            Cell::text(hide(run.detail.as_deref().unwrap_or_default())),
         ]);
     }
     let page = JobPage {
@@ -112,7 +115,7 @@ pub async fn detail(State(state): State<Arc<AppState>>, viewer: Viewer, Path(nam
         next_run: super::maybe_when(job.next_run_at_ms),
         paused: job.paused,
         running: job.running.is_some(),
-        spec: serde_json::to_string_pretty(&job.spec).unwrap_or_default(),
+        spec: hide(&serde_json::to_string_pretty(&job.spec).unwrap_or_default()),
         runs,
         name,
     };

@@ -205,7 +205,9 @@ pub fn tensor_json(name: &str, datatype: &str, shape: &[i64], text: &str) -> Res
                 .collect()
         })
         .collect::<Result<_, _>>()?;
-    let width = rows[0].len();
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Err(PageError::bad(format!("enter a value for input '{name}'")));
+    };
     if rows.iter().any(|r| r.len() != width) {
         return Err(PageError::bad(format!("input '{name}': every row needs the same count of numbers")));
     }
@@ -294,5 +296,7 @@ mod tests {
         assert!(tensor_json("X", "FP32", &[-1, 4], "1,2,x,4").is_err());
         assert!(tensor_json("X", "FP32", &[-1, 2], "1,2;3").is_err());
         assert!(tensor_json("X", "FP32", &[-1, 2], "").is_err());
+        assert!(tensor_json("X", "FP32", &[-1, 2], ";").is_err());
+        assert!(tensor_json("X", "FP32", &[-1, 2], " ;\n; ").is_err());
     }
 }

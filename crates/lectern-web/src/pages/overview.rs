@@ -19,10 +19,14 @@ struct Overview {
 
 /// `GET /`
 pub async fn page(State(state): State<Arc<AppState>>, viewer: Viewer) -> PageResult {
-    let models = state.manager.list().await?.len();
+    let seen = |name: &str| crate::pages::projects::visible(&viewer, name);
+    let models = state.manager.list().await?.iter().filter(|m| seen(&m.name)).count();
     let pipelines = state.pipelines.get().map_or(0, |p| p.pipelines().len());
-    let datasets = state.manager.datasets().await?.len();
-    let training = state.training.job_count().await? as usize;
+    let datasets = state.manager.datasets().await?.iter().filter(|d| seen(&d.name)).count();
+    let training = match state.projects {
+        Some(_) => super::training::visible_jobs(&state, &viewer, u32::MAX).await?.len(),
+        None => state.training.job_count().await? as usize,
+    };
     let jobs = match state.jobs.get() {
         Some(jobs) => jobs.list().await?.len(),
         None => 0,

@@ -27,6 +27,14 @@ fn engine(state: &AppState) -> Result<&Arc<Engine>, PageError> {
     state.pipelines.get().ok_or_else(|| PageError::new(StatusCode::SERVICE_UNAVAILABLE, "pipelines are starting"))
 }
 
+fn pipeline(engine: &Engine, name: &str) -> Result<Arc<lectern_pipeline::Pipeline>, PageError> {
+    engine
+        .pipelines()
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| PageError::not_found(format!("no pipeline named '{name}'")))
+}
+
 #[derive(Template)]
 #[template(path = "pipelines.html")]
 struct PipelinesPage {
@@ -75,12 +83,7 @@ fn pipeline_page(
     error: Option<String>,
     answer: Option<String>,
 ) -> PageResult {
-    let engine = engine(state)?;
-    let pipeline = engine
-        .pipelines()
-        .into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| PageError::not_found(format!("no pipeline named '{name}'")))?;
+    let pipeline = pipeline(engine(state)?, name)?;
     let mut steps = Table::new("steps", &["Step", "Kind", "When", "Definition"], "No steps.");
     for step in &pipeline.steps {
         let mut definition = serde_json::to_value(step).unwrap_or(Value::Null);
@@ -165,14 +168,9 @@ pub async fn csv(
     Path(name): Path<String>,
     request: Request,
 ) -> PageResult {
-    let limit = state.settings.max_body_bytes.min(state.manager.max_upload_bytes() as usize);
-    let form = read_form(&viewer.csrf, request, limit).await?;
+    let form = read_form(&viewer.csrf, request, super::datasets::upload_limit(&state)).await?;
     let engine = engine(&state)?;
-    let pipeline = engine
-        .pipelines()
-        .into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| PageError::not_found(format!("no pipeline named '{name}'")))?;
+    let pipeline = pipeline(engine, &name)?;
     let refuse = |message: String| {
         pipeline_page(&state, &viewer, &name, String::new(), StatusCode::BAD_REQUEST, Some(message), None)
     };
@@ -214,13 +212,8 @@ pub async fn csv(
         }
         merged.push(out);
     }
-    let set = ResultSet {
-        owner: viewer.actor().to_string(),
-        pipeline: name.clone(),
-        columns: all_columns,
-        rows: merged,
-        highlight,
-    };
+    let set =
+        ResultSet { owner: viewer.owner(), pipeline: name.clone(), columns: all_columns, rows: merged, highlight };
     let id = viewer.web.results.keep(set).await;
     Ok(crate::http::see_other(&format!("/ui/pipelines/{}/results/{id}", encode(&name))))
 }
@@ -321,7 +314,8 @@ pub async fn results(
         None => (id, false),
     };
     let gone = || PageError::not_found("these results are no longer kept (an hour at most); run the file again");
-    let set = viewer.web.results.get(&id, viewer.actor(), &name).await.ok_or_else(gone)?;
+    let kept = viewer.web.results.get(&id, &viewer.owner(), &name).await.ok_or_else(gone)?;
+    let set = &kept.0;
     let mut order: Vec<usize> = (0..set.rows.len()).collect();
     if set.columns.contains(&query.sort) {
         order.sort_by(|&a, &b| compare(set.rows[a].get(&query.sort), set.rows[b].get(&query.sort)));
@@ -330,7 +324,7 @@ pub async fn results(
         }
     }
     if as_csv {
-        return Ok(csv_download(&set, &order, &name));
+        return Ok(csv_download(set, &order, &name));
     }
     let base = format!("/ui/pipelines/{}/results/{id}", encode(&name));
     let mut t = Table::new("results", &[], "No rows.");
@@ -420,7 +414,7 @@ fn csv_text(value: Option<&Value>) -> String {
         Some(other) => other.to_string(),
     };
     // A cell starting with a formula character is opened as text by spreadsheets.
-    if text.starts_with(['=', '+', '-', '@']) && text.parse::<f64>().is_err() {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) && text.parse::<f64>().is_err() {
         format!("'{text}")
     } else {
         text

@@ -22,6 +22,32 @@ pub fn visible(viewer: &Viewer, name: &str) -> bool {
     viewer.principal.may_see(viewer.web.config.projects.as_deref(), name)
 }
 
+/// `text` with other users' project names (`<prefix>...` names the viewer may not see) written
+/// as `(a project)`, for what non-admins read of jobs' definitions and histories.
+pub fn redact(viewer: &Viewer, text: &str) -> String {
+    match viewer.web.config.projects.as_deref() {
+        Some(prefix) => redact_names(text, prefix, |name| visible(viewer, name)),
+        None => text.to_string(),
+    }
+}
+
+/// `text` with the names starting with `prefix` that `shown` refuses written as `(a project)`.
+fn redact_names(text: &str, prefix: &str, shown: impl Fn(&str) -> bool) -> String {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(prefix) {
+        let starts_word = rest[..at].chars().next_back().is_none_or(|c| !name_char(c));
+        let end = rest[at..].find(|c: char| !name_char(c)).map_or(rest.len(), |n| at + n);
+        out.push_str(&rest[..at]);
+        let name = &rest[at..end];
+        out.push_str(if starts_word && !shown(name) { "(a project)" } else { name });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Refuses to create a dataset or model in another user's projects.
 pub fn may_create(viewer: &Viewer, name: &str) -> Result<(), PageError> {
     if visible(viewer, name) {
@@ -282,4 +308,21 @@ async fn predict(
         (Some(i), Some(labels)) if (i as usize) < labels.len() => labels[i as usize].clone(),
         _ => label.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_users_projects_are_redacted() {
+        let mine = |name: &str| name.starts_with("kids-ann-");
+        let text = "deleted 3 datasets (kids-ann-pets, kids-bob-zoo, xkids-bob-a) \"kids-bob\"";
+        assert_eq!(
+            redact_names(text, "kids-", mine),
+            "deleted 3 datasets (kids-ann-pets, (a project), xkids-bob-a) \"(a project)\""
+        );
+        assert_eq!(redact_names("kids-", "kids-", mine), "(a project)");
+        assert_eq!(redact_names("nothing here", "kids-", mine), "nothing here");
+    }
 }

@@ -54,10 +54,7 @@ async fn training_page(
         &["Job", "State", "Progress", "Dataset", "Model", "Algorithm", "Created by", "Created"],
         "No training jobs yet.",
     );
-    for job in state.training.jobs(None, 100).await? {
-        if !crate::pages::projects::visible(viewer, &job.dataset) {
-            continue;
-        }
+    for job in visible_jobs(state, viewer, 100).await? {
         t.push(vec![
             Cell::link(job.id.clone(), format!("/ui/training/{}", encode(&job.id))),
             Cell::text(job.state.clone()).class(state_class(&job.state)),
@@ -79,6 +76,15 @@ async fn training_page(
         .collect();
     let page = TrainingPage { nav: Nav::of(viewer), t, datasets, algorithms: ALGORITHMS, error, form };
     Ok(html(status, &page))
+}
+
+/// The newest `limit` training jobs the viewer may see (private projects' jobs left out
+/// before counting).
+pub async fn visible_jobs(state: &AppState, viewer: &Viewer, limit: u32) -> Result<Vec<JobView>, PageError> {
+    let mut jobs = state.training.jobs(None, if state.projects.is_some() { 100_000 } else { limit }).await?;
+    jobs.retain(|job| crate::pages::projects::visible(viewer, &job.dataset));
+    jobs.truncate(limit as usize);
+    Ok(jobs)
 }
 
 pub fn state_class(state: &str) -> &'static str {

@@ -75,7 +75,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         projects: dashboard.projects.clone(),
     });
     state.auth.set_secure(tls.is_some());
-    let app = lectern_server::app_with(state.clone(), lectern_web::pages(dashboard));
+    let app = lectern_server::app_with(state.clone(), lectern_web::pages(dashboard, &state));
     let open_files = crate::listen::raise_open_files_limit();
     let max_connections =
         settings.max_connections.unwrap_or_else(|| crate::settings::default_max_connections(open_files));
