@@ -8,6 +8,7 @@ pub mod error;
 pub mod protocol;
 pub mod ratelimit;
 pub mod tensor;
+pub mod time;
 
 pub use config::{
     BatchingMode, ColorMode, ConfigError, ImageLayout, ImageSpec, ModelConfig, TensorSpec, VersionPolicy,

@@ -221,6 +221,9 @@ impl Posted {
     }
 }
 
+/// The largest form without files.
+pub const SMALL_FORM: usize = 64 * 1024;
+
 /// Reads a posted form of at most `limit` bytes and checks its CSRF token and origin.
 pub async fn read_form(csrf: &str, request: Request, limit: usize) -> Result<Posted, PageError> {
     let (parts, body) = request.into_parts();

@@ -64,7 +64,7 @@ pub async fn login(
     Extension(csrf): Extension<CsrfToken>,
     request: Request,
 ) -> Response {
-    let form = match read_form(&csrf.0, request, 64 * 1024).await {
+    let form = match read_form(&csrf.0, request, crate::http::SMALL_FORM).await {
         Ok(form) => form,
         Err(e) => return login_form(&state, &web, &csrf.0, "/", e.status, Some(&e.message)),
     };
@@ -109,7 +109,7 @@ fn add_cookie(headers: &mut HeaderMap, value: &str) {
 /// `POST /ui/logout`
 pub async fn logout(State(state): State<Arc<AppState>>, viewer: Viewer, request: Request) -> Response {
     let token = cookie(request.headers(), SESSION_COOKIE).map(str::to_string);
-    if let Err(e) = read_form(&viewer.csrf, request, 64 * 1024).await {
+    if let Err(e) = read_form(&viewer.csrf, request, crate::http::SMALL_FORM).await {
         return error_page(Some(&viewer), &e);
     }
     if let Some(token) = token {

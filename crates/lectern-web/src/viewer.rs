@@ -42,6 +42,12 @@ impl Viewer {
         self.session.clone().unwrap_or_else(|| self.principal.actor.clone())
     }
 
+    /// Checks a button's post (a form of its CSRF token only) from a caller of at least `role`.
+    pub async fn pressed(&self, role: Role, request: axum::extract::Request) -> Result<(), PageError> {
+        self.require(role)?;
+        crate::http::read_form(&self.csrf, request, crate::http::SMALL_FORM).await.map(drop)
+    }
+
     /// Refuses a caller below `role`.
     pub fn require(&self, role: Role) -> Result<(), PageError> {
         if self.principal.role >= role {

@@ -38,20 +38,7 @@ pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// A time in milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC; `-` when absent.
 pub(crate) fn time_text(ms: Option<i64>) -> String {
-    let Some(ms) = ms else { return "-".into() };
-    let secs = ms.div_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+    ms.map_or_else(|| "-".into(), lectern_core::time::utc_text)
 }
 
 /// A byte count for people.

@@ -82,7 +82,7 @@ async fn keys_page(
 /// `POST /ui/keys`: a new key, shown once on the answer.
 pub async fn create_key(State(state): State<Arc<AppState>>, viewer: Viewer, request: Request) -> PageResult {
     viewer.require(Role::Admin)?;
-    let form = read_form(&viewer.csrf, request, 64 * 1024).await?;
+    let form = read_form(&viewer.csrf, request, crate::http::SMALL_FORM).await?;
     let name = form.text("name");
     let role = match form.text("role").parse::<Role>() {
         Ok(role) if !name.is_empty() => role,
@@ -105,8 +105,7 @@ pub async fn revoke_key(
     Path(id): Path<String>,
     request: Request,
 ) -> PageResult {
-    viewer.require(Role::Admin)?;
-    read_form(&viewer.csrf, request, 64 * 1024).await?;
+    viewer.pressed(Role::Admin, request).await?;
     let live = state.manager.revoke_key(viewer.actor(), &id).await?;
     state.auth.keys_changed(live);
     Ok(see_other("/ui/keys"))

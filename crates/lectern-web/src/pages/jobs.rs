@@ -1,7 +1,7 @@
 //! Scheduled jobs: their next runs, a job's history, run now, pause and resume.
 
 use super::{Cell, Table};
-use crate::http::{encode, ok, read_form, see_other, PageError, PageResult};
+use crate::http::{encode, ok, see_other, PageError, PageResult};
 use crate::templates::Nav;
 use crate::viewer::Viewer;
 use askama::Template;
@@ -129,8 +129,7 @@ pub async fn run_now(
     Path(name): Path<String>,
     request: Request,
 ) -> PageResult {
-    viewer.require(Role::Trainer)?;
-    read_form(&viewer.csrf, request, 64 * 1024).await?;
+    viewer.pressed(Role::Trainer, request).await?;
     jobs(&state)?.run_now(viewer.actor(), &name).await?;
     Ok(see_other(&format!("/ui/jobs/{}", encode(&name))))
 }
@@ -152,8 +151,7 @@ async fn set_paused(
     request: Request,
     paused: bool,
 ) -> PageResult {
-    viewer.require(Role::Trainer)?;
-    read_form(&viewer.csrf, request, 64 * 1024).await?;
+    viewer.pressed(Role::Trainer, request).await?;
     jobs(&state)?.pause(viewer.actor(), &name, paused).await?;
     Ok(see_other(&format!("/ui/jobs/{}", encode(&name))))
 }

@@ -170,12 +170,16 @@ async fn infer(state: &AppState, name: &str, form: &Posted) -> Result<Table, Pag
         let text = form.text(&format!("input.{}", input.name));
         inputs.push(tensor_json(&input.name, input.datatype.as_str(), &input.shape, text)?);
     }
-    let body = json!({ "inputs": inputs }).to_string();
-    let request = lectern_core::decode_request(body.as_bytes(), None)?;
+    let answer = infer_json(&loaded, &json!({ "inputs": inputs })).await?;
+    Ok(outputs_table(&answer, loaded.labels.as_deref()))
+}
+
+/// Runs a V2 JSON request on a loaded model; its V2 JSON answer.
+pub async fn infer_json(loaded: &lectern_runtime::LoadedModel, request: &Value) -> Result<Value, PageError> {
+    let request = lectern_core::decode_request(request.to_string().as_bytes(), None)?;
     let response = loaded.infer(request).await?;
     let encoded = lectern_core::encode_response(&response);
-    let answer: Value = serde_json::from_slice(&encoded.body).map_err(|e| PageError::bad(e.to_string()))?;
-    Ok(outputs_table(&answer, loaded.labels.as_deref()))
+    serde_json::from_slice(&encoded.body).map_err(|e| PageError::bad(e.to_string()))
 }
 
 /// The V2 JSON of one input from the form's text: rows separated by `;` or new lines, numbers

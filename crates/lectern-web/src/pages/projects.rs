@@ -13,7 +13,7 @@ use bytes::Bytes;
 use lectern_manage::JobView;
 use lectern_server::AppState;
 use lectern_store::Role;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 
 /// Whether `viewer` may see the dataset or model `name`: anything outside the projects'
@@ -247,8 +247,7 @@ pub async fn train(
     Path(name): Path<String>,
     request: Request,
 ) -> PageResult {
-    viewer.require(Role::Trainer)?;
-    read_form(&viewer.csrf, request, 64 * 1024).await?;
+    viewer.pressed(Role::Trainer, request).await?;
     let (dataset, data) = project(&state, &viewer, &name).await?;
     let Some(target) = data.columns.last().map(|c| c.schema.name.clone()) else {
         return Err(PageError::bad("the project has no columns"));
@@ -266,7 +265,7 @@ pub async fn try_it(
     Path(name): Path<String>,
     request: Request,
 ) -> PageResult {
-    let form = read_form(&viewer.csrf, request, 64 * 1024).await?;
+    let form = read_form(&viewer.csrf, request, crate::http::SMALL_FORM).await?;
     let (dataset, data) = project(&state, &viewer, &name).await?;
     match predict(&state, &dataset, &data, &form).await {
         Ok(label) => project_page(&state, &viewer, &name, &form, StatusCode::OK, Some(label), None).await,
@@ -295,10 +294,7 @@ async fn predict(
     let input = loaded.signature.inputs.first().ok_or_else(|| PageError::bad("the model takes no input"))?;
     let body =
         json!({"inputs": [{"name": input.name, "datatype": "FP32", "shape": [1, values.len()], "data": values}]});
-    let request = lectern_core::decode_request(body.to_string().as_bytes(), None)?;
-    let response = loaded.infer(request).await?;
-    let encoded = lectern_core::encode_response(&response);
-    let answer: Value = serde_json::from_slice(&encoded.body).map_err(|e| PageError::bad(e.to_string()))?;
+    let answer = super::models::infer_json(&loaded, &body).await?;
     let label = answer["outputs"]
         .as_array()
         .and_then(|outs| outs.iter().find(|o| o["name"] == "output_label"))
