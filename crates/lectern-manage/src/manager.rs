@@ -117,12 +117,15 @@ impl Manager {
 
     /// Every model.
     pub async fn list(&self) -> Result<Vec<ModelView>, ManageError> {
-        let mut views = Vec::new();
-        for model in self.store.models().await? {
-            let versions = self.store.versions(&model.name).await?;
-            views.push(ModelView::new(model, versions, &self.registry));
-        }
-        Ok(views)
+        let mut versions = self.store.all_versions().await?;
+        let models = self.store.models().await?;
+        Ok(models
+            .into_iter()
+            .map(|model| {
+                let own = versions.remove(&model.name).unwrap_or_default();
+                ModelView::new(model, own, &self.registry)
+            })
+            .collect())
     }
 
     /// One model.

@@ -88,6 +88,22 @@ impl Store {
         })
         .await
     }
+
+    /// Every version of every model, by model name, each model's in version order (one query,
+    /// for listing all models).
+    pub async fn all_versions(&self) -> Result<std::collections::HashMap<String, Vec<VersionRecord>>, StoreError> {
+        self.run(async {
+            let sql = format!("SELECT {VERSION_COLUMNS} FROM model_versions ORDER BY model, version");
+            let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+            let mut by_model: std::collections::HashMap<String, Vec<VersionRecord>> = std::collections::HashMap::new();
+            for row in &rows {
+                let version = version_row(row)?;
+                by_model.entry(version.model.clone()).or_default().push(version);
+            }
+            Ok(by_model)
+        })
+        .await
+    }
 }
 
 pub(crate) async fn fetch_version(
