@@ -483,6 +483,8 @@ def test_bad_input_answers_a_4xx_page_with_the_message_and_changes_nothing(world
         resp = trainer.get(path)
         assert resp.status_code == 404, describe(resp)
         Ui.as_page(resp).error()
+        # drawn for the signed-in viewer: the navigation and the sign-out, not "sign in"
+        assert 'action="/ui/logout"' in resp.text and 'href="/ui/models"' in resp.text, resp.text[:800]
     ds = unique("bad-input")
     upload_via_api(world, ds, iris_csv().decode())
     model = unique("bad-input-model")
@@ -495,7 +497,7 @@ def test_bad_input_answers_a_4xx_page_with_the_message_and_changes_nothing(world
                           files={"file": ("a.csv", b"a,b\n1,2\n", "text/csv")})
     assert resp.status_code == 400, describe(resp)
     Ui.as_page(resp).error()
-    for bad in ("1, 2, 3", "a, b, c, d", "1, 2, 3, 4; 5, 6"):
+    for bad in ("1, 2, 3", "a, b, c, d", "1, 2, 3, 4; 5, 6", ";", " ;\n; "):
         resp = trainer.submit("/ui/models/iris-logreg", "#try", {"input.X": bad})
         assert resp.status_code == 400, f"input.X={bad!r}: {describe(resp)}"
         Ui.as_page(resp).error()

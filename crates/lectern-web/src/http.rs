@@ -38,7 +38,17 @@ pub async fn page_layer(
     let secure = state.auth.secure();
     request.extensions_mut().insert(CsrfToken(token.clone()));
     let started = std::time::Instant::now();
-    let mut response = next.run(request).await;
+    let (parts, body) = request.into_parts();
+    let mut asked = parts.clone();
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    // A handler's error page is drawn again with the viewer's navigation (the error itself does
+    // not know who was looking).
+    if let Some(error) = response.extensions_mut().remove::<PageError>() {
+        use axum::extract::FromRequestParts;
+        if let Ok(viewer) = Viewer::from_request_parts(&mut asked, &state).await {
+            response = error_page(Some(&viewer), &error);
+        }
+    }
     let headers = response.headers_mut();
     // How long the page took on the server (bench/dashboard.py reads it; browsers show it).
     let took = format!("app;dur={:.2}", started.elapsed().as_secs_f64() * 1000.0);
@@ -376,6 +386,9 @@ pub fn encode(text: &str) -> String {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        error_page(None, &self)
+        let mut response = error_page(None, &self);
+        // The page layer draws it again with the viewer's navigation.
+        response.extensions_mut().insert(self);
+        response
     }
 }

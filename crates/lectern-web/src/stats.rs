@@ -53,6 +53,26 @@ impl Sampler {
     }
 }
 
+impl Sampler {
+    /// A model's request rate between consecutive samples of the last minute: (seconds before
+    /// now, requests a second), oldest first.
+    pub fn series(&self, metrics: &MetricsRegistry, model: &str) -> Vec<(f64, f64)> {
+        self.live(metrics);
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((newest, _)) = samples.back() else { return Vec::new() };
+        let count = |counts: &HashMap<String, Counts>| counts.get(model).map_or(0, |c| c.requests);
+        samples
+            .iter()
+            .zip(samples.iter().skip(1))
+            .map(|((t0, c0), (t1, c1))| {
+                let seconds = t1.duration_since(*t0).as_secs_f64().max(1e-3);
+                let rate = count(c1).saturating_sub(count(c0)) as f64 / seconds;
+                (-newest.duration_since(*t1).as_secs_f64(), rate)
+            })
+            .collect()
+    }
+}
+
 fn snapshot(metrics: &MetricsRegistry) -> HashMap<String, Counts> {
     let mut by_model: HashMap<String, Counts> = HashMap::new();
     for ((model, _version), m) in metrics.all() {
@@ -92,6 +112,22 @@ mod tests {
     fn counts(buckets: &[u64], requests: u64) -> Counts {
         let bounds = [0.001, 0.01, 0.1];
         Counts { buckets: bounds.iter().copied().zip(buckets.iter().copied()).collect(), requests }
+    }
+
+    #[test]
+    fn the_series_is_the_rate_between_samples() {
+        let sampler = Sampler::default();
+        let start = Instant::now() - Duration::from_secs(3);
+        let at = |n: u64, requests: u64| {
+            (start + Duration::from_secs(n), HashMap::from([("m".to_string(), counts(&[0, 0, requests], requests))]))
+        };
+        sampler.samples.lock().unwrap().extend([at(0, 0), at(1, 10), at(2, 40)]);
+        let metrics = MetricsRegistry::default();
+        let series = sampler.series(&metrics, "m");
+        assert_eq!(series.len(), 3, "{series:?}"); // the sample taken now adds one more step
+        assert_eq!((series[0].1, series[1].1), (10.0, 30.0));
+        assert!(series[0].0 < series[1].0 && series[1].0 <= 0.0);
+        assert!(sampler.series(&metrics, "other").iter().all(|p| p.1 == 0.0));
     }
 
     #[test]

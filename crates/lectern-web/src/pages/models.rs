@@ -85,6 +85,8 @@ struct ModelPage {
     inputs: Vec<InputField>,
     error: Option<String>,
     result: Option<Table>,
+    /// SVG drawn by `charts` (its text escaped there).
+    rate_chart: String,
 }
 
 /// `GET /ui/models/{name}`
@@ -141,7 +143,18 @@ async fn model_page(
             }
         }
     }
-    let page = ModelPage { nav: Nav::of(viewer), name: name.to_string(), versions, signature, inputs, error, result };
+    let series = viewer.web.stats.series(state.registry.metrics(), name);
+    let rate_chart = crate::charts::line("Requests per second, last minute", "seconds ago", "requests/s", &series);
+    let page = ModelPage {
+        nav: Nav::of(viewer),
+        name: name.to_string(),
+        versions,
+        signature,
+        inputs,
+        error,
+        result,
+        rate_chart,
+    };
     Ok(html(status, &page))
 }
 
