@@ -412,6 +412,10 @@ def test_another_childs_project_model_is_404_on_every_model_route(kids):
     assert theirs in {m["name"] for m in ok(srv.post("/v2/repository/index", json={}, headers=alice))}
     made = srv.post("/v1/models", json={"name": project_dataset("alice", "bobs-trick")}, headers=bob)
     assert made.status_code == 403, f"bob made a model in alice's names: {made.status_code} {made.text}"
+    pushed = requests.post(f"{srv.url}/v1/datasets/{project_dataset('alice', 'bobs-data')}", data=b"a,b\n1,2\n",
+                           headers={**bob, "Content-Type": "text/csv"}, timeout=30)
+    assert pushed.status_code == 404 and "error" in pushed.json(), f"bob pushed into alice's names: {pushed.text}"
+    assert srv.get(f"/v1/datasets/{project_dataset('alice', 'bobs-data')}", headers=alice).status_code == 404
 
     # the name percent-encoded, as the handlers decode it, is still alice's
     encoded = "%" + format(ord(theirs[0]), "02X") + theirs[1:]

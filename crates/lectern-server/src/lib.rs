@@ -69,12 +69,42 @@ impl AppState {
         who.may_see(self.projects.as_deref(), name)
     }
 
-    /// A dataset `who` may not see answers as one that does not exist.
+    /// A dataset `who` may not see answers as one that does not exist (for names in a body:
+    /// the gate already does this for names in the path).
     pub(crate) fn check_dataset(&self, who: &Principal, name: &str) -> Result<(), ApiError> {
         if self.may_see(who, name) {
             return Ok(());
         }
         Err(lectern_manage::ManageError::DatasetNotFound(name.to_string()).into())
+    }
+
+    /// `who` may not make (or write) a dataset, model or job target named in another user's
+    /// projects: 403.
+    pub fn check_owner(&self, who: &Principal, name: &str) -> Result<(), ApiError> {
+        if self.may_see(who, name) {
+            return Ok(());
+        }
+        let prefix = self.projects.as_deref().unwrap_or("");
+        let message = format!(
+            "'{name}': names starting with '{prefix}' belong to their owner's projects; yours start with '{}'",
+            who.own_projects(prefix)
+        );
+        Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, message))
+    }
+
+    /// The newest `limit` training jobs (of `model`, if given) `who` may see: other users'
+    /// projects are left out before the limit applies.
+    pub async fn visible_training_jobs(
+        &self,
+        who: &Principal,
+        model: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<lectern_manage::JobView>, ApiError> {
+        let fetch = if self.projects.is_some() { 100_000 } else { limit };
+        let mut jobs = self.training.jobs(model, fetch).await?;
+        jobs.retain(|job| self.may_see(who, &job.dataset));
+        jobs.truncate(limit as usize);
+        Ok(jobs)
     }
 }
 

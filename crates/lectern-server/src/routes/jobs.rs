@@ -119,10 +119,7 @@ pub async fn replace(
 fn check_names(state: &AppState, who: &Principal, given: &Map<String, Value>) -> Result<(), ApiError> {
     for field in ["dataset", "model"] {
         if let Some(Value::String(name)) = given.get(field) {
-            if !state.may_see(who, name) {
-                let message = format!("'{field}': names starting with the projects' prefix belong to their owner");
-                return Err(ApiError::new(StatusCode::FORBIDDEN, message));
-            }
+            state.check_owner(who, name)?;
         }
     }
     Ok(())

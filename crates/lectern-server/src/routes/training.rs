@@ -54,12 +54,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request: TrainingRequest = json_body(&state, &headers, body).await?;
     state.check_dataset(&who, &request.dataset)?;
-    if !state.may_see(&who, &request.model) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "model names starting with the projects' prefix belong to their owner",
-        ));
-    }
+    state.check_owner(&who, &request.model)?;
     let job = state.training.submit(&who.actor, request).await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
@@ -81,12 +76,7 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be from 1 to 1000, got {limit}")));
     }
-    // Private projects' jobs are left out before the limit applies.
-    let fetch = if state.projects.is_some() { 100_000 } else { limit };
-    let mut jobs = state.training.jobs(query.model.as_deref(), fetch).await?;
-    jobs.retain(|job| state.may_see(&who, &job.dataset));
-    jobs.truncate(limit as usize);
-    Ok(Json(JobList { jobs }))
+    Ok(Json(JobList { jobs: state.visible_training_jobs(&who, query.model.as_deref(), limit).await? }))
 }
 
 /// `GET /v1/training-jobs/{id}`

@@ -24,7 +24,7 @@ pub async fn page(State(state): State<Arc<AppState>>, viewer: Viewer) -> PageRes
     let pipelines = state.pipelines.get().map_or(0, |p| p.pipelines().len());
     let datasets = state.manager.datasets().await?.iter().filter(|d| seen(&d.name)).count();
     let training = match state.projects {
-        Some(_) => super::training::visible_jobs(&state, &viewer, u32::MAX).await?.len(),
+        Some(_) => state.visible_training_jobs(&viewer.principal, None, u32::MAX).await?.len(),
         None => state.training.job_count().await? as usize,
     };
     let jobs = match state.jobs.get() {

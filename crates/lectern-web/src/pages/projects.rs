@@ -48,21 +48,6 @@ fn redact_names(text: &str, prefix: &str, shown: impl Fn(&str) -> bool) -> Strin
     out
 }
 
-/// Refuses to create a dataset or model in another user's projects.
-pub fn may_create(viewer: &Viewer, name: &str) -> Result<(), PageError> {
-    if visible(viewer, name) {
-        return Ok(());
-    }
-    let prefix = viewer.web.config.projects.as_deref().unwrap_or("");
-    Err(PageError::new(
-        StatusCode::FORBIDDEN,
-        format!(
-            "names starting with '{prefix}' belong to their owner's projects; yours start with '{}'",
-            own_prefix(viewer, prefix)
-        ),
-    ))
-}
-
 fn own_prefix(viewer: &Viewer, prefix: &str) -> String {
     viewer.principal.own_projects(prefix)
 }

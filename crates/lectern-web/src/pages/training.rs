@@ -54,7 +54,7 @@ async fn training_page(
         &["Job", "State", "Progress", "Dataset", "Model", "Algorithm", "Created by", "Created"],
         "No training jobs yet.",
     );
-    for job in visible_jobs(state, viewer, 100).await? {
+    for job in state.visible_training_jobs(&viewer.principal, None, 100).await? {
         t.push(vec![
             Cell::link(job.id.clone(), format!("/ui/training/{}", encode(&job.id))),
             Cell::text(job.state.clone()).class(state_class(&job.state)),
@@ -76,15 +76,6 @@ async fn training_page(
         .collect();
     let page = TrainingPage { nav: Nav::of(viewer), t, datasets, algorithms: ALGORITHMS, error, form };
     Ok(html(status, &page))
-}
-
-/// The newest `limit` training jobs the viewer may see (private projects' jobs left out
-/// before counting).
-pub async fn visible_jobs(state: &AppState, viewer: &Viewer, limit: u32) -> Result<Vec<JobView>, PageError> {
-    let mut jobs = state.training.jobs(None, if state.projects.is_some() { 100_000 } else { limit }).await?;
-    jobs.retain(|job| crate::pages::projects::visible(viewer, &job.dataset));
-    jobs.truncate(limit as usize);
-    Ok(jobs)
 }
 
 pub fn state_class(state: &str) -> &'static str {
@@ -118,7 +109,7 @@ async fn start(state: &AppState, viewer: &Viewer, form: &Posted) -> Result<JobVi
             return Err(PageError::bad(format!("fill in the {field}")));
         }
     }
-    crate::pages::projects::may_create(viewer, form.text("model"))?;
+    state.check_owner(&viewer.principal, form.text("model"))?;
     if form.file("file").is_some() {
         super::datasets::store_upload(state, viewer, dataset, form).await?;
     } else if !crate::pages::projects::visible(viewer, dataset) {

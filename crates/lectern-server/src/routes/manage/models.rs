@@ -103,10 +103,7 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let request: CreateModel = json_body(&state, &headers, body).await?;
-    if !state.may_see(&who, &request.name) {
-        let message = "model names starting with the projects' prefix belong to their owner's projects";
-        return Err(ApiError::new(StatusCode::FORBIDDEN, message));
-    }
+    state.check_owner(&who, &request.name)?;
     let view = state
         .manager
         .create_model(&who.actor, &request.name, request.config.as_ref(), request.labels.as_deref())
@@ -123,12 +120,8 @@ pub async fn create(
     ))]
 pub async fn describe(
     State(state): State<Arc<AppState>>,
-    Extension(who): Extension<Principal>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelView>, ApiError> {
-    if !state.may_see(&who, &model) {
-        return Err(lectern_runtime::RuntimeError::ModelNotFound(model).into());
-    }
     Ok(Json(state.manager.describe(&model).await?))
 }
 
