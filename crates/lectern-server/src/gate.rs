@@ -117,8 +117,9 @@ impl AccessTable {
     }
 }
 
-/// A path segment as axum's `Path` extractor gives it to the handler.
-fn percent_decoded(segment: &str) -> String {
+/// A path segment as axum's `Path` extractor gives it to the handler (`%XX` a byte; a `%`
+/// without two hex digits stays as it is).
+pub fn percent_decoded(segment: &str) -> String {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -346,29 +346,10 @@ fn url_decode_pairs(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A form value: `+` is a space, `%XX` a byte (the gate's decoder, which the handlers' path
+/// parameters also go through).
 fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (hex_val(bytes.get(i + 1)), hex_val(bytes.get(i + 2))) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_val(b: Option<&u8>) -> Option<u8> {
-    (*b? as char).to_digit(16).map(|d| d as u8)
+    lectern_server::gate::percent_decoded(&text.replace('+', " "))
 }
 
 /// Percent-encodes a query value.
@@ -390,5 +371,17 @@ impl IntoResponse for PageError {
         // The page layer draws it again with the viewer's navigation.
         response.extensions_mut().insert(self);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_bodies_are_decoded() {
+        let pairs = form_pairs(b"a=1+2&b=%2B%26x&c=&d&e=%zz");
+        let want = [("a", "1 2"), ("b", "+&x"), ("c", ""), ("d", ""), ("e", "%zz")];
+        assert_eq!(pairs, want.map(|(k, v)| (k.to_string(), v.to_string())));
     }
 }
