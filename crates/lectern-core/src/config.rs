@@ -110,10 +110,17 @@ pub struct ModelConfig {
     /// for fewer `dimensions`, answered by the first ones, re-normalised.
     #[serde(default)]
     pub matryoshka: bool,
+    /// In a cluster: the labels a worker must carry to serve this model
+    /// (`placement = { region = "eu" }`); empty: any worker.
+    #[serde(default)]
+    pub placement: std::collections::BTreeMap<String, String>,
+    /// In a cluster: how many workers serve the model (default 1).
+    #[serde(default)]
+    pub replicas: Option<usize>,
 }
 
 /// Colour channels of an image input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColorMode {
     Gray,
@@ -131,7 +138,7 @@ impl ColorMode {
 }
 
 /// Order of the image tensor's dimensions after the batch dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageLayout {
     /// `[N, H*W*C]`, pixels row by row, channels interleaved.
@@ -143,7 +150,7 @@ pub enum ImageLayout {
 }
 
 /// The `[image]` table of a model's config: how a decoded picture becomes an input row.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSpec {
     pub width: u32,
@@ -237,6 +244,12 @@ impl ModelConfig {
         }
         if !matches!(self.engine.as_str(), "tract" | "ort") {
             return Err(format!("engine '{}' is not known (expected 'tract' or 'ort')", self.engine));
+        }
+        if self.replicas == Some(0) {
+            return Err("'replicas' must be at least 1".into());
+        }
+        if self.placement.iter().any(|(k, v)| k.trim().is_empty() || v.trim().is_empty()) {
+            return Err("'placement' labels must have a name and a value".into());
         }
         if self.queue_capacity == 0 {
             return Err("'queue_capacity' must be at least 1".into());

@@ -187,6 +187,11 @@ impl ErrorCode {
     }
 
     /// True when retrying later may succeed (the answer carries `Retry-After`).
+    /// The code of this name (as [`ErrorCode::name`] writes it).
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.name() == name)
+    }
+
     pub fn is_retryable(self) -> bool {
         self.status() == 503
     }

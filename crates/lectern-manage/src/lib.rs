@@ -16,7 +16,7 @@ mod views;
 pub use datasets::DatasetView;
 pub use manager::Manager;
 pub use objects::{ArtifactError, Objects, Stored, UploadError};
-pub use source::StoreSource;
+pub use source::{artifact_error, ModelPlan, StoreSource};
 pub use training::{headline_metric, JobView, RegisterIf, Training, TrainingRequest, TrainingSettings};
 pub use views::{ModelView, VersionView};
 

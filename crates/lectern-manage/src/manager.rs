@@ -286,6 +286,20 @@ impl Manager {
         Ok(())
     }
 
+    /// Serves a model as another process (a gateway on the same database) left it: reloaded,
+    /// or forgotten when deleted. Nothing is audited: the change was, where it was made.
+    pub async fn follow_model(&self, name: &str) {
+        match self.store.model(name).await {
+            Ok(None) => self.registry.remove(name).await,
+            Ok(Some(_)) => {
+                if let Err(e) = self.reload(name).await {
+                    tracing::warn!(model = name, error = %e, "cannot follow a model another gateway changed");
+                }
+            }
+            Err(e) => tracing::warn!(model = name, error = %e, "cannot read a model another gateway changed"),
+        }
+    }
+
     /// Reloads a model after a change. A failed load keeps what was serving (the versions'
     /// states say why); a model left with no version stops serving.
     async fn reload(&self, name: &str) -> Result<(), ManageError> {

@@ -35,6 +35,23 @@ impl Manager {
         Ok(())
     }
 
+    /// Serves a pipeline as another process (a gateway on the same database) left it: its
+    /// stored definition, or nothing when it was removed.
+    pub async fn follow_pipeline(&self, engine: &Engine, name: &str) {
+        let _turn = self.pipeline_changes.lock().await;
+        let stored = match self.store().pipelines().await {
+            Ok(all) => all.into_iter().find(|(n, _)| n == name).map(|(_, definition)| definition),
+            Err(e) => return tracing::warn!(pipeline = name, error = %e, "cannot read a pipeline another gateway changed"),
+        };
+        let outcome = match stored {
+            Some(definition) => engine.define(name, &definition).map(|_| ()),
+            None => engine.undefine(name).map(|_| ()),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(pipeline = name, error = %e, "cannot follow a pipeline another gateway changed");
+        }
+    }
+
     /// Serves the stored pipelines (at start-up). One that no longer fits the models is logged
     /// and skipped: it stays stored and can be fixed with another definition. Returns how many
     /// are served.

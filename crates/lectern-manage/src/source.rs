@@ -7,6 +7,17 @@ use lectern_runtime::{ModelDefinition, ModelSource, SourceError, SourceFuture};
 use lectern_store::{Store, StoreError, VersionRecord, VersionState};
 use std::sync::Arc;
 
+/// A model's definition in the store, with the versions to serve (not their bytes).
+#[derive(Debug, Clone)]
+pub struct ModelPlan {
+    /// The `config.toml` text as stored.
+    pub config_text: String,
+    pub config: ModelConfig,
+    pub labels: Option<Vec<String>>,
+    pub default_version: Option<u64>,
+    pub versions: Vec<VersionRecord>,
+}
+
 /// Models registered in the store, artifacts in the object store.
 pub struct StoreSource {
     store: Store,
@@ -16,6 +27,23 @@ pub struct StoreSource {
 impl StoreSource {
     pub fn new(store: Store, objects: Arc<Objects>) -> Self {
         StoreSource { store, objects }
+    }
+
+    /// A model as the store defines it, without reading its artifacts: what a cluster gateway
+    /// hands to the workers, which fetch the artifacts themselves.
+    pub async fn plan(&self, name: &str) -> Result<Option<ModelPlan>, SourceError> {
+        let Some(model) = self.store.model(name).await.map_err(store_error)? else { return Ok(None) };
+        let config = ModelConfig::parse(&model.config, &format!("config of model '{name}'"))?;
+        let labels = model.labels.as_deref().map(|text| text.lines().map(|l| l.trim().to_string()).collect());
+        let versions = self.store.versions(name).await.map_err(store_error)?;
+        let selected = select(&config, &versions, model.default_version).into_iter().cloned().collect();
+        Ok(Some(ModelPlan { config_text: model.config, config, labels, default_version: model.default_version, versions: selected }))
+    }
+
+    /// Every model's name.
+    pub async fn names(&self) -> Result<Vec<String>, SourceError> {
+        let models = self.store.models().await.map_err(store_error)?;
+        Ok(models.into_iter().map(|m| m.name).collect())
     }
 
     async fn read(&self, name: &str) -> Result<Option<ModelDefinition>, SourceError> {
@@ -37,7 +65,8 @@ fn store_error(e: StoreError) -> SourceError {
     SourceError::other(e.code(), e)
 }
 
-fn artifact_error(e: ArtifactError) -> SourceError {
+/// Why an artifact cannot be loaded, as the registry records it.
+pub fn artifact_error(e: ArtifactError) -> SourceError {
     let code = match e {
         ArtifactError::Read { .. } => ErrorCode::ObjectStoreUnavailable,
         ArtifactError::Corrupt { .. } => ErrorCode::ModelLoadFailed,
@@ -64,10 +93,7 @@ fn select<'a>(config: &ModelConfig, versions: &'a [VersionRecord], default: Opti
 
 impl ModelSource for StoreSource {
     fn names(&self) -> SourceFuture<'_, Result<Vec<String>, SourceError>> {
-        Box::pin(async move {
-            let models = self.store.models().await.map_err(store_error)?;
-            Ok(models.into_iter().map(|m| m.name).collect())
-        })
+        Box::pin(StoreSource::names(self))
     }
 
     fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, SourceError>> {

@@ -8,10 +8,10 @@ pub mod source;
 pub mod text;
 pub mod worker;
 
-pub use lectern_backends::{Signature, TensorInfo};
+pub use lectern_backends::{Signature, TensorInfo, TextEncoding};
 pub use metrics::{MetricsRegistry, ModelMetrics};
-pub use model::LoadedModel;
-pub use registry::{IndexEntry, Registry, VersionState};
+pub use model::{LoadedModel, Remote, RemoteVersion};
+pub use registry::{IndexEntry, Placer, Registry, VersionState};
 pub use source::{FolderSource, ModelDefinition, ModelSource, SourceError, SourceFuture, MODEL_FILE};
 pub use worker::WorkerError;
 
@@ -53,6 +53,12 @@ pub enum RuntimeError {
     /// Texts were sent to a model that is not a text encoder.
     #[error("model '{0}' is not a text encoder (it takes no texts)")]
     NotAnEncoder(String),
+    /// In a cluster: no worker serves the model now (the reason says why); retry later.
+    #[error("model '{0}' is unavailable: {1}")]
+    NoReplica(String, String),
+    /// The process that serves the model answered with this error.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
 }
 
 impl Coded for RuntimeError {
@@ -69,6 +75,8 @@ impl Coded for RuntimeError {
             RuntimeError::QueueFull(_) => ErrorCode::QueueFull,
             RuntimeError::DeadlineExpired(_) => ErrorCode::RequestTimeout,
             RuntimeError::SourceFailed { source, .. } | RuntimeError::Source(source) => source.code(),
+            RuntimeError::NoReplica(..) => ErrorCode::Unavailable,
+            RuntimeError::Remote { code, .. } => *code,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::metrics::ModelMetrics;
 use crate::worker::{Job, JobError, SubmitError, Worker};
+use crate::source::SourceFuture;
 use crate::RuntimeError;
 use lectern_backends::{Backend, Signature, TensorInfo, TextEncoding};
 use lectern_core::{ImageSpec, InferRequest, InferResponse, RequestedOutput, ResponseOutput, Tensor, TensorData};
@@ -24,8 +25,40 @@ pub struct LoadedModel {
     /// A text encoder whose vectors may be cut short (its config's `matryoshka`).
     pub matryoshka: bool,
     pub metrics: Arc<ModelMetrics>,
-    backend: Arc<dyn Backend>,
-    worker: Worker,
+    runner: Runner,
+}
+
+/// Where a loaded version runs its requests.
+enum Runner {
+    /// In this process: the engine, and the worker threads that batch requests for it.
+    Local { backend: Arc<dyn Backend>, worker: Worker },
+    /// In another process (a cluster worker), which is sent each request whole.
+    Remote { platform: String, text: Option<TextEncoding>, remote: Arc<dyn Remote> },
+}
+
+/// Runs requests on model versions served by another process.
+pub trait Remote: Send + Sync {
+    /// Runs `request` on `model` version `version` there; the answer is shaped as asked.
+    fn infer<'a>(
+        &'a self,
+        model: &'a str,
+        version: u64,
+        request: InferRequest,
+    ) -> SourceFuture<'a, Result<InferResponse, RuntimeError>>;
+}
+
+/// What describes a version served elsewhere (what [`LoadedModel::remote`] builds from).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteVersion {
+    pub name: String,
+    pub version: u64,
+    pub platform: String,
+    pub signature: Signature,
+    pub labels: Option<Vec<String>>,
+    pub image: Option<ImageSpec>,
+    pub max_batch_size: usize,
+    pub matryoshka: bool,
+    pub text: Option<TextEncoding>,
 }
 
 impl LoadedModel {
@@ -47,19 +80,61 @@ impl LoadedModel {
             max_batch_size,
             matryoshka: false,
             metrics,
-            backend,
-            worker,
+            runner: Runner::Local { backend, worker },
         }
     }
 
+    /// A version served by another process: requests go to `remote` whole.
+    pub fn remote(described: RemoteVersion, metrics: Arc<ModelMetrics>, remote: Arc<dyn Remote>) -> Self {
+        let RemoteVersion { name, version, platform, signature, labels, image, max_batch_size, matryoshka, text } =
+            described;
+        LoadedModel {
+            name,
+            version,
+            signature,
+            labels,
+            image,
+            max_batch_size,
+            matryoshka,
+            metrics,
+            runner: Runner::Remote { platform, text, remote },
+        }
+    }
+
+    /// What a remote gateway needs to know of this version to send it requests.
+    pub fn describe(&self) -> RemoteVersion {
+        RemoteVersion {
+            name: self.name.clone(),
+            version: self.version,
+            platform: self.platform().to_string(),
+            signature: self.signature.clone(),
+            labels: self.labels.clone(),
+            image: self.image.clone(),
+            max_batch_size: self.max_batch_size,
+            matryoshka: self.matryoshka,
+            text: self.text().cloned(),
+        }
+    }
+
+    /// Whether requests run in another process.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.runner, Runner::Remote { .. })
+    }
+
     /// The platform model metadata names (`onnx`, `sentence_transformers`).
-    pub fn platform(&self) -> &'static str {
-        self.backend.platform()
+    pub fn platform(&self) -> &str {
+        match &self.runner {
+            Runner::Local { backend, .. } => backend.platform(),
+            Runner::Remote { platform, .. } => platform,
+        }
     }
 
     /// For a text encoder, what its texts and vectors are.
     pub fn text(&self) -> Option<&TextEncoding> {
-        self.backend.text()
+        match &self.runner {
+            Runner::Local { backend, .. } => backend.text(),
+            Runner::Remote { text, .. } => text.as_ref(),
+        }
     }
 
     /// Adds the class names and the image conversion from the model's config.
@@ -80,14 +155,19 @@ impl LoadedModel {
     }
 
     async fn infer_uncounted(&self, request: InferRequest, arrived: Instant) -> Result<InferResponse, RuntimeError> {
+        let (backend, worker) = match &self.runner {
+            Runner::Local { backend, worker } => (backend, worker),
+            // The serving process checks the request against the model, as it would here.
+            Runner::Remote { remote, .. } => return remote.infer(&self.name, self.version, request).await,
+        };
         let outputs = self.requested_outputs(&request)?;
         let rows = self.batch_rows(&request.inputs)?;
         let inputs = self.order_inputs(request.inputs)?;
-        self.backend.check(&inputs).map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
+        backend.check(&inputs).map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
         let deadline = (request.timeout_us > 0).then(|| arrived + Duration::from_micros(request.timeout_us));
         let job = Job { inputs, rows, priority: request.priority, enqueued: arrived, deadline, reply };
-        if let Err(SubmitError::Full) = self.worker.submit(job) {
+        if let Err(SubmitError::Full) = worker.submit(job) {
             self.metrics.queue_rejected.fetch_add(1, Relaxed);
             return Err(RuntimeError::QueueFull(self.label()));
         }

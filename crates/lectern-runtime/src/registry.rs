@@ -5,7 +5,7 @@
 
 use crate::metrics::MetricsRegistry;
 use crate::model::LoadedModel;
-use crate::source::{ModelDefinition, ModelSource, SourceError};
+use crate::source::{ModelDefinition, ModelSource, SourceError, SourceFuture};
 use crate::worker::{SchedulerConfig, Worker, WorkerError};
 use crate::RuntimeError;
 use lectern_core::config::DEFAULT_MAX_BATCH_SIZE;
@@ -29,6 +29,17 @@ struct ModelEntry {
     reason: Option<String>,
     /// The version unversioned requests use, when set and ready.
     default_version: Option<u64>,
+    /// Served by other processes, none of which serves it now: requests are told to retry.
+    retry_later: bool,
+}
+
+/// Places models on other processes instead of loading them here (a cluster gateway): the
+/// registry then holds what those processes serve, set with [`Registry::set_served_elsewhere`].
+pub trait Placer: Send + Sync {
+    /// The model is new or its definition changed: have it served as it is now defined.
+    fn place<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<(), RuntimeError>>;
+    /// The model was deleted or unloaded: stop serving it.
+    fn withdraw<'a>(&'a self, name: &'a str) -> SourceFuture<'a, ()>;
 }
 
 /// One row of the repository index.
@@ -47,12 +58,20 @@ pub struct Registry {
     metrics: Arc<MetricsRegistry>,
     /// Serialises loads and unloads; inference never takes it.
     changes: tokio::sync::Mutex<()>,
+    /// When set, models are served elsewhere and placed through it.
+    placer: std::sync::OnceLock<Arc<dyn Placer>>,
 }
 
 impl Registry {
     /// A registry over `source`; nothing is loaded yet.
     pub fn new(source: Arc<dyn ModelSource>, metrics: Arc<MetricsRegistry>) -> Self {
-        Registry { source, models: RwLock::new(BTreeMap::new()), metrics, changes: tokio::sync::Mutex::new(()) }
+        Registry {
+            source,
+            models: RwLock::new(BTreeMap::new()),
+            metrics,
+            changes: tokio::sync::Mutex::new(()),
+            placer: std::sync::OnceLock::new(),
+        }
     }
 
     /// A registry over a repository folder laid out as Triton's.
@@ -65,10 +84,48 @@ impl Registry {
         &self.metrics
     }
 
+    /// From now on, models are served elsewhere: loads, unloads and removals go to `placer`.
+    pub fn serve_elsewhere(&self, placer: Arc<dyn Placer>) {
+        let _ = self.placer.set(placer);
+    }
+
+    /// Whether models are served by other processes (a cluster gateway).
+    pub fn serves_elsewhere(&self) -> bool {
+        self.placer.get().is_some()
+    }
+
+    /// Sets what other processes serve of a model: `versions` (ready ones hold a
+    /// [`LoadedModel::remote`]), or, when none, why (`reason`); requests then get
+    /// [`RuntimeError::NoReplica`] until some process serves it.
+    pub fn set_served_elsewhere(
+        &self,
+        name: &str,
+        versions: BTreeMap<u64, VersionState>,
+        default_version: Option<u64>,
+        reason: Option<String>,
+    ) {
+        let retry_later = !versions.values().any(|s| matches!(s, VersionState::Ready(_)));
+        let entry = ModelEntry { versions, reason, default_version, retry_later };
+        self.write().insert(name.to_string(), entry);
+    }
+
+    /// Forgets a model served elsewhere whose definition was withdrawn (by another gateway).
+    pub fn forget_served_elsewhere(&self, name: &str) {
+        self.write().remove(name);
+    }
+
     /// Loads every model of the source, keeping whatever loads and recording why the rest did not.
     pub async fn load_all(self: &Arc<Self>) -> Result<(), RuntimeError> {
         let _guard = self.changes.lock().await;
         let names = self.source.names().await?;
+        if let Some(placer) = self.placer.get() {
+            for name in names {
+                if let Err(e) = placer.place(&name).await {
+                    tracing::warn!(model = %name, error = %e, "cannot place the model");
+                }
+            }
+            return Ok(());
+        }
         for name in names {
             let entry = match self.source.definition(&name).await {
                 Ok(Some(definition)) => self.load_selected(&name, definition).await,
@@ -85,6 +142,9 @@ impl Registry {
     /// versions already serving keep serving and the error says why.
     pub async fn load(self: &Arc<Self>, name: &str) -> Result<(), RuntimeError> {
         let _guard = self.changes.lock().await;
+        if let Some(placer) = self.placer.get() {
+            return placer.place(name).await;
+        }
         let definition = match self.source.definition(name).await {
             Ok(Some(d)) => d,
             Ok(None) => return Err(RuntimeError::ModelNotFound(name.to_string())),
@@ -111,6 +171,9 @@ impl Registry {
     /// Makes a model known but not serving, with the reason (a model with no versions yet).
     pub async fn set_unavailable(&self, name: &str, reason: &str) {
         let _guard = self.changes.lock().await;
+        if let Some(placer) = self.placer.get() {
+            placer.withdraw(name).await;
+        }
         let entry = ModelEntry { reason: Some(reason.to_string()), ..Default::default() };
         self.write().insert(name.to_string(), entry);
     }
@@ -118,6 +181,9 @@ impl Registry {
     /// Forgets a model entirely (it was deleted); in-flight requests still complete.
     pub async fn remove(&self, name: &str) {
         let _guard = self.changes.lock().await;
+        if let Some(placer) = self.placer.get() {
+            placer.withdraw(name).await;
+        }
         if self.write().remove(name).is_some() {
             tracing::info!(model = name, "removed");
         }
@@ -163,7 +229,7 @@ impl Registry {
                 Some(next) => definition = next,
                 None => {
                     tried.retain(|v, s| selected.contains(v) || matches!(s, VersionState::Unavailable(_)));
-                    return ModelEntry { versions: tried, reason: None, default_version };
+                    return ModelEntry { versions: tried, reason: None, default_version, retry_later: false };
                 }
             }
         }
@@ -185,10 +251,16 @@ impl Registry {
     /// Stops serving every version of a model; in-flight requests still complete.
     pub async fn unload(&self, name: &str) -> Result<(), RuntimeError> {
         let _guard = self.changes.lock().await;
+        if let Some(placer) = self.placer.get() {
+            if self.read().contains_key(name) {
+                placer.withdraw(name).await;
+            }
+        }
         let mut models = self.write();
         let entry = models.get_mut(name).ok_or_else(|| RuntimeError::ModelNotFound(name.to_string()))?;
         entry.versions.clear();
         entry.reason = Some("unloaded".into());
+        entry.retry_later = false;
         tracing::info!(model = name, "unloaded");
         Ok(())
     }
@@ -197,6 +269,16 @@ impl Registry {
     pub fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedModel>, RuntimeError> {
         let models = self.read();
         let entry = models.get(name).ok_or_else(|| RuntimeError::ModelNotFound(name.to_string()))?;
+        let found = Self::resolve_in(name, entry, version);
+        match found {
+            Err(RuntimeError::NotReady(_, reason)) if entry.retry_later => {
+                Err(RuntimeError::NoReplica(name.to_string(), reason))
+            }
+            other => other,
+        }
+    }
+
+    fn resolve_in(name: &str, entry: &ModelEntry, version: Option<u64>) -> Result<Arc<LoadedModel>, RuntimeError> {
         match version {
             Some(v) => match entry.versions.get(&v) {
                 Some(VersionState::Ready(m)) => Ok(m.clone()),
@@ -290,7 +372,7 @@ impl Registry {
                 (v, state)
             })
             .collect();
-        ModelEntry { versions, reason: None, default_version }
+        ModelEntry { versions, reason: None, default_version, retry_later: false }
     }
 
     fn load_version(

@@ -5,12 +5,14 @@ pub mod auth;
 pub mod conn;
 mod error;
 pub mod gate;
+pub mod peers;
 mod principal;
 mod request_id;
 mod routes;
 
 pub use error::{status_of, ApiError};
 pub use principal::Principal;
+pub use routes::inference_metrics;
 
 use axum::Router;
 use lectern_manage::Manager;
@@ -50,6 +52,8 @@ pub struct AppState {
     /// `[dashboard] projects`: datasets and models named with this prefix are private to the
     /// user their name carries (see [`Principal::may_see`]).
     pub projects: Option<String>,
+    /// The cluster this server is a gateway of (`--nats`): its models are served by workers.
+    pub cluster: Option<Arc<lectern_cluster::Gateway>>,
 }
 
 impl AppState {

@@ -57,5 +57,15 @@ pub(crate) async fn audit(
         .bind(detail)
         .execute(&mut **tx)
         .await?;
+    if tx.backend_name() == "PostgreSQL" {
+        // Heard by the other processes on this database when the change commits.
+        let notice = crate::changes::Notice {
+            origin: crate::changes::origin().to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+        };
+        let payload = serde_json::to_string(&notice).expect("serialising to a String cannot fail");
+        sqlx::query("SELECT pg_notify($1, $2)").bind(crate::changes::CHANNEL).bind(payload).execute(&mut **tx).await?;
+    }
     Ok(())
 }

@@ -11,6 +11,7 @@
 
 mod artifacts;
 mod audit;
+mod changes;
 mod collections;
 mod database;
 mod error;
@@ -29,6 +30,7 @@ mod training;
 mod versions;
 
 pub use artifacts::ArtifactLock;
+pub use changes::{Change, Changes};
 pub use collections::{CollectionRecord, CollectionSpec, ItemRecord};
 pub use database::DatabaseKind;
 pub use error::StoreError;

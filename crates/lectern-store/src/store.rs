@@ -17,6 +17,8 @@ pub struct Store {
     pub(crate) pool: AnyPool,
     kind: DatabaseKind,
     health: Arc<Health>,
+    /// PostgreSQL: where to listen for other processes' changes (holds the password: never shown).
+    pub(crate) listen_url: Option<String>,
 }
 
 impl Store {
@@ -49,7 +51,8 @@ impl Store {
             }
         };
         migrate::run(&pool, kind).await?;
-        Ok(Store { pool, kind, health: Arc::default() })
+        let listen_url = (kind == DatabaseKind::Postgres).then_some(url);
+        Ok(Store { pool, kind, health: Arc::default(), listen_url })
     }
 
     /// Runs one operation on the database. While the database is known to be down it fails

@@ -36,6 +36,10 @@ enum Command {
     Backup(commands::backup::BackupArgs),
     /// Restore a backup (checked whole first) into an empty database and object store.
     Restore(commands::backup::RestoreArgs),
+    /// Join a cluster over NATS and serve the models placed on this machine.
+    Worker(commands::worker::WorkerArgs),
+    /// The cluster of a running gateway: workers, their models and load.
+    Cluster(commands::cluster::ClusterArgs),
     /// The training process of one job (started by the server).
     #[command(hide = true)]
     TrainWorker { folder: std::path::PathBuf },
@@ -52,6 +56,8 @@ fn main() -> anyhow::Result<()> {
         Command::Job(args) => std::process::exit(commands::job::run(args)),
         Command::Backup(args) => std::process::exit(commands::backup::backup(args)),
         Command::Restore(args) => std::process::exit(commands::backup::restore(args)),
+        Command::Worker(args) => commands::worker::run(args),
+        Command::Cluster(args) => std::process::exit(commands::cluster::run(args)),
         Command::TrainWorker { folder } => std::process::exit(commands::train_worker::run(&folder)),
     }
 }

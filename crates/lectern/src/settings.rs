@@ -101,6 +101,16 @@ pub struct ServeArgs {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `lectern=debug`.
     #[arg(long, env = "LECTERN_LOG", default_value = "info")]
     pub log: String,
+    /// NATS server of a cluster: models are then served by `lectern worker` processes
+    /// (e.g. nats://127.0.0.1:4222)
+    #[arg(long, env = "LECTERN_NATS")]
+    pub nats: Option<String>,
+    /// Name of the cluster (its key-value bucket and subject prefix) [default: lectern]
+    #[arg(long, env = "LECTERN_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Longest wait for a worker's answer, in seconds [default: 30]
+    #[arg(long, env = "LECTERN_CLUSTER_TIMEOUT_S", value_name = "SECONDS")]
+    pub cluster_timeout_s: Option<f64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -128,6 +138,9 @@ struct FileSettings {
     /// The caching proxy's upstreams: read by lectern-proxy, accepted here.
     #[serde(default, rename = "proxy")]
     _proxy: Option<toml::Table>,
+    /// A gateway's cluster (`nats`, `name`, `request_timeout_s`, `retries`).
+    #[serde(default)]
+    cluster: FileCluster,
     /// The dashboard: read by lectern-web, accepted here.
     #[serde(default, rename = "dashboard")]
     _dashboard: Option<toml::Table>,
@@ -180,6 +193,24 @@ struct FileStorage {
     max_upload_bytes: Option<u64>,
 }
 
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    nats: Option<String>,
+    name: Option<String>,
+    request_timeout_s: Option<f64>,
+    retries: Option<usize>,
+}
+
+/// A gateway's cluster, resolved from `--nats`/`--cluster` and the `[cluster]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    pub nats: String,
+    pub name: Option<String>,
+    pub request_timeout: Duration,
+    pub retries: usize,
+}
+
 /// The resolved settings of `lectern serve`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeSettings {
@@ -206,6 +237,8 @@ pub struct ServeSettings {
     /// HTTPS instead of HTTP, when set.
     pub tls: Option<TlsSettings>,
     pub auth: AuthConfig,
+    /// A cluster gateway's settings, when `--nats` is set.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// Who may call, resolved from flags, environment and the `[auth]` table.
@@ -277,6 +310,18 @@ impl ServeSettings {
             )?,
             max_connections: args.max_connections.or(file.server.max_connections),
             auth: AuthConfig::default(),
+            cluster: match args.nats.or(file.cluster.nats) {
+                None => None,
+                Some(nats) => Some(ClusterSettings {
+                    nats,
+                    name: args.cluster.or(file.cluster.name),
+                    request_timeout: seconds(
+                        "cluster_timeout_s",
+                        args.cluster_timeout_s.or(file.cluster.request_timeout_s).unwrap_or(30.0),
+                    )?,
+                    retries: file.cluster.retries.unwrap_or(2),
+                }),
+            },
             database: String::new(),
             objects: String::new(),
             max_upload_bytes: args

@@ -32,10 +32,20 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(prefix) = state.projects.as_deref() {
         models.retain(|((model, _), _)| !model.starts_with(prefix));
     }
+    let mut out = inference_metrics(&models);
+    if let Some(gateway) = &state.cluster {
+        write_cluster(&mut out, &gateway.status());
+    }
+    write_proxy(&mut out, state.proxy.metrics().await);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], out)
+}
+
+/// Every model version's metrics as Prometheus text (the server's and a cluster worker's).
+pub fn inference_metrics(models: &[((String, String), Arc<lectern_runtime::ModelMetrics>)]) -> String {
     let mut out = String::with_capacity(4096);
     for (ix, (name, help)) in COUNTERS.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for ((model, version), m) in &models {
+        for ((model, version), m) in models {
             let value =
                 [&m.success, &m.failure, &m.inference_count, &m.exec_count, &m.queue_rejected, &m.deadline_expired][ix]
                     .load(Relaxed);
@@ -44,7 +54,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
     let name = "lectern_inference_queue_depth";
     let _ = writeln!(out, "# HELP {name} Requests waiting in the model's queue now.\n# TYPE {name} gauge");
-    for ((model, version), m) in &models {
+    for ((model, version), m) in models {
         let _ = writeln!(
             out,
             "{name}{{model=\"{}\",version=\"{version}\"}} {}",
@@ -54,7 +64,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
     for (ix, (name, help)) in HISTOGRAMS.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for ((model, version), m) in &models {
+        for ((model, version), m) in models {
             let h = [&m.request_duration, &m.queue_duration, &m.compute_duration][ix];
             write_histogram(
                 &mut out,
@@ -66,7 +76,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
     let name = "lectern_inference_batch_size";
     let _ = writeln!(out, "# HELP {name} Rows per model execution.\n# TYPE {name} histogram");
-    for ((model, version), m) in &models {
+    for ((model, version), m) in models {
         write_histogram(
             &mut out,
             name,
@@ -74,8 +84,20 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             m.batch_size.snapshot(),
         );
     }
-    write_proxy(&mut out, state.proxy.metrics().await);
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], out)
+    out
+}
+
+/// A gateway's view of its cluster: live workers, their load, and ignored messages.
+fn write_cluster(out: &mut String, status: &lectern_cluster::ClusterStatus) {
+    let name = "lectern_cluster_workers";
+    let _ = writeln!(out, "# HELP {name} Live workers in the cluster.\n# TYPE {name} gauge\n{name} {}", status.workers.len());
+    let name = "lectern_cluster_worker_inflight";
+    let _ = writeln!(out, "# HELP {name} Requests a worker is answering now.\n# TYPE {name} gauge");
+    for w in &status.workers {
+        let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", escape(&w.name), w.inflight);
+    }
+    let name = "lectern_cluster_invalid_messages_total";
+    let _ = writeln!(out, "# HELP {name} Cluster records and answers that were not what Lectern sends (ignored).\n# TYPE {name} counter\n{name} {}", status.invalid_messages);
 }
 
 /// The caching proxy's requests by cache outcome, upstream times and cache sizes.

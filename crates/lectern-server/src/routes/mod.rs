@@ -3,6 +3,7 @@
 //! router, the gate's [`AccessTable`] and the OpenAPI document are all derived from
 //! [`table`]. Each resource has its own file.
 
+mod cluster;
 mod collections;
 mod datasets;
 mod embeddings;
@@ -31,6 +32,7 @@ use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
 use utoipa_axum::routes;
 
+pub use metrics::inference_metrics;
 pub use openapi::document as openapi_document;
 
 /// One declared route: a handler at one path and method, and who may call it.
@@ -94,6 +96,7 @@ pub(crate) fn table() -> Vec<Route> {
         route(Trainer, routes!(repository::index)),
         route(Trainer, routes!(repository::load)),
         route(Trainer, routes!(repository::unload)),
+        route(Trainer, routes!(cluster::status)),
         route(Client, routes!(pipelines::list)),
         route(Client, routes!(pipelines::run)),
         route(Trainer, routes!(pipelines::define)),

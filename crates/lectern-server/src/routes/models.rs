@@ -27,7 +27,7 @@ pub struct ModelMetadata {
     name: String,
     /// The versions served (ready).
     versions: Vec<String>,
-    platform: &'static str,
+    platform: String,
     inputs: Vec<TensorMetadata>,
     outputs: Vec<TensorMetadata>,
 }
@@ -51,7 +51,7 @@ fn describe(model: &LoadedModel, versions: Vec<String>) -> ModelMetadata {
     ModelMetadata {
         name: model.name.clone(),
         versions,
-        platform: model.platform(),
+        platform: model.platform().to_string(),
         inputs: infos(&model.signature.inputs),
         outputs: infos(&model.signature.outputs),
     }

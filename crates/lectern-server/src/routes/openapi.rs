@@ -122,6 +122,7 @@ fn tags() -> Vec<Tag> {
         ("audit", "Who changed what."),
         ("jobs", "Scheduled jobs: ingest, cleanup, retraining, batch pipelines."),
         ("proxy", "The caching proxy: configured upstreams under /proxy/{name}/."),
+        ("cluster", "Scale-out: the workers of the cluster and where models are placed."),
         ("operations", "Metrics and this document."),
     ]
     .into_iter()

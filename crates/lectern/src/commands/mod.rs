@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod backup;
+pub mod cluster;
 pub mod dataset;
 pub mod job;
 pub mod keys;
@@ -8,3 +9,4 @@ pub mod model;
 pub mod serve;
 pub mod train;
 pub mod train_worker;
+pub mod worker;

@@ -28,7 +28,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .block_on(serve(settings))
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
+pub(crate) fn init_logging(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log filter")?;
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
@@ -46,8 +46,12 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
-    let (manager, folder) = open_models(&settings).await?;
+    let (manager, folder, source) = open_models(&settings).await?;
     let registry = manager.registry().clone();
+    let cluster = match &settings.cluster {
+        Some(cluster) => Some(join_cluster(cluster, &settings.objects, source, &registry).await?),
+        None => None,
+    };
     let auth = auth_state(&settings.auth, manager.store(), address).await?;
     let training = Training::new(
         manager.clone(),
@@ -73,6 +77,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         jobs: OnceLock::new(),
         proxy,
         projects: dashboard.projects.clone(),
+        cluster,
     });
     state.auth.set_secure(tls.is_some());
     let app = lectern_server::app_with(state.clone(), lectern_web::pages(dashboard, &state));
@@ -108,6 +113,13 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     jobs.sync_config(&job_defs).await.context("cannot store the config file's jobs")?;
     jobs.start();
     let _ = state.jobs.set(jobs.clone());
+    match manager.store().changes().await {
+        Ok(Some(changes)) => {
+            tokio::spawn(lectern_server::peers::follow_peers(state.clone(), changes));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot hear other gateways' changes; they reach this one on restart"),
+    }
     state.ready.store(true, Ordering::Release);
     tracing::info!(%address, %scheme, models = %settings.models.display(), "ready");
     println!("lectern listening on {scheme}://{address}");
@@ -120,20 +132,49 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
 }
 
 /// The store, the object store, and the registry they feed; plus the model folder to import.
-async fn open_models(settings: &ServeSettings) -> anyhow::Result<(Arc<Manager>, Option<PathBuf>)> {
+async fn open_models(settings: &ServeSettings) -> anyhow::Result<(Arc<Manager>, Option<PathBuf>, Arc<StoreSource>)> {
     // The URL may hold a password: errors name the engine, not the URL.
     let store = Store::open(&settings.database).await.context("cannot open the database")?;
     tracing::info!(engine = ?store.kind(), "database ready");
     let objects = Arc::new(Objects::open(&settings.objects).context("cannot open the object store")?);
     objects.check().await.context("cannot use the object store")?;
     let source = Arc::new(StoreSource::new(store.clone(), objects.clone()));
-    let registry = Arc::new(Registry::new(source, Arc::new(MetricsRegistry::default())));
+    let registry = Arc::new(Registry::new(source.clone(), Arc::new(MetricsRegistry::default())));
     let folder = settings.models.is_dir().then(|| settings.models.clone());
     if folder.is_none() {
         tracing::warn!(folder = %settings.models.display(), "the model folder does not exist; serving the models in the store");
     }
     let manager = Manager::new(store, objects, registry, folder.clone(), settings.max_upload_bytes);
-    Ok((Arc::new(manager), folder))
+    Ok((Arc::new(manager), folder, source))
+}
+
+/// Joins the cluster as a gateway (waiting for NATS): the registry's models are then placed
+/// on workers. Workers started without `--objects` use the object store announced here.
+async fn join_cluster(
+    cluster: &crate::settings::ClusterSettings,
+    objects: &str,
+    source: Arc<StoreSource>,
+    registry: &Arc<Registry>,
+) -> anyhow::Result<Arc<lectern_cluster::Gateway>> {
+    let address = lectern_cluster::ClusterAddress::new(cluster.nats.clone(), cluster.name.clone())?;
+    let settings = lectern_cluster::GatewaySettings {
+        address,
+        request_timeout: cluster.request_timeout,
+        retries: cluster.retries,
+        objects: announced_objects(objects),
+        load_wait: std::time::Duration::from_secs(30),
+    };
+    Ok(lectern_cluster::Gateway::start(settings, source, registry).await?)
+}
+
+/// The object store's address as a worker elsewhere can use it: a local folder made absolute.
+fn announced_objects(objects: &str) -> Option<String> {
+    if objects.starts_with("s3://") {
+        return Some(objects.to_string());
+    }
+    let path = Path::new(objects.strip_prefix("file://").unwrap_or(objects));
+    let absolute = std::path::absolute(path).ok()?;
+    Some(format!("file://{}", absolute.display()))
 }
 
 /// The access gate. Without keys or an issuer, only a loopback address is served (without
@@ -215,7 +256,7 @@ async fn proxy(config: &ConfigFile) -> anyhow::Result<lectern_proxy::Proxy> {
     Ok(proxy)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
