@@ -167,8 +167,13 @@ def placed_ready(gateway, expected: dict[str, set[str]]) -> bool:
     return all(name in models and set(models[name]["ready_on"]) == workers for name, workers in expected.items())
 
 
-def wait_placed(gateway, expected: dict[str, set[str]], timeout: float = 30):
-    wait_until(lambda: placed_ready(gateway, expected), timeout, f"placement {expected}")
+def wait_placed(gateway, expected: dict[str, set[str]], timeout: float = 30, workers=()):
+    try:
+        wait_until(lambda: placed_ready(gateway, expected), timeout, f"placement {expected}")
+    except BaseException:
+        logs = "\n".join(f"--- worker {w.name} ---\n{w.stderr_text()[-3000:]}" for w in workers)
+        print(f"cluster status: {status(gateway)}\n--- gateway ---\n{gateway.stderr_text()[-3000:]}\n{logs}")
+        raise
     # The gateway's registry follows the same records; it is told within one of its ticks.
     for name in expected:
         wait_until(lambda: gateway.get(f"/v2/models/{name}/ready").status_code == 200, 5, f"{name} ready")

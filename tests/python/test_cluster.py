@@ -146,8 +146,7 @@ def test_the_two_layer_example_answers_split_over_two_workers(cluster, tmp_path,
     assert correct / len(range(0, len(x_test), 9)) >= 0.9
 
     # Both workers answered; V2 inference through the gateway, JSON and binary tensors.
-    answered = {w["name"]: w["answered"] for w in status(gateway)["workers"]}
-    assert answered["layer-one"] > 0 and answered["layer-two"] > 0, answered
+    wait_until(lambda: all(w["answered"] > 0 for w in status(gateway)["workers"]), 5, "both workers answered")
     pixels = x_test[0].reshape(1, 64).astype(np.float32)
     v2 = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 64], "data": pixels.ravel().tolist()}],
           "outputs": [{"name": "output_probability", "parameters": {"classification": 2}}]}
@@ -287,7 +286,8 @@ def test_a_placement_no_worker_can_satisfy_makes_the_model_unavailable_with_why(
     gateway = c.gateway(models=iris_models(tmp_path, 'placement = { region = "mars" }\n'))
     c.worker("earthling", labels=["region=eu"])
     wait_until(lambda: any(w["name"] == "earthling" for w in status(gateway)["workers"]), 10, "worker seen")
-    r = wait_until(lambda: (lambda r: r if r.status_code == 503 else None)(infer_iris(gateway)), 10, "503")
+    wait_until(lambda: infer_iris(gateway).status_code == 503, 10, "503")
+    r = infer_iris(gateway)
     assert r.headers.get("Retry-After"), r.headers
     assert "no worker has the labels region=mars" in r.json()["error"], r.json()
     model = next(m for m in status(gateway)["models"] if m["name"] == "iris-logreg")
@@ -419,7 +419,7 @@ def test_two_gateways_on_one_postgresql_serve_a_change_made_through_either_withi
         assert seen_after < 1.0, seen_after
 
         # A pipeline defined through gateway 2 is served by gateway 1, and removed from both.
-        definition = 'steps = [ { id = "s", model = "iris-logreg" } ]\n'
+        definition = 'steps = [ { id = "s", model = "iris-logreg", inputs = ["a", "b", "c", "d"] } ]\n'
         defined = requests.put(two.url + "/v1/pipelines/p", data=definition,
                                headers={"Content-Type": "application/toml"}, timeout=10)
         assert defined.status_code == 200, defined.text

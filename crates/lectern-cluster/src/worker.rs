@@ -19,8 +19,13 @@ use lectern_runtime::{MetricsRegistry, Registry, VersionState};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
+
+/// A pause in the bucket's entries this long ends a burst.
+const BURST_GAP: Duration = Duration::from_millis(20);
+/// The longest a change waits for its burst to end.
+const MAX_SETTLE_DELAY: Duration = Duration::from_millis(250);
 
 /// How a worker joins.
 #[derive(Debug, Clone)]
@@ -263,39 +268,58 @@ impl Worker {
         let mut updates = bucket.watch_with_history(">").await.map_err(|e| ClusterError::Kv(e.to_string()))?;
         // An empty bucket sends nothing: settle once right away.
         self.reconcile().await;
-        let mut dirty = false;
-        while let Some(entry) = updates.next().await {
+        // Entries are taken in bursts (the history, a gateway's writes): the models are settled
+        // once a burst is read, or after a while of a burst that does not end. (The entries'
+        // `delta` cannot tell: NATS 2.9 may count one pending for ever.)
+        let mut changed_since: Option<Instant> = None;
+        let mut next = updates.next().await;
+        while let Some(entry) = next {
             let entry = entry.map_err(|e| ClusterError::Kv(e.to_string()))?;
-            let put = entry.operation == Operation::Put;
-            if entry.key == PLACEMENT_KEY || entry.key.starts_with("models.") {
-                dirty = true;
-                let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-                if entry.key == PLACEMENT_KEY {
-                    match (put, serde_json::from_slice::<PlacementMap>(&entry.value)) {
-                        (false, _) => view.0 = PlacementMap::default(),
-                        (true, Ok(map)) => view.0 = map,
-                        (true, Err(e)) => self.invalid(&entry.key, &e),
+            if self.take(&entry) {
+                changed_since.get_or_insert_with(Instant::now);
+            }
+            next = match tokio::time::timeout(BURST_GAP, updates.next()).await {
+                Ok(more) if changed_since.is_none_or(|t| t.elapsed() < MAX_SETTLE_DELAY) => more,
+                waited => {
+                    if changed_since.take().is_some() {
+                        self.reconcile().await;
                     }
-                } else if let Some(name) = entry.key.strip_prefix("models.") {
-                    match (put, serde_json::from_slice::<ModelSpec>(&entry.value)) {
-                        (false, _) => {
-                            view.1.remove(name);
-                        }
-                        (true, Ok(spec)) if spec.name == name => {
-                            view.1.insert(name.to_string(), spec);
-                        }
-                        (true, Ok(_)) => self.invalid(&entry.key, &"the definition names another model"),
-                        (true, Err(e)) => self.invalid(&entry.key, &e),
+                    match waited {
+                        Ok(more) => more,
+                        Err(_) => updates.next().await,
                     }
                 }
-            }
-            // Once the history is read (delta 0: the newest entry), and on every change after.
-            if entry.delta == 0 && dirty {
-                dirty = false;
-                self.reconcile().await;
-            }
+            };
         }
         Ok(())
+    }
+
+    /// Takes a placement or definition entry into the view; whether it was one.
+    fn take(&self, entry: &async_nats::jetstream::kv::Entry) -> bool {
+        tracing::trace!(key = %entry.key, revision = entry.revision, "cluster record");
+        let put = entry.operation == Operation::Put;
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if entry.key == PLACEMENT_KEY {
+            match (put, serde_json::from_slice::<PlacementMap>(&entry.value)) {
+                (false, _) => view.0 = PlacementMap::default(),
+                (true, Ok(map)) => view.0 = map,
+                (true, Err(e)) => self.invalid(&entry.key, &e),
+            }
+        } else if let Some(name) = entry.key.strip_prefix("models.") {
+            match (put, serde_json::from_slice::<ModelSpec>(&entry.value)) {
+                (false, _) => {
+                    view.1.remove(name);
+                }
+                (true, Ok(spec)) if spec.name == name => {
+                    view.1.insert(name.to_string(), spec);
+                }
+                (true, Ok(_)) => self.invalid(&entry.key, &"the definition names another model"),
+                (true, Err(e)) => self.invalid(&entry.key, &e),
+            }
+        } else {
+            return false;
+        }
+        true
     }
 
     fn invalid(&self, key: &str, e: &dyn std::fmt::Display) {
