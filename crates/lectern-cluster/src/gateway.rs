@@ -80,7 +80,11 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, ClusterError> {
         let connection = Connection::open(&settings.address, "lectern-gateway").await;
         if let Some(url) = &settings.objects {
-            connection.bucket.put(OBJECTS_KEY, Bytes::from(url.clone())).await.map_err(|e| ClusterError::Kv(e.to_string()))?;
+            connection
+                .bucket
+                .put(OBJECTS_KEY, Bytes::from(url.clone()))
+                .await
+                .map_err(|e| ClusterError::Kv(e.to_string()))?;
         }
         let gateway = Arc::new_cyclic(|this| Gateway {
             settings,
@@ -343,7 +347,11 @@ impl Gateway {
                 return Ok(()); // nothing to wait for
             }
         }
-        tracing::warn!(model = name, "no worker reported the model within {:?}; it serves when one does", self.settings.load_wait);
+        tracing::warn!(
+            model = name,
+            "no worker reported the model within {:?}; it serves when one does",
+            self.settings.load_wait
+        );
         Ok(())
     }
 
@@ -384,7 +392,10 @@ impl Gateway {
                         })
                     }
                     _ => {
-                        last = Some(RuntimeError::NoReplica(model.to_string(), format!("the cluster cannot be reached: {e}")));
+                        last = Some(RuntimeError::NoReplica(
+                            model.to_string(),
+                            format!("the cluster cannot be reached: {e}"),
+                        ));
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
@@ -415,11 +426,7 @@ impl Gateway {
     /// What `GET /v1/cluster` shows.
     pub fn status(&self) -> ClusterStatus {
         let view = self.lock();
-        let workers = view
-            .workers
-            .values()
-            .map(|s| WorkerStatus::of(&s.record, s.at.elapsed()))
-            .collect();
+        let workers = view.workers.values().map(|s| WorkerStatus::of(&s.record, s.at.elapsed())).collect();
         let models = view
             .specs
             .values()
@@ -430,9 +437,10 @@ impl Gateway {
                     .workers
                     .iter()
                     .filter(|w| {
-                        view.workers.get(*w).and_then(|s| s.record.models.get(&spec.name)).is_some_and(|m| {
-                            m.digest == spec.digest() && m.versions.values().any(|v| v.ready)
-                        })
+                        view.workers
+                            .get(*w)
+                            .and_then(|s| s.record.models.get(&spec.name))
+                            .is_some_and(|m| m.digest == spec.digest() && m.versions.values().any(|v| v.ready))
                     })
                     .cloned()
                     .collect();
@@ -483,7 +491,10 @@ fn served(view: &View, name: &str, spec: &ModelSpec) -> (BTreeMap<u64, Served>, 
         let ready = reports.iter().find_map(|(w, s)| s.ready.then_some(()).and(s.meta.as_ref()).map(|m| (*w, m)));
         let state = match ready.and_then(|(w, meta)| meta.to_remote(name, v).map(|r| (w, r))) {
             Some((w, remote)) => {
-                fingerprint.push_str(&format!("|{v}:ready:{}", serde_json::to_string(&crate::records::VersionMeta::of(&remote)).unwrap_or_default()));
+                fingerprint.push_str(&format!(
+                    "|{v}:ready:{}",
+                    serde_json::to_string(&crate::records::VersionMeta::of(&remote)).unwrap_or_default()
+                ));
                 let _ = w;
                 Served::Ready(remote)
             }
@@ -506,7 +517,8 @@ fn served(view: &View, name: &str, spec: &ModelSpec) -> (BTreeMap<u64, Served>, 
     // With no worker at all for it, the model lists no versions: requests are told why.
     let unplaced = assigned.is_empty();
     let reason = if none_ready && unplaced {
-        let why = placed.map(|p| p.reason.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| "waiting for a worker".into());
+        let why =
+            placed.map(|p| p.reason.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| "waiting for a worker".into());
         fingerprint.push_str(&format!("|none:{why}"));
         versions.clear();
         Some(why)

@@ -107,7 +107,11 @@ impl VersionMeta {
     pub fn of(version: &RemoteVersion) -> Self {
         let infos = |list: &[TensorInfo]| {
             list.iter()
-                .map(|i| TensorMeta { name: i.name.clone(), datatype: i.datatype.as_str().into(), shape: i.shape.clone() })
+                .map(|i| TensorMeta {
+                    name: i.name.clone(),
+                    datatype: i.datatype.as_str().into(),
+                    shape: i.shape.clone(),
+                })
                 .collect()
         };
         VersionMeta {
@@ -131,7 +135,13 @@ impl VersionMeta {
     pub fn to_remote(&self, name: &str, version: u64) -> Option<RemoteVersion> {
         let infos = |list: &[TensorMeta]| -> Option<Vec<TensorInfo>> {
             list.iter()
-                .map(|t| Some(TensorInfo { name: t.name.clone(), datatype: t.datatype.parse().ok()?, shape: t.shape.clone() }))
+                .map(|t| {
+                    Some(TensorInfo {
+                        name: t.name.clone(),
+                        datatype: t.datatype.parse().ok()?,
+                        shape: t.shape.clone(),
+                    })
+                })
                 .collect()
         };
         let text = self.text.as_ref().map(|t| lectern_runtime::TextEncoding {
@@ -226,7 +236,13 @@ mod tests {
 
     #[test]
     fn a_digest_changes_with_the_definition() {
-        let spec = ModelSpec { name: "m".into(), config: String::new(), labels: None, default_version: None, versions: vec![] };
+        let spec = ModelSpec {
+            name: "m".into(),
+            config: String::new(),
+            labels: None,
+            default_version: None,
+            versions: vec![],
+        };
         let mut other = spec.clone();
         assert_eq!(spec.digest(), other.digest());
         other.default_version = Some(1);

@@ -3,8 +3,8 @@
 
 use crate::conn::{ClusterAddress, Connection};
 use crate::records::{
-    infer_subject, worker_key, ModelSpec, PlacementMap, ServedModel, ServedVersion, VersionMeta,
-    WorkerRecord, OBJECTS_KEY, PLACEMENT_KEY,
+    infer_subject, worker_key, ModelSpec, PlacementMap, ServedModel, ServedVersion, VersionMeta, WorkerRecord,
+    OBJECTS_KEY, PLACEMENT_KEY,
 };
 use crate::source::PlacedSource;
 use crate::wire;

@@ -41,7 +41,9 @@ impl Manager {
         let _turn = self.pipeline_changes.lock().await;
         let stored = match self.store().pipelines().await {
             Ok(all) => all.into_iter().find(|(n, _)| n == name).map(|(_, definition)| definition),
-            Err(e) => return tracing::warn!(pipeline = name, error = %e, "cannot read a pipeline another gateway changed"),
+            Err(e) => {
+                return tracing::warn!(pipeline = name, error = %e, "cannot read a pipeline another gateway changed")
+            }
         };
         let outcome = match stored {
             Some(definition) => engine.define(name, &definition).map(|_| ()),

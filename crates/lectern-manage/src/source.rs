@@ -37,7 +37,13 @@ impl StoreSource {
         let labels = model.labels.as_deref().map(|text| text.lines().map(|l| l.trim().to_string()).collect());
         let versions = self.store.versions(name).await.map_err(store_error)?;
         let selected = select(&config, &versions, model.default_version).into_iter().cloned().collect();
-        Ok(Some(ModelPlan { config_text: model.config, config, labels, default_version: model.default_version, versions: selected }))
+        Ok(Some(ModelPlan {
+            config_text: model.config,
+            config,
+            labels,
+            default_version: model.default_version,
+            versions: selected,
+        }))
     }
 
     /// Every model's name.

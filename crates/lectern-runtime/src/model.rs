@@ -2,8 +2,8 @@
 //! worker, and shapes the outputs the caller asked for.
 
 use crate::metrics::ModelMetrics;
-use crate::worker::{Job, JobError, SubmitError, Worker};
 use crate::source::SourceFuture;
+use crate::worker::{Job, JobError, SubmitError, Worker};
 use crate::RuntimeError;
 use lectern_backends::{Backend, Signature, TensorInfo, TextEncoding};
 use lectern_core::{ImageSpec, InferRequest, InferResponse, RequestedOutput, ResponseOutput, Tensor, TensorData};

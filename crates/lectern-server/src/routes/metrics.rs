@@ -90,7 +90,11 @@ pub fn inference_metrics(models: &[((String, String), Arc<lectern_runtime::Model
 /// A gateway's view of its cluster: live workers, their load, and ignored messages.
 fn write_cluster(out: &mut String, status: &lectern_cluster::ClusterStatus) {
     let name = "lectern_cluster_workers";
-    let _ = writeln!(out, "# HELP {name} Live workers in the cluster.\n# TYPE {name} gauge\n{name} {}", status.workers.len());
+    let _ = writeln!(
+        out,
+        "# HELP {name} Live workers in the cluster.\n# TYPE {name} gauge\n{name} {}",
+        status.workers.len()
+    );
     let name = "lectern_cluster_worker_inflight";
     let _ = writeln!(out, "# HELP {name} Requests a worker is answering now.\n# TYPE {name} gauge");
     for w in &status.workers {

@@ -81,12 +81,20 @@ fn labels(map: &Value) -> String {
         .as_object()
         .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
         .unwrap_or_default();
-    if pairs.is_empty() { "-".into() } else { pairs.join(",") }
+    if pairs.is_empty() {
+        "-".into()
+    } else {
+        pairs.join(",")
+    }
 }
 
 fn names(list: &Value) -> String {
     let names: Vec<&str> = list.as_array().map(|l| l.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    if names.is_empty() { "-".into() } else { names.join(",") }
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
 }
 
 fn mib(bytes: &Value) -> u64 {

@@ -74,7 +74,9 @@ fn settings(args: &WorkerArgs) -> anyhow::Result<WorkerSettings> {
         labels.insert(k.to_string(), v.to_string());
     }
     let memory_bytes = match &args.memory {
-        Some(text) => parse_size(text).with_context(|| format!("--memory: cannot read '{text}' (e.g. 8GiB, 512MiB)"))?,
+        Some(text) => {
+            parse_size(text).with_context(|| format!("--memory: cannot read '{text}' (e.g. 8GiB, 512MiB)"))?
+        }
         None => machine_memory(),
     };
     Ok(WorkerSettings {
@@ -129,7 +131,11 @@ async fn metrics_text(State(worker): State<Arc<Worker>>) -> impl IntoResponse {
     let mut out = lectern_server::inference_metrics(&worker.registry().metrics().all());
     let stats = &worker.stats;
     let name = "lectern_cluster_worker_inflight";
-    let _ = writeln!(out, "# HELP {name} Requests this worker is answering now.\n# TYPE {name} gauge\n{name} {}", stats.inflight.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP {name} Requests this worker is answering now.\n# TYPE {name} gauge\n{name} {}",
+        stats.inflight.load(Relaxed)
+    );
     let name = "lectern_cluster_invalid_messages_total";
     let _ = writeln!(
         out,
@@ -151,7 +157,11 @@ fn host_name() -> String {
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
         .take(64)
         .collect();
-    if name.is_empty() { "worker".into() } else { name }
+    if name.is_empty() {
+        "worker".into()
+    } else {
+        name
+    }
 }
 
 /// `8GiB`, `512MiB`, `2G`, `1000000` (bytes).
