@@ -167,6 +167,18 @@ def test_the_two_layer_example_answers_split_over_two_workers(cluster, tmp_path,
     meta = gateway.get("/v2/models/digit-round").json()
     assert meta["inputs"] == alone.get("/v2/models/digit-round").json()["inputs"]
 
+    # `lectern cluster status` prints the same, as tables; a server without --nats has no cluster.
+    import subprocess
+    from conftest import lectern_binary
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    shown = subprocess.run([str(lectern_binary()), "cluster", "status", "--url", gateway.url],
+                           capture_output=True, text=True, env=env, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    assert "WORKER" in shown.stdout and "layer-one" in shown.stdout and "layer=2" in shown.stdout, shown.stdout
+    assert "digit-category" in shown.stdout and "1/1" in shown.stdout, shown.stdout
+    no_cluster = alone.get("/v1/cluster")
+    assert no_cluster.status_code == 404 and no_cluster.json()["code"] == "not_found", no_cluster.text
+
 
 # =========================================================================== losing a worker
 
@@ -353,6 +365,11 @@ def test_messages_that_lectern_did_not_send_are_ignored_and_counted(cluster, tmp
     s = wait_until(counted, 10, "the ignored messages are counted")
     assert [w["name"] for w in s["workers"]] == ["w"], "the bogus record is no worker"
     assert infer_iris(gateway).status_code == 200, "the cluster still serves"
+    # A request larger than NATS carries (max_payload: 1 MiB here) is refused with why.
+    rows = 100_000
+    big = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [rows, 4], "data": [0.5] * (rows * 4)}]}
+    r = requests.post(gateway.url + "/v2/models/iris-logreg/infer", json=big, timeout=30)
+    assert r.status_code == 413 and "max_payload" in r.json()["error"], r.text[:500]
     metrics = gateway.get("/metrics").text
     assert "lectern_cluster_invalid_messages_total 3" in metrics or "lectern_cluster_invalid_messages_total" in metrics
 

@@ -382,6 +382,17 @@ impl Gateway {
                     other => return other,
                 },
                 Err(e) => match e.kind() {
+                    RequestErrorKind::MaxPayloadExceeded => {
+                        return Err(RuntimeError::Remote {
+                            code: ErrorCode::PayloadTooLarge,
+                            message: format!(
+                                "the request ({} bytes as sent to a worker) is larger than NATS's max_payload of {} \
+                                 bytes: raise max_payload in the NATS server's configuration",
+                                body.len(),
+                                self.connection.client.max_payload()
+                            ),
+                        })
+                    }
                     RequestErrorKind::NoResponders => {
                         return Err(RuntimeError::NoReplica(model.to_string(), "no worker serves it now".into()))
                     }

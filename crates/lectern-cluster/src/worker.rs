@@ -431,8 +431,22 @@ impl Worker {
                 e.to_string().into_bytes()
             }
         };
-        if let Err(e) = self.connection.client.publish_with_headers(reply, headers, Bytes::from(body)).await {
-            tracing::warn!(model, error = %e, "cannot send an answer");
+        let sent = self.connection.client.publish_with_headers(reply.clone(), headers, Bytes::from(body)).await;
+        match sent {
+            Ok(()) => {}
+            Err(e) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                // Tell the gateway why instead of leaving it to time out.
+                let mut headers = HeaderMap::new();
+                headers.insert(wire::WORKER, self.settings.name.as_str());
+                headers.insert(wire::ERROR, lectern_core::ErrorCode::PayloadTooLarge.name());
+                let message = format!(
+                    "the answer of model '{model}' is larger than NATS's max_payload of {} bytes: raise \
+                     max_payload in the NATS server's configuration",
+                    self.connection.client.max_payload()
+                );
+                let _ = self.connection.client.publish_with_headers(reply, headers, Bytes::from(message)).await;
+            }
+            Err(e) => tracing::warn!(model, error = %e, "cannot send an answer"),
         }
     }
 
