@@ -452,3 +452,20 @@ def test_two_gateways_on_one_postgresql_serve_a_change_made_through_either_withi
         for s in servers:
             s.cleanup()
         database.drop()
+
+
+def test_a_gateway_places_only_what_its_store_holds_and_only_on_live_workers(cluster, tmp_path):
+    c = cluster()
+    first = c.gateway(models=iris_models(tmp_path, ""))
+    c.worker("w1")
+    wait_placed(first, {"iris-logreg": {"w1"}})
+    first.kill()
+    c.workers[0].kill()  # its record stays in the bucket, as after a crash
+    other = tmp_path / "other"
+    shutil.copytree(EXAMPLE_MODELS / "cancer-tree", other / "cancer-tree")
+    second = c.gateway(models=other)
+    c.worker("w2")
+    wait_placed(second, {"cancer-tree": {"w2"}})
+    seen = status(second)
+    assert [m["name"] for m in seen["models"]] == ["cancer-tree"], "a definition its store lacks is withdrawn"
+    assert [w["name"] for w in seen["workers"]] == ["w2"], "the crashed worker's record is not taken for a worker"

@@ -65,10 +65,14 @@ pub struct Gateway {
     /// Wakes the placement loop.
     changed: tokio::sync::Notify,
     this: Weak<Gateway>,
+    started: Instant,
 }
 
 /// How often placement is recomputed without an event (workers time out between events).
 const TICK: Duration = Duration::from_millis(250);
+/// A new gateway watches this long (more than a heartbeat) before it places anything, so that
+/// it places on the workers that are alive, not on every record the bucket still holds.
+const SETTLE: Duration = Duration::from_millis(1500);
 
 impl Gateway {
     /// Joins the cluster (waiting for NATS), reads the bucket, and takes over `registry`:
@@ -95,6 +99,7 @@ impl Gateway {
             invalid: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
             this: this.clone(),
+            started: Instant::now(),
         });
         let updates = gateway.connection.bucket.watch_all().await.map_err(|e| ClusterError::Kv(e.to_string()))?;
         gateway.read_bucket().await?;
@@ -113,7 +118,9 @@ impl Gateway {
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| ClusterError::Kv(e.to_string()))?;
             if let Some(entry) = bucket.entry(key).await.map_err(|e| ClusterError::Kv(e.to_string()))? {
-                self.take(&entry);
+                // A record read now may be a dead worker's: it must change within SETTLE.
+                let unproven = Instant::now().checked_sub(WORKER_TIMEOUT - SETTLE).unwrap_or_else(Instant::now);
+                self.take(&entry, unproven);
             }
         }
         Ok(())
@@ -124,7 +131,7 @@ impl Gateway {
             while let Some(entry) = updates.next().await {
                 match entry {
                     Ok(entry) => {
-                        self.take(&entry);
+                        self.take(&entry, Instant::now());
                         self.changed.notify_one();
                     }
                     Err(e) => tracing::warn!(error = %e, "cluster watch"),
@@ -145,7 +152,7 @@ impl Gateway {
     }
 
     /// Takes one entry of the bucket into the view; an entry that does not parse is counted.
-    fn take(&self, entry: &async_nats::jetstream::kv::Entry) {
+    fn take(&self, entry: &async_nats::jetstream::kv::Entry, seen: Instant) {
         let put = entry.operation == Operation::Put;
         let mut view = self.lock();
         let key = entry.key.as_str();
@@ -174,7 +181,7 @@ impl Gateway {
                     if !view.workers.contains_key(name) {
                         tracing::info!(worker = name, labels = ?record.labels, "worker in the cluster");
                     }
-                    view.workers.insert(name.to_string(), Seen { record, at: Instant::now() });
+                    view.workers.insert(name.to_string(), Seen { record, at: seen });
                 }
                 (true, Ok(_)) => bad(&"the record names another worker"),
                 (true, Err(e)) => bad(&e),
@@ -204,7 +211,10 @@ impl Gateway {
         loop {
             let _ = tokio::time::timeout(TICK, self.changed.notified()).await;
             self.forget_silent_workers();
-            self.write_placement().await;
+            // Placement waits until every live worker has shown a heartbeat to this gateway.
+            if self.started.elapsed() >= SETTLE {
+                self.write_placement().await;
+            }
             self.apply();
         }
     }
@@ -589,6 +599,16 @@ impl Placer for Gateway {
 
     fn withdraw<'a>(&'a self, name: &'a str) -> SourceFuture<'a, ()> {
         Box::pin(self.withdraw_model(name))
+    }
+
+    fn keep_only<'a>(&'a self, names: &'a [String]) -> SourceFuture<'a, ()> {
+        Box::pin(async move {
+            let stale: Vec<String> = self.lock().specs.keys().filter(|n| !names.contains(n)).cloned().collect();
+            for name in stale {
+                tracing::info!(model = %name, "withdrawing a definition the store does not have");
+                self.withdraw_model(&name).await;
+            }
+        })
     }
 }
 

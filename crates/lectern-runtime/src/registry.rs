@@ -40,6 +40,10 @@ pub trait Placer: Send + Sync {
     fn place<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<(), RuntimeError>>;
     /// The model was deleted or unloaded: stop serving it.
     fn withdraw<'a>(&'a self, name: &'a str) -> SourceFuture<'a, ()>;
+    /// The source holds exactly `names` (at start-up): stop serving any other model.
+    fn keep_only<'a>(&'a self, _names: &'a [String]) -> SourceFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// One row of the repository index.
@@ -119,6 +123,7 @@ impl Registry {
         let _guard = self.changes.lock().await;
         let names = self.source.names().await?;
         if let Some(placer) = self.placer.get() {
+            placer.keep_only(&names).await;
             for name in names {
                 if let Err(e) = placer.place(&name).await {
                     tracing::warn!(model = %name, error = %e, "cannot place the model");
