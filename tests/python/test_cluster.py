@@ -469,3 +469,29 @@ def test_a_gateway_places_only_what_its_store_holds_and_only_on_live_workers(clu
     seen = status(second)
     assert [m["name"] for m in seen["models"]] == ["cancer-tree"], "a definition its store lacks is withdrawn"
     assert [w["name"] for w in seen["workers"]] == ["w2"], "the crashed worker's record is not taken for a worker"
+
+
+def test_pushing_versions_to_a_model_served_by_workers(cluster, tmp_path):
+    c = cluster()
+    gateway = c.gateway(models=iris_models(tmp_path, ""))
+    c.worker("w")
+    wait_placed(gateway, {"iris-logreg": {"w"}})
+    assert infer_iris(gateway).json()["model_version"] == "2"
+    headers = {"Content-Type": "application/octet-stream"}
+    good = (EXAMPLE_MODELS / "iris-logreg" / "1" / "model.onnx").read_bytes()
+    pushed = gateway.post("/v1/models/iris-logreg/versions", data=good, headers=headers)
+    assert pushed.status_code == 201, pushed.text
+    # The push answers once a worker serves the new version: no window of 503s.
+    assert infer_iris(gateway).json()["model_version"] == "3"
+    # A version that cannot load: the push says so, and the newest good version keeps serving.
+    broken = gateway.post("/v1/models/iris-logreg/versions", data=b"not an onnx model at all", headers=headers)
+    assert broken.status_code < 500, broken.text
+    answer = infer_iris(gateway)
+    assert answer.status_code == 200 and answer.json()["model_version"] == "3", answer.text
+    view = gateway.get("/v1/models/iris-logreg").json()
+    four = next(v for v in view["versions"] if v["version"] == 4)
+    assert four["state"] != "ready", four
+    # A pushed good version after it serves again.
+    again = gateway.post("/v1/models/iris-logreg/versions", data=good, headers=headers)
+    assert again.status_code == 201, again.text
+    assert infer_iris(gateway).json()["model_version"] == "5"

@@ -41,6 +41,16 @@ pub fn redact(url: &str) -> String {
     format!("{scheme}{host}")
 }
 
+/// The user and password (or the token) in `scheme://user:password@host`.
+fn credentials(url: &str) -> Option<(String, Option<String>)> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    match userinfo.split_once(':') {
+        Some((user, password)) => Some((user.to_string(), Some(password.to_string()))),
+        None => Some((userinfo.to_string(), None)),
+    }
+}
+
 /// A live connection: the client, and the cluster's bucket.
 #[derive(Clone)]
 pub struct Connection {
@@ -71,8 +81,14 @@ impl Connection {
     }
 
     async fn try_open(address: &ClusterAddress, client_name: &str) -> Result<Connection, ClusterError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(client_name)
+        // Credentials go to the client apart from the address, which is then safe to log.
+        let mut options = match credentials(&address.url) {
+            Some((user, Some(password))) => async_nats::ConnectOptions::with_user_and_password(user, password),
+            Some((token, None)) => async_nats::ConnectOptions::with_token(token),
+            None => async_nats::ConnectOptions::new(),
+        };
+        options = options.name(client_name);
+        let client = options
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
             .event_callback(|event| async move {
@@ -82,7 +98,7 @@ impl Connection {
                     other => tracing::debug!(event = %other, "NATS"),
                 }
             })
-            .connect(address.url.as_str())
+            .connect(address.shown().as_str())
             .await
             .map_err(|e| ClusterError::Unreachable(redact(&e.to_string())))?;
         let bucket = open_bucket(&client, &address.name).await?;
@@ -123,5 +139,8 @@ mod tests {
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redact("tok3n@host:4222"), "host:4222");
         assert!(ClusterAddress::new("nats://x", Some("a.b".into())).is_err());
+        assert_eq!(credentials("nats://alice:s3cret@h:4222"), Some(("alice".into(), Some("s3cret".into()))));
+        assert_eq!(credentials("nats://tok@h:4222"), Some(("tok".into(), None)));
+        assert_eq!(credentials("nats://h:4222"), None);
     }
 }

@@ -208,11 +208,28 @@ impl Gateway {
 
     /// Recomputes placement on every change and every [`TICK`], and keeps the registry told.
     async fn keep_placed(self: Arc<Self>) {
+        let mut settled_at = self.started + SETTLE;
+        let mut was_connected = true;
         loop {
             let _ = tokio::time::timeout(TICK, self.changed.notified()).await;
+            let connected = self.connection.client.connection_state() == async_nats::connection::State::Connected;
+            if !connected {
+                // Deaf to heartbeats: nothing this gateway sees says a worker is gone.
+                was_connected = false;
+                continue;
+            }
+            if !was_connected {
+                // Back: the workers must show a heartbeat again before anything moves.
+                was_connected = true;
+                settled_at = Instant::now() + SETTLE;
+                let unproven = Instant::now().checked_sub(WORKER_TIMEOUT - SETTLE).unwrap_or_else(Instant::now);
+                for seen in self.lock().workers.values_mut() {
+                    seen.at = seen.at.max(unproven);
+                }
+            }
             self.forget_silent_workers();
             // Placement waits until every live worker has shown a heartbeat to this gateway.
-            if self.started.elapsed() >= SETTLE {
+            if Instant::now() >= settled_at {
                 self.write_placement().await;
             }
             self.apply();
@@ -310,6 +327,43 @@ impl Gateway {
     /// Defines `name` for the workers from the store, and waits (up to the load wait) for a
     /// worker that can serve it to report how its load went.
     async fn define(&self, name: &str) -> Result<(), RuntimeError> {
+        let spec = self.publish(name).await?;
+        let Err(RuntimeError::LoadFailed(model, reason)) = self.wait_loaded(name, &spec.digest()).await else {
+            return Ok(());
+        };
+        // As on one process: the versions that failed are recorded as failing, so that the
+        // store's policy selects the newest healthy ones, which are placed instead; the load
+        // still answers that it failed.
+        let ready = self.ready_artifacts(name);
+        let failing: Vec<(u64, Result<(), String>)> = spec
+            .versions
+            .iter()
+            .filter(|v| !ready.contains(&v.sha256))
+            .map(|v| (v.version, Err(reason.clone())))
+            .collect();
+        if !failing.is_empty() {
+            lectern_runtime::ModelSource::loaded(&*self.plans, name, failing).await;
+            if let Ok(fallback) = self.publish(name).await {
+                if fallback != spec {
+                    let _ = self.wait_loaded(name, &fallback.digest()).await;
+                }
+            }
+        }
+        Err(RuntimeError::LoadFailed(model, reason))
+    }
+
+    /// The artifacts (SHA-256) of the model's versions that some worker serves now.
+    fn ready_artifacts(&self, name: &str) -> Vec<String> {
+        let view = self.lock();
+        view.workers
+            .values()
+            .filter_map(|s| s.record.models.get(name))
+            .flat_map(|m| m.versions.values().filter(|v| v.ready).map(|v| v.sha256.clone()))
+            .collect()
+    }
+
+    /// Writes the model's definition as the store has it now (when it changed); returns it.
+    async fn publish(&self, name: &str) -> Result<ModelSpec, RuntimeError> {
         let plan = self
             .plans
             .plan(name)
@@ -317,16 +371,15 @@ impl Gateway {
             .map_err(|source| RuntimeError::SourceFailed { model: name.to_string(), source })?;
         let Some(plan) = plan else { return Err(RuntimeError::ModelNotFound(name.to_string())) };
         let spec = spec_of(name, plan);
-        let digest = spec.digest();
         let value = Bytes::from(serde_json::to_vec(&spec).expect("serialising to a Vec cannot fail"));
         if self.lock().specs.get(name) != Some(&spec) {
             self.connection.bucket.put(model_key(name), value).await.map_err(|e| {
                 RuntimeError::NoReplica(name.to_string(), format!("cannot write its definition to the cluster: {e}"))
             })?;
-            self.lock().specs.insert(name.to_string(), spec);
+            self.lock().specs.insert(name.to_string(), spec.clone());
             self.changed.notify_one();
         }
-        self.wait_loaded(name, &digest).await
+        Ok(spec)
     }
 
     async fn wait_loaded(&self, name: &str, digest: &str) -> Result<(), RuntimeError> {
@@ -338,20 +391,22 @@ impl Gateway {
             if placed.workers.is_empty() && !view.workers.is_empty() && view.placement_revision > 0 {
                 return Ok(()); // no worker can serve it: the index says why
             }
+            // A worker that tried this definition has decided every version of it.
             let reports: Vec<&crate::records::ServedModel> = placed
                 .workers
                 .iter()
                 .filter_map(|w| view.workers.get(w))
                 .filter_map(|s| s.record.models.get(name))
-                .filter(|m| m.digest == digest && !m.versions.is_empty())
+                .filter(|m| m.tried == digest)
                 .collect();
-            if reports.iter().any(|m| m.versions.values().any(|v| v.ready)) {
+            if reports.iter().any(|m| m.failed.is_empty() && m.digest == digest) {
                 return Ok(());
             }
-            if let Some(failed) = reports.first() {
-                let reasons: Vec<String> =
-                    failed.versions.iter().map(|(v, s)| format!("version {v}: {}", s.reason)).collect();
-                return Err(RuntimeError::LoadFailed(name.to_string(), reasons.join("; ")));
+            if let Some(failed) = reports.iter().find(|m| !m.failed.is_empty()) {
+                // The worker's message names the model; the error adds it again.
+                let prefix = format!("failed to load model '{name}': ");
+                let reason = failed.failed.strip_prefix(&prefix).unwrap_or(&failed.failed).to_string();
+                return Err(RuntimeError::LoadFailed(name.to_string(), reason));
             }
             if view.workers.is_empty() {
                 return Ok(()); // nothing to wait for
@@ -501,22 +556,24 @@ fn served(view: &View, name: &str, spec: &ModelSpec) -> (BTreeMap<u64, Served>, 
         placed.map(|p| p.workers.iter().filter_map(|w| view.workers.get(w)).collect()).unwrap_or_default();
     let mut versions = BTreeMap::new();
     let mut fingerprint = digest.clone();
-    for v in spec.versions.iter().map(|v| v.version) {
+    for wanted in &spec.versions {
+        let v = wanted.version;
+        // A version loaded from the same artifact serves while a changed definition loads.
         let reports: Vec<(&str, &crate::records::ServedVersion)> = assigned
             .iter()
             .filter_map(|s| {
-                let m = s.record.models.get(name).filter(|m| m.digest == digest)?;
-                Some((s.record.name.as_str(), m.versions.get(&v)?))
+                let m = s.record.models.get(name)?;
+                let version = m.versions.get(&v).filter(|r| r.sha256 == wanted.sha256)?;
+                (version.ready || m.digest == digest).then_some((s.record.name.as_str(), version))
             })
             .collect();
-        let ready = reports.iter().find_map(|(w, s)| s.ready.then_some(()).and(s.meta.as_ref()).map(|m| (*w, m)));
-        let state = match ready.and_then(|(w, meta)| meta.to_remote(name, v).map(|r| (w, r))) {
-            Some((w, remote)) => {
+        let ready = reports.iter().find_map(|(_, s)| s.ready.then_some(()).and(s.meta.as_ref()));
+        let state = match ready.and_then(|meta| meta.to_remote(name, v)) {
+            Some(remote) => {
                 fingerprint.push_str(&format!(
                     "|{v}:ready:{}",
                     serde_json::to_string(&crate::records::VersionMeta::of(&remote)).unwrap_or_default()
                 ));
-                let _ = w;
                 Served::Ready(remote)
             }
             None => {
@@ -578,7 +635,10 @@ fn spec_of(name: &str, plan: ModelPlan) -> ModelSpec {
 /// Whether an answer says the worker cannot serve the request now, so another may.
 fn retry_elsewhere(e: &RuntimeError) -> bool {
     match e {
-        RuntimeError::Remote { code, .. } => code.is_retryable() || *code == ErrorCode::ModelNotFound,
+        // A full queue is back-pressure: sending the request elsewhere would defeat it.
+        RuntimeError::Remote { code, .. } => {
+            (code.is_retryable() && *code != ErrorCode::QueueFull) || *code == ErrorCode::ModelNotFound
+        }
         _ => false,
     }
 }

@@ -63,6 +63,12 @@ pub struct ServedModel {
     /// Why nothing is served, when no version is listed.
     #[serde(default)]
     pub reason: String,
+    /// The definition last tried (it differs from `digest` when its load failed and what was
+    /// loaded before still serves), and why it failed ("" when it loaded).
+    #[serde(default)]
+    pub tried: String,
+    #[serde(default)]
+    pub failed: String,
 }
 
 /// One version on a worker: ready (with what a gateway needs to send it requests) or why not.
@@ -73,6 +79,9 @@ pub struct ServedVersion {
     pub reason: String,
     #[serde(default)]
     pub meta: Option<VersionMeta>,
+    /// The SHA-256 of the artifact it was loaded from.
+    #[serde(default)]
+    pub sha256: String,
 }
 
 /// A loaded version as a gateway sees it (a [`RemoteVersion`] in JSON).

@@ -4,7 +4,7 @@
 //! caller wanted as JSON named in a header so the gateway can answer as asked.
 
 use bytes::Bytes;
-use lectern_core::protocol::{decode_binary, encode_binary};
+use lectern_core::protocol::{decode_binary, encode_binary, MAX_ELEMENTS};
 use lectern_core::{element_count, DataType, ErrorCode, InferRequest, InferResponse, ResponseOutput, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -143,8 +143,13 @@ pub fn decode_response(body: &Bytes, json_len: usize, binary_flags: &str) -> Res
         }
         let (mine, tail) = rest.split_at(output.size);
         rest = tail;
-        let count = element_count(&output.shape).ok_or_else(|| bad("shape too large".into()))?;
+        let count = element_count(&output.shape)
+            .filter(|&n| n as u64 <= MAX_ELEMENTS)
+            .ok_or_else(|| bad(format!("output '{}' has too large a shape", output.name)))?;
         let data = decode_binary(datatype, mine, count).map_err(bad)?;
+        if data.len() != count {
+            return Err(bad(format!("output '{}' has {} elements, its shape says {count}", output.name, data.len())));
+        }
         let tensor = Tensor { name: output.name, shape: output.shape, data };
         outputs.push(ResponseOutput { tensor, binary });
     }

@@ -27,6 +27,9 @@ const BURST_GAP: Duration = Duration::from_millis(20);
 /// The longest a change waits for its burst to end.
 const MAX_SETTLE_DELAY: Duration = Duration::from_millis(250);
 
+/// The longest a clean stop waits for the requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
 /// How a worker joins.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -46,6 +49,14 @@ pub struct WorkerStats {
     pub answered: AtomicU64,
     /// Messages that were not what Lectern sends: ignored.
     pub invalid: AtomicU64,
+}
+
+/// What a model's last load left: the definition that serves, and the one last tried.
+#[derive(Clone)]
+struct Loaded {
+    spec: ModelSpec,
+    tried: String,
+    failed: String,
 }
 
 /// A model this worker serves: the definition loaded, and the task answering its subject.
@@ -71,6 +82,11 @@ pub struct Worker {
     instance: String,
     pub stats: Arc<WorkerStats>,
     serving: tokio::sync::Mutex<BTreeMap<String, Serving>>,
+    /// The definition each model was last loaded from (what the record reports; read without
+    /// waiting for a load in progress, so that heartbeats never stop).
+    loaded: Mutex<BTreeMap<String, Loaded>>,
+    /// The task following the bucket (stopped on leave).
+    watcher: Mutex<Option<JoinHandle<()>>>,
     /// The placement map and definitions as last read.
     view: Mutex<(PlacementMap, BTreeMap<String, ModelSpec>)>,
     /// Set once the worker has read the placement and loaded its models.
@@ -95,6 +111,8 @@ impl Worker {
             instance: random_id(),
             stats: Arc::new(WorkerStats::default()),
             serving: tokio::sync::Mutex::new(BTreeMap::new()),
+            loaded: Mutex::new(BTreeMap::new()),
+            watcher: Mutex::new(None),
             view: Mutex::new(Default::default()),
             ready: AtomicBool::new(false),
             revision: AtomicU64::new(0),
@@ -161,15 +179,29 @@ impl Worker {
     /// Runs until the process stops or another process takes the name (an error).
     pub async fn run(self: &Arc<Self>) -> Result<(), ClusterError> {
         let watcher = tokio::spawn(self.clone().watch());
+        *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
         let result = self.heartbeat().await;
-        watcher.abort();
+        self.stop_watching();
         result
+    }
+
+    fn stop_watching(&self) {
+        if let Some(watcher) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            watcher.abort();
+        }
     }
 
     /// Removes the worker's record (a clean stop): the gateways place its models elsewhere at
     /// once instead of after [`WORKER_TIMEOUT`].
     pub async fn leave(&self) {
+        self.stop_watching();
+        // No new requests (the subscriptions end); those in flight are answered first.
         self.serving.lock().await.clear();
+        let started = std::time::Instant::now();
+        while self.stats.inflight.load(Relaxed) > 0 && started.elapsed() < DRAIN {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.connection.client.flush().await;
         if let Err(e) = self.connection.bucket.delete(worker_key(&self.settings.name)).await {
             tracing::warn!(error = %e, "cannot remove this worker's record");
         }
@@ -207,12 +239,15 @@ impl Worker {
     }
 
     async fn record(&self) -> WorkerRecord {
-        let serving = self.serving.lock().await;
+        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut models = BTreeMap::new();
         let mut used = 0;
-        for (name, s) in serving.iter() {
-            used += s.spec.memory_bytes();
-            models.insert(name.clone(), self.served(name, &s.spec));
+        for (name, l) in loaded.iter() {
+            used += l.spec.memory_bytes();
+            let mut served = self.served(name, &l.spec);
+            served.tried = l.tried.clone();
+            served.failed = l.failed.clone();
+            models.insert(name.clone(), served);
         }
         WorkerRecord {
             name: self.settings.name.clone(),
@@ -230,6 +265,8 @@ impl Worker {
 
     fn served(&self, name: &str, spec: &ModelSpec) -> ServedModel {
         let mut served = ServedModel { digest: spec.digest(), ..Default::default() };
+        let sha_of =
+            |v: u64| spec.versions.iter().find(|s| s.version == v).map(|s| s.sha256.clone()).unwrap_or_default();
         match self.registry.versions(name) {
             Ok(versions) if !versions.is_empty() => {
                 for (v, state) in versions {
@@ -238,8 +275,11 @@ impl Worker {
                             ready: true,
                             reason: String::new(),
                             meta: Some(VersionMeta::of(&m.describe())),
+                            sha256: sha_of(v),
                         },
-                        VersionState::Unavailable(reason) => ServedVersion { ready: false, reason, meta: None },
+                        VersionState::Unavailable(reason) => {
+                            ServedVersion { ready: false, reason, meta: None, sha256: sha_of(v) }
+                        }
                     };
                     served.versions.insert(v, version);
                 }
@@ -281,8 +321,10 @@ impl Worker {
             next = match tokio::time::timeout(BURST_GAP, updates.next()).await {
                 Ok(more) if changed_since.is_none_or(|t| t.elapsed() < MAX_SETTLE_DELAY) => more,
                 waited => {
-                    if changed_since.take().is_some() {
+                    // The first burst is the history: the worker is ready once it is settled.
+                    if changed_since.take().is_some() || !self.ready() {
                         self.reconcile().await;
+                        self.ready.store(true, Relaxed);
                     }
                     match waited {
                         Ok(more) => more,
@@ -343,6 +385,7 @@ impl Worker {
         let gone: Vec<String> = serving.keys().filter(|n| !desired.contains_key(*n)).cloned().collect();
         for name in gone {
             serving.remove(&name);
+            self.loaded.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
             self.registry.remove(&name).await;
             self.source.forget(&name);
             tracing::info!(model = %name, "model withdrawn from this worker");
@@ -354,20 +397,35 @@ impl Worker {
             self.source.set(spec.clone());
             let mut entry = serving.remove(&name).unwrap_or(Serving { spec: spec.clone(), answering: None });
             entry.spec = spec;
-            // The record says "loading" meanwhile; a failure leaves what served serving.
-            match self.registry.load(&name).await {
-                Ok(()) => tracing::info!(model = %name, "model placed on this worker is ready"),
-                Err(e) => tracing::warn!(model = %name, error = %e, "model placed on this worker did not load"),
+            // The record keeps reporting what was loaded before; a failure leaves it serving.
+            let tried = entry.spec.digest();
+            let failed = match self.registry.load(&name).await {
+                Ok(()) => {
+                    tracing::info!(model = %name, "model placed on this worker is ready");
+                    String::new()
+                }
+                Err(e) => {
+                    tracing::warn!(model = %name, error = %e, "model placed on this worker did not load");
+                    e.to_string()
+                }
+            };
+            {
+                let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+                let keeps_serving = !failed.is_empty() && self.registry.resolve(&name, None).is_ok();
+                let spec = match loaded.get(&name) {
+                    Some(before) if keeps_serving => before.spec.clone(),
+                    _ => entry.spec.clone(),
+                };
+                loaded.insert(name.clone(), Loaded { spec, tried, failed });
             }
             let serves = self.registry.resolve(&name, None).is_ok();
-            match (serves, entry.answering.is_some()) {
-                (true, false) => entry.answering = self.answer_model(&name).await,
-                (false, true) => entry.answering = None,
-                _ => {}
+            match (serves, entry.answering.take()) {
+                (true, None) => entry.answering = self.answer_model(&name).await,
+                (false, Some(task)) => task.abort(),
+                (_, kept) => entry.answering = kept,
             }
             serving.insert(name, entry);
         }
-        self.ready.store(true, Relaxed);
     }
 
     /// Starts answering a model's subject, in the model's queue group.

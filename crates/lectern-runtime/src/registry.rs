@@ -114,8 +114,15 @@ impl Registry {
     }
 
     /// Forgets a model served elsewhere whose definition was withdrawn (by another gateway).
+    /// An entry unloaded or made unavailable here stays as it is.
     pub fn forget_served_elsewhere(&self, name: &str) {
-        self.write().remove(name);
+        let mut models = self.write();
+        let elsewhere = models.get(name).is_some_and(|e| {
+            e.retry_later || e.versions.values().any(|s| matches!(s, VersionState::Ready(m) if m.is_remote()))
+        });
+        if elsewhere {
+            models.remove(name);
+        }
     }
 
     /// Loads every model of the source, keeping whatever loads and recording why the rest did not.

@@ -64,8 +64,8 @@ async fn run_chunk(model: &LoadedModel, rows: Vec<Vec<u8>>) -> Result<(Vec<f32>,
     let n = rows.len();
     let input = Tensor { name: TEXT_INPUT.into(), shape: vec![n], data: TensorData::Bytes(rows) };
     let response = model.infer(InferRequest { inputs: vec![input], ..Default::default() }).await?;
-    let mut vectors = None;
-    let mut counts = None;
+    let mut vectors: Option<Vec<f32>> = None;
+    let mut counts: Option<Vec<u64>> = None;
     for output in response.outputs {
         match (output.tensor.name.as_str(), output.tensor.data) {
             (EMBEDDING_OUTPUT, TensorData::F32(v)) => vectors = Some(v),
@@ -73,8 +73,14 @@ async fn run_chunk(model: &LoadedModel, rows: Vec<Vec<u8>>) -> Result<(Vec<f32>,
             _ => {}
         }
     }
+    // A remote encoder's answer is checked like any input from the network.
+    let dimension = model.text().map_or(0, |t| t.dimension);
     match (vectors, counts) {
-        (Some(v), Some(c)) => Ok((v, c)),
+        (Some(v), Some(c)) if c.len() == n && v.len() == n * dimension => Ok((v, c)),
+        (Some(_), Some(_)) => Err(RuntimeError::Inference(
+            model.name.clone(),
+            format!("the encoder's answer does not hold {n} vectors of {dimension} values"),
+        )),
         _ => Err(RuntimeError::Inference(model.name.clone(), "the encoder gave no embedding".into())),
     }
 }

@@ -9,16 +9,35 @@ use std::sync::Arc;
 
 /// Follows the other gateways' changes for as long as the process runs.
 pub async fn follow_peers(state: Arc<AppState>, mut changes: Changes) {
+    // Keys are followed at once; models and pipelines in order, on their own task (a model's
+    // load may take a while, and must not hold a revocation back).
+    let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<Change>();
+    let follower = state.clone();
+    tokio::spawn(async move {
+        while let Some(change) = queued.recv().await {
+            match change {
+                Change::Made { action, target } => apply(&follower, &action, &target).await,
+                Change::Missed => catch_up(&follower).await,
+            }
+        }
+    });
     loop {
-        match changes.next().await {
+        let change = changes.next().await;
+        match &change {
             Change::Made { action, target } => {
                 tracing::debug!(%action, %target, "change made by another gateway");
-                apply(&state, &action, &target).await;
+                if action.starts_with("key.") {
+                    keys_changed(&state).await;
+                    continue;
+                }
             }
             Change::Missed => {
                 tracing::info!("change notifications may have been missed; reading models, pipelines and keys again");
-                catch_up(&state).await;
+                keys_changed(&state).await;
             }
+        }
+        if queue.send(change).is_err() {
+            return;
         }
     }
 }
@@ -51,8 +70,15 @@ async fn keys_changed(state: &AppState) {
 async fn catch_up(state: &AppState) {
     match state.manager.store().models().await {
         Ok(models) => {
-            for model in models {
-                state.manager.follow_model(&model.name).await;
+            let stored: Vec<String> = models.into_iter().map(|m| m.name).collect();
+            // Models deleted meanwhile, then every stored one as it is now.
+            let mut served: Vec<String> = state.registry.index().into_iter().map(|r| r.name).collect();
+            served.dedup();
+            for name in served.iter().filter(|n| !stored.contains(n)) {
+                state.registry.remove(name).await;
+            }
+            for name in &stored {
+                state.manager.follow_model(name).await;
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the models again"),

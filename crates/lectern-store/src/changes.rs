@@ -41,6 +41,8 @@ pub enum Change {
 /// The other processes' changes, as they commit.
 pub struct Changes {
     listener: PgListener,
+    /// The connection broke since the last change given: some may have been missed.
+    broken: bool,
 }
 
 impl Store {
@@ -49,7 +51,7 @@ impl Store {
         let Some(url) = &self.listen_url else { return Ok(None) };
         let mut listener = PgListener::connect(url).await?;
         listener.listen(CHANNEL).await?;
-        Ok(Some(Changes { listener }))
+        Ok(Some(Changes { listener, broken: false }))
     }
 }
 
@@ -58,7 +60,11 @@ impl Changes {
     /// drops, answering [`Change::Missed`] once it is back).
     pub async fn next(&mut self) -> Change {
         loop {
-            match self.listener.try_recv().await {
+            let received = self.listener.try_recv().await;
+            if received.is_ok() && std::mem::take(&mut self.broken) {
+                return Change::Missed;
+            }
+            match received {
                 Ok(Some(notification)) => {
                     let Ok(notice) = serde_json::from_str::<Notice>(notification.payload()) else { continue };
                     if notice.origin == origin() {
@@ -68,6 +74,7 @@ impl Changes {
                 }
                 Ok(None) => return Change::Missed,
                 Err(e) => {
+                    self.broken = true;
                     tracing::warn!(error = %e, "lost the database's change notifications; reconnecting");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
