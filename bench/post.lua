@@ -1,6 +1,6 @@
 -- wrk script for bench/infer.sh and others: POSTs one V2 infer body (or GETs), counts non-2xx
 -- answers per status code, and prints a machine-readable summary line.
--- The body comes from $BENCH_BODY (default: one iris row).
+-- The body comes from $BENCH_BODY, or the file $BENCH_BODY_FILE (default: one iris row).
 
 local default_body =
   '{"inputs":[{"name":"X","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}'
@@ -9,6 +9,13 @@ local default_body =
 wrk.method = os.getenv("BENCH_METHOD") or "POST"
 if wrk.method == "POST" then
   wrk.body = os.getenv("BENCH_BODY") or default_body
+  -- BENCH_BODY_FILE: a body too large for an environment variable.
+  local file = os.getenv("BENCH_BODY_FILE")
+  if file then
+    local f = assert(io.open(file, "rb"))
+    wrk.body = f:read("*a")
+    f:close()
+  end
   wrk.headers["Content-Type"] = "application/json"
 end
 
