@@ -509,6 +509,7 @@ impl Gateway {
             .map(|spec| {
                 let placed = view.placement.models.get(&spec.name).cloned().unwrap_or_default();
                 let demand = demand(spec);
+                let digest = spec.digest();
                 let ready_on = placed
                     .workers
                     .iter()
@@ -516,7 +517,7 @@ impl Gateway {
                         view.workers
                             .get(*w)
                             .and_then(|s| s.record.models.get(&spec.name))
-                            .is_some_and(|m| m.digest == spec.digest() && m.versions.values().any(|v| v.ready))
+                            .is_some_and(|m| m.digest == digest && m.versions.values().any(|v| v.ready))
                     })
                     .cloned()
                     .collect();
