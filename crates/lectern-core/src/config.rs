@@ -117,6 +117,38 @@ pub struct ModelConfig {
     /// In a cluster: how many workers serve the model (default 1).
     #[serde(default)]
     pub replicas: Option<usize>,
+    /// Samples run on every instance of a version before it reports ready (`[[warmup]]`).
+    #[serde(default)]
+    pub warmup: Vec<WarmupSpec>,
+}
+
+/// One warmup sample: every input filled with zeros or random values at its declared shape.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupSpec {
+    #[serde(default)]
+    pub inputs: WarmupInputs,
+    /// Rows, for a model with a batch dimension (default 1).
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    /// Runs of the sample per instance (default 1).
+    #[serde(default = "one")]
+    pub count: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// What a warmup sample's inputs hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WarmupInputs {
+    /// Zeros (BYTES: the text "0").
+    #[default]
+    Zeros,
+    /// Values from a fixed-seed generator: floats in [0, 1), integers 0..10, BYTES digits.
+    Random,
 }
 
 /// Colour channels of an image input.
@@ -245,6 +277,11 @@ impl ModelConfig {
         if !matches!(self.engine.as_str(), "tract" | "ort") {
             return Err(format!("engine '{}' is not known (expected 'tract' or 'ort')", self.engine));
         }
+        for w in &self.warmup {
+            if !(1..=4096).contains(&w.batch_size) || !(1..=100).contains(&w.count) {
+                return Err("a [[warmup]] sample's batch_size must be 1 to 4096 and its count 1 to 100".into());
+            }
+        }
         if self.replicas == Some(0) {
             return Err("'replicas' must be at least 1".into());
         }
@@ -324,5 +361,29 @@ mod tests {
         assert_eq!(c.image.unwrap().layout, ImageLayout::Flat);
         let c = ModelConfig::parse("[[inputs]]\nname='X'\ndatatype='FP32'\nshape=[-1,4]", "c").unwrap();
         assert_eq!(c.inputs[0].datatype, Some(DataType::F32));
+    }
+}
+
+/// Changes to a model's config for one load: Triton's `load` with a config override. They
+/// hold until the model is loaded again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigChange {
+    pub max_batch_size: Option<usize>,
+    pub max_queue_delay_us: Option<u64>,
+    pub instances: Option<usize>,
+}
+
+impl ConfigChange {
+    /// `config` with these changes.
+    pub fn apply(&self, config: &mut ModelConfig) {
+        if let Some(n) = self.max_batch_size {
+            config.max_batch_size = Some(n);
+        }
+        if let Some(us) = self.max_queue_delay_us {
+            config.max_queue_delay_us = us;
+        }
+        if let Some(n) = self.instances {
+            config.instances = Some(n);
+        }
     }
 }

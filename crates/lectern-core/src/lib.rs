@@ -11,7 +11,8 @@ pub mod tensor;
 pub mod time;
 
 pub use config::{
-    BatchingMode, ColorMode, ConfigError, ImageLayout, ImageSpec, ModelConfig, TensorSpec, VersionPolicy,
+    BatchingMode, ColorMode, ConfigChange, ConfigError, ImageLayout, ImageSpec, ModelConfig, TensorSpec, VersionPolicy,
+    WarmupInputs, WarmupSpec,
 };
 pub use error::{Coded, ErrorCode, ErrorType};
 pub use protocol::{

@@ -8,7 +8,7 @@ use crate::views::ModelView;
 use crate::{check_model_name, ManageError};
 use bytes::Bytes;
 use futures_util::Stream;
-use lectern_core::{Coded, ErrorCode, ModelConfig};
+use lectern_core::{Coded, ConfigChange, ErrorCode, ModelConfig};
 use lectern_runtime::source::{model_folders, FolderSource};
 use lectern_runtime::{Registry, RuntimeError};
 use lectern_store::{NewVersion, Store, StoreError};
@@ -88,12 +88,12 @@ impl Manager {
     }
 
     /// V2 repository `load`: re-reads the model's folder (when it comes from one), then loads it.
-    pub async fn load(&self, actor: &str, name: &str) -> Result<(), ManageError> {
+    pub async fn load(&self, actor: &str, name: &str, change: Option<&ConfigChange>) -> Result<(), ManageError> {
         if let Some(folder) = self.folder.as_ref().and_then(|f| f.model_folder(name)) {
             check_model_name(name)?;
             import_model(&self.store, &self.objects, name, &folder).await?;
         }
-        let result = self.registry.load(name).await;
+        let result = self.registry.load_changed(name, change).await;
         if !matches!(result, Err(RuntimeError::ModelNotFound(_))) {
             self.audit(actor, "model.load", name, result.as_ref().err().map(|e| e.to_string())).await;
         }

@@ -6,6 +6,7 @@ pub mod model;
 pub mod registry;
 pub mod source;
 pub mod text;
+mod warmup;
 pub mod worker;
 
 pub use lectern_backends::{Signature, TensorInfo, TextEncoding};
@@ -25,7 +26,8 @@ pub enum RuntimeError {
     Protocol(#[from] lectern_core::ProtocolError),
     #[error("{0}")]
     BadRequest(String),
-    #[error("unknown model '{0}'")]
+    /// Triton's words, which its clients look for.
+    #[error("Request for unknown model: '{0}' is not found")]
     ModelNotFound(String),
     #[error("model '{0}' has no version {1}")]
     VersionNotFound(String, u64),

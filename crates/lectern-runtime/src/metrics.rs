@@ -57,6 +57,11 @@ impl<const N: usize> Buckets<N> {
         self.sum.fetch_add(value, Relaxed);
     }
 
+    /// How many observations, and their sum in the unit they were recorded in.
+    pub fn total(&self) -> (u64, u64) {
+        (self.count.load(Relaxed), self.sum.load(Relaxed))
+    }
+
     /// Cumulative counts per bucket bound (Prometheus `le` semantics), total count and sum,
     /// all in display units.
     pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
@@ -93,6 +98,51 @@ impl Histogram {
     pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
         self.0.snapshot()
     }
+
+    /// How many durations, and their sum in nanoseconds.
+    pub fn total(&self) -> TimeSum {
+        let (count, ns) = self.0.total();
+        TimeSum { count, ns }
+    }
+}
+
+/// A count of events and their summed duration in nanoseconds (Triton's `StatisticDuration`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeSum {
+    pub count: u64,
+    pub ns: u64,
+}
+
+/// A count of events and their summed duration, recorded with two atomic adds.
+#[derive(Default)]
+pub struct DurationSum {
+    count: AtomicU64,
+    ns: AtomicU64,
+}
+
+impl DurationSum {
+    /// Counts `n` events that took `d` each.
+    pub fn add(&self, n: u64, d: Duration) {
+        self.count.fetch_add(n, Relaxed);
+        self.ns.fetch_add(n.saturating_mul(nanos(d)), Relaxed);
+    }
+
+    pub fn total(&self) -> TimeSum {
+        TimeSum { count: self.count.load(Relaxed), ns: self.ns.load(Relaxed) }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+/// The time one execution of `batch_size` rows spent in each part (Triton's batch statistics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStat {
+    pub batch_size: u64,
+    pub compute_input: TimeSum,
+    pub compute_infer: TimeSum,
+    pub compute_output: TimeSum,
 }
 
 /// Rows per execution.
@@ -141,6 +191,63 @@ pub struct ModelMetrics {
     pub compute_duration: Histogram,
     /// Rows per execution.
     pub batch_size: BatchHistogram,
+    /// Per request: the whole time of those answered successfully, and of those that failed.
+    pub success_time: DurationSum,
+    pub failure_time: DurationSum,
+    /// Per request: joining its inputs into the execution's, the execution, and taking its
+    /// rows of the outputs (a request in a batch of 8 counts the batch's times once).
+    pub compute_input: DurationSum,
+    pub compute_infer: DurationSum,
+    pub compute_output: DurationSum,
+    /// Milliseconds since the Unix epoch of the last request answered; 0: none yet.
+    pub last_inference_ms: AtomicU64,
+    /// Per execution, by its exact number of rows.
+    batches: Mutex<BTreeMap<u64, BatchStat>>,
+}
+
+/// The times of one execution's parts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Execution {
+    pub rows: u64,
+    pub requests: u64,
+    pub input: Duration,
+    pub infer: Duration,
+    pub output: Duration,
+}
+
+impl ModelMetrics {
+    /// Counts one answered request that took `took` in all.
+    pub fn answered(&self, ok: bool, took: Duration) {
+        let (counter, time) =
+            if ok { (&self.success, &self.success_time) } else { (&self.failure, &self.failure_time) };
+        counter.fetch_add(1, Relaxed);
+        time.add(1, took);
+        self.request_duration.observe(took);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.last_inference_ms.store(now.as_millis() as u64, Relaxed);
+    }
+
+    /// Counts the parts of one execution, for each request in it and for its batch size.
+    pub fn executed(&self, e: Execution) {
+        self.compute_input.add(e.requests, e.input);
+        self.compute_infer.add(e.requests, e.infer);
+        self.compute_output.add(e.requests, e.output);
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let stat = batches.entry(e.rows).or_insert(BatchStat { batch_size: e.rows, ..BatchStat::default() });
+        for (sum, d) in [
+            (&mut stat.compute_input, e.input),
+            (&mut stat.compute_infer, e.infer),
+            (&mut stat.compute_output, e.output),
+        ] {
+            sum.count += 1;
+            sum.ns = sum.ns.saturating_add(nanos(d));
+        }
+    }
+
+    /// Per exact batch size, in size order.
+    pub fn batch_stats(&self) -> Vec<BatchStat> {
+        self.batches.lock().unwrap_or_else(|p| p.into_inner()).values().copied().collect()
+    }
 }
 
 /// All model metrics of the process, keyed by (model, version).

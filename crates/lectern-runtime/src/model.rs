@@ -25,6 +25,8 @@ pub struct LoadedModel {
     /// A text encoder whose vectors may be cut short (its config's `matryoshka`).
     pub matryoshka: bool,
     pub metrics: Arc<ModelMetrics>,
+    /// The config it was loaded with (none for a version served by another process).
+    pub config: Option<Arc<lectern_core::ModelConfig>>,
     runner: Runner,
 }
 
@@ -80,6 +82,7 @@ impl LoadedModel {
             max_batch_size,
             matryoshka: false,
             metrics,
+            config: None,
             runner: Runner::Local { backend, worker },
         }
     }
@@ -97,6 +100,7 @@ impl LoadedModel {
             max_batch_size,
             matryoshka,
             metrics,
+            config: None,
             runner: Runner::Remote { platform, text, remote },
         }
     }
@@ -148,9 +152,7 @@ impl LoadedModel {
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, RuntimeError> {
         let arrived = Instant::now();
         let result = self.infer_uncounted(request, arrived).await;
-        let counter = if result.is_ok() { &self.metrics.success } else { &self.metrics.failure };
-        counter.fetch_add(1, Relaxed);
-        self.metrics.request_duration.observe(arrived.elapsed());
+        self.metrics.answered(result.is_ok(), arrived.elapsed());
         result
     }
 

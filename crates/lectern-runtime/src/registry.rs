@@ -9,7 +9,7 @@ use crate::source::{ModelDefinition, ModelSource, SourceError, SourceFuture};
 use crate::worker::{SchedulerConfig, Worker, WorkerError};
 use crate::RuntimeError;
 use lectern_core::config::DEFAULT_MAX_BATCH_SIZE;
-use lectern_core::ModelConfig;
+use lectern_core::{ConfigChange, ModelConfig};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -153,15 +153,28 @@ impl Registry {
     /// (Re)loads one model from the source. All selected versions must load; otherwise the
     /// versions already serving keep serving and the error says why.
     pub async fn load(self: &Arc<Self>, name: &str) -> Result<(), RuntimeError> {
+        self.load_changed(name, None).await
+    }
+
+    /// [`Self::load`] with `change` applied to the model's config (until it is loaded again).
+    pub async fn load_changed(self: &Arc<Self>, name: &str, change: Option<&ConfigChange>) -> Result<(), RuntimeError> {
         let _guard = self.changes.lock().await;
         if let Some(placer) = self.placer.get() {
+            if change.is_some() {
+                return Err(RuntimeError::BadRequest(
+                    "a config override cannot be loaded in a cluster: change the model's config".into(),
+                ));
+            }
             return placer.place(name).await;
         }
-        let definition = match self.source.definition(name).await {
+        let mut definition = match self.source.definition(name).await {
             Ok(Some(d)) => d,
             Ok(None) => return Err(RuntimeError::ModelNotFound(name.to_string())),
             Err(source) => return Err(RuntimeError::SourceFailed { model: name.to_string(), source }),
         };
+        if let Some(change) = change {
+            change.apply(&mut definition.config);
+        }
         let entry = self.load_selected(name, definition).await;
         if let Some(reason) = entry_failure(&entry) {
             let mut models = self.write();
@@ -406,11 +419,14 @@ impl Registry {
             mode: config.batching,
             max_delay: Duration::from_micros(config.max_queue_delay_us),
         };
-        let worker = Worker::start(&format!("{name}:{version}"), scheduler, backend.clone(), metrics.clone())?;
+        let warmup = crate::warmup::samples(&signature, max_batch_size, &config.warmup);
+        let worker =
+            Worker::start_warmed(&format!("{name}:{version}"), scheduler, backend.clone(), metrics.clone(), &warmup)?;
         let mut model =
             LoadedModel::new(name.to_string(), version, signature, max_batch_size, metrics, backend, worker)
                 .described(labels, config.image.clone());
         model.matryoshka = config.matryoshka;
+        model.config = Some(Arc::new(config.clone()));
         Ok(model)
     }
 }

@@ -7,7 +7,7 @@
 //! runs the batch and hands every caller its own rows. A panic inside the engine fails that
 //! batch and the instance carries on with a fresh session.
 
-use crate::metrics::ModelMetrics;
+use crate::metrics::{Execution, ModelMetrics};
 use lectern_backends::{Backend, BackendError, Session};
 use lectern_core::{BatchingMode, Tensor};
 use std::collections::{BTreeMap, VecDeque};
@@ -290,6 +290,9 @@ pub enum WorkerError {
     /// The operating system refused a thread.
     #[error("cannot start a model thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A warmup sample failed on an instance.
+    #[error("warmup failed: {0}")]
+    Warmup(BackendError),
 }
 
 impl Worker {
@@ -299,6 +302,18 @@ impl Worker {
         config: SchedulerConfig,
         backend: Arc<dyn Backend>,
         metrics: Arc<ModelMetrics>,
+    ) -> Result<Worker, WorkerError> {
+        Self::start_warmed(label, config, backend, metrics, &[])
+    }
+
+    /// [`Self::start`], after running each of `warmup` (inputs and runs) on every instance's
+    /// session, so that no request pays for a session's first runs.
+    pub fn start_warmed(
+        label: &str,
+        config: SchedulerConfig,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<ModelMetrics>,
+        warmup: &[(Vec<Tensor>, usize)],
     ) -> Result<Worker, WorkerError> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -310,7 +325,12 @@ impl Worker {
         });
         let worker = Worker { shared: shared.clone() };
         for ix in 0..shared.config.instances.max(1) {
-            let session = backend.session().map_err(WorkerError::Session)?;
+            let mut session = backend.session().map_err(WorkerError::Session)?;
+            for (inputs, runs) in warmup {
+                for _ in 0..*runs {
+                    session.run(inputs.clone()).map_err(WorkerError::Warmup)?;
+                }
+            }
             let (shared, backend) = (shared.clone(), backend.clone());
             std::thread::Builder::new()
                 .name(format!("model-{label}-{ix}"))
@@ -357,6 +377,8 @@ fn run_instance(shared: &Shared, mut session: Box<dyn Session>, backend: &dyn Ba
         if batch.len() == 1 {
             let job = batch.into_iter().next().expect("one job");
             let result = run_guarded(shared, &mut session, backend, job.inputs, job.rows);
+            let infer = started.elapsed();
+            shared.metrics.executed(Execution { rows: job.rows as u64, requests: 1, infer, ..Execution::default() });
             let _ = job.reply.send(result.map_err(JobError::Backend));
         } else {
             run_batch(shared, &mut session, backend, batch);
@@ -382,6 +404,7 @@ fn prefer_throughput() {}
 
 /// Runs jobs as one execution and hands each its own rows of every output.
 fn run_batch(shared: &Shared, session: &mut Box<dyn Session>, backend: &dyn Backend, batch: Vec<Job>) {
+    let started = Instant::now();
     let rows: Vec<usize> = batch.iter().map(|j| j.rows).collect();
     let total: usize = rows.iter().sum();
     let (mut inputs_per_job, replies): (Vec<Vec<Tensor>>, Vec<_>) =
@@ -397,7 +420,11 @@ fn run_batch(shared: &Shared, session: &mut Box<dyn Session>, backend: &dyn Back
     let Some(inputs) = inputs else {
         return fail_all(replies, "requests could not be joined into a batch".into());
     };
-    let outputs = match run_guarded(shared, session, backend, inputs, total) {
+    let mut execution = Execution { rows: total as u64, requests: rows.len() as u64, ..Execution::default() };
+    execution.input = started.elapsed();
+    let result = run_guarded(shared, session, backend, inputs, total);
+    execution.infer = started.elapsed() - execution.input;
+    let outputs = match result {
         Ok(outputs) => outputs,
         Err(BackendError::Inference(message)) => return fail_all(replies, message),
         Err(e) => return fail_all(replies, e.to_string()),
@@ -409,6 +436,8 @@ fn run_batch(shared: &Shared, session: &mut Box<dyn Session>, backend: &dyn Back
         return fail_all(replies, "the model's outputs cannot be split by rows; batching is now off for it".into());
     };
     let mut per_output: Vec<std::vec::IntoIter<Tensor>> = per_output.into_iter().map(Vec::into_iter).collect();
+    execution.output = started.elapsed() - execution.input - execution.infer;
+    shared.metrics.executed(execution);
     for reply in replies {
         let mine = per_output.iter_mut().map(|parts| parts.next().expect("one part per job")).collect();
         let _ = reply.send(Ok(mine));

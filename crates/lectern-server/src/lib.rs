@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod conn;
+mod encoding;
 mod error;
 pub mod gate;
 pub mod peers;
@@ -27,6 +28,8 @@ use tracing::Instrument;
 pub struct HttpSettings {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The name `GET /v2` answers (`lectern`, or `triton` for clients that check it).
+    pub server_name: String,
 }
 
 /// What every handler can reach.

@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes [default: 67108864]
     #[arg(long, env = "LECTERN_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// The name `GET /v2` answers; "triton" for clients that check it [default: lectern]
+    #[arg(long, env = "LECTERN_SERVER_NAME", value_name = "NAME")]
+    pub server_name: Option<String>,
     /// Seconds a client has to send a whole request head (from its first byte, or from the
     /// connection's opening for the first request) [default: 10]
     #[arg(long, env = "LECTERN_HEADER_READ_TIMEOUT_S", value_name = "SECONDS")]
@@ -151,6 +154,7 @@ struct FileSettings {
 struct FileServer {
     listen: Option<String>,
     max_body_bytes: Option<usize>,
+    name: Option<String>,
     header_read_timeout_s: Option<f64>,
     idle_timeout_s: Option<f64>,
     max_connections: Option<usize>,
@@ -220,6 +224,8 @@ pub struct ServeSettings {
     pub models: PathBuf,
     pub data: PathBuf,
     pub max_body_bytes: usize,
+    /// The name `GET /v2` answers.
+    pub server_name: String,
     /// Time to send a request head.
     pub header_read_timeout: Duration,
     /// Time a connection may stay idle.
@@ -298,6 +304,7 @@ impl ServeSettings {
             models: args.models.or(from_file(file.repository.models)).unwrap_or_else(|| "models".into()),
             data: args.data.or(from_file(file.storage.data)).unwrap_or_else(|| "lectern-data".into()),
             max_body_bytes: args.max_body_bytes.or(file.server.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            server_name: args.server_name.or(file.server.name).unwrap_or_else(|| "lectern".into()),
             header_read_timeout: seconds(
                 "header_read_timeout_s",
                 args.header_read_timeout_s

@@ -26,9 +26,9 @@ pub struct Ready {
 /// The answer of `GET /v2`.
 #[derive(Serialize, ToSchema)]
 pub struct ServerMetadata {
-    name: &'static str,
+    name: String,
     version: &'static str,
-    extensions: [&'static str; 4],
+    extensions: [&'static str; 6],
 }
 
 /// `GET /v2/health/live`
@@ -60,10 +60,17 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /v2`
 #[utoipa::path(get, path = "/v2", tag = "v2", operation_id = "serverMetadata",
     responses((status = 200, description = "Name, version and protocol extensions.", body = ServerMetadata)))]
-pub async fn server_metadata() -> Json<ServerMetadata> {
+pub async fn server_metadata(State(state): State<Arc<AppState>>) -> Json<ServerMetadata> {
     Json(ServerMetadata {
-        name: "lectern",
+        name: state.settings.server_name.clone(),
         version: env!("CARGO_PKG_VERSION"),
-        extensions: ["binary_tensor_data", "model_repository", "classification", "schedule_policy"],
+        extensions: [
+            "binary_tensor_data",
+            "model_repository",
+            "classification",
+            "schedule_policy",
+            "statistics",
+            "model_configuration",
+        ],
     })
 }

@@ -2,7 +2,7 @@
 
 use super::openapi::ErrorBody;
 use super::{parse_version, Params};
-use crate::{ApiError, AppState};
+use crate::{encoding, ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -101,21 +101,36 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let loaded = state.registry.resolve(model, version)?;
     let json_len = header_length(headers)?;
-    let bytes = read_body(body, headers, state.settings.max_body_bytes).await?;
+    let bytes = read_decoded_body(body, headers, state.settings.max_body_bytes).await?;
     let request = decode_request(&bytes, json_len)?;
     let response = loaded.infer(request).await?;
     let encoded = encode_response(&response);
-    Ok(match encoded.json_len {
-        None => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], encoded.body).into_response(),
-        Some(n) => (
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-                (header::HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(n)),
-            ],
-            encoded.body,
-        )
-            .into_response(),
-    })
+    let mut answer = match encoding::accepted(headers) {
+        None => encoded.body.into_response(),
+        Some(coding) => {
+            let (name, packed) = encoding::compress(coding, &encoded.body);
+            ([(header::CONTENT_ENCODING, name), (header::VARY, HeaderValue::from_static("accept-encoding"))], packed)
+                .into_response()
+        }
+    };
+    let answer_headers = answer.headers_mut();
+    match encoded.json_len {
+        None => {
+            answer_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        Some(n) => {
+            answer_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            answer_headers.insert(header::HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(n));
+        }
+    }
+    Ok(answer)
+}
+
+/// Reads the whole body (at most `limit` bytes) and inflates it when its `Content-Encoding`
+/// is gzip or deflate (to at most `limit` bytes).
+pub async fn read_decoded_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let bytes = read_body(body, headers, limit).await?;
+    encoding::decode_body(headers, bytes, limit)
 }
 
 fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {

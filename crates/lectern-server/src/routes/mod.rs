@@ -18,6 +18,7 @@ pub(crate) mod openapi;
 mod pipelines;
 mod proxy;
 mod repository;
+mod stats;
 mod training;
 
 use crate::gate::Access;
@@ -91,6 +92,11 @@ pub(crate) fn table() -> Vec<Route> {
         route(Client, routes!(models::version_metadata)),
         route(Client, routes!(models::ready)),
         route(Client, routes!(models::version_ready)),
+        route(Client, routes!(models::config)),
+        route(Client, routes!(models::version_config)),
+        route(Client, routes!(stats::all)),
+        route(Client, routes!(stats::model)),
+        route(Client, routes!(stats::version)),
         route(Client, routes!(infer::infer)),
         route(Client, routes!(infer::infer_version)),
         route(Trainer, routes!(repository::index)),

@@ -127,3 +127,133 @@ pub async fn version_ready(
     state.registry.resolve(&model, Some(v))?;
     Ok(Json(ModelReady { name: model, version: Some(v.to_string()), ready: true }))
 }
+
+/// One input or output in Triton's model configuration.
+#[derive(Serialize, ToSchema)]
+pub struct ConfigTensor {
+    name: String,
+    /// `TYPE_FP32`, `TYPE_INT64`, `TYPE_STRING` (BYTES), ...
+    data_type: String,
+    /// Without the batch dimension when `max_batch_size` > 0, as Triton.
+    dims: Vec<i64>,
+}
+
+/// Triton's `dynamic_batching`, present when requests are batched.
+#[derive(Serialize, ToSchema)]
+pub struct DynamicBatching {
+    max_queue_delay_microseconds: u64,
+    preferred_batch_size: Vec<u64>,
+}
+
+/// Triton's `instance_group`: the model's parallel instances.
+#[derive(Serialize, ToSchema)]
+pub struct InstanceGroup {
+    name: String,
+    #[schema(example = "KIND_CPU")]
+    kind: &'static str,
+    count: usize,
+}
+
+/// The answer of `GET /v2/models/{model}[/versions/{version}]/config`: Triton's JSON model
+/// configuration, as far as Lectern's model has its fields.
+#[derive(Serialize, ToSchema)]
+pub struct ModelConfiguration {
+    name: String,
+    /// `onnxruntime_onnx` for ONNX models, as Triton names them.
+    platform: String,
+    /// The engine: `tract` or `onnxruntime`.
+    backend: String,
+    /// `{"latest": {"num_versions": n}}` or `{"specific": {"versions": [..]}}`.
+    #[schema(value_type = Object)]
+    version_policy: serde_json::Value,
+    max_batch_size: usize,
+    input: Vec<ConfigTensor>,
+    output: Vec<ConfigTensor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dynamic_batching: Option<DynamicBatching>,
+    instance_group: Vec<InstanceGroup>,
+    default_model_filename: &'static str,
+}
+
+fn configuration(model: &LoadedModel) -> ModelConfiguration {
+    let batched = model.max_batch_size > 0;
+    let tensors = |list: &[TensorInfo]| -> Vec<ConfigTensor> {
+        list.iter()
+            .map(|t| ConfigTensor {
+                name: t.name.clone(),
+                data_type: match t.datatype.as_str() {
+                    "BYTES" => "TYPE_STRING".to_string(),
+                    other => format!("TYPE_{other}"),
+                },
+                dims: if batched && !t.shape.is_empty() { t.shape[1..].to_vec() } else { t.shape.clone() },
+            })
+            .collect()
+    };
+    let config = model.config.as_deref();
+    let platform = match model.platform() {
+        "onnx" => "onnxruntime_onnx".to_string(),
+        other => other.to_string(),
+    };
+    let backend = match config.map(|c| c.engine.as_str()) {
+        Some("ort") => "onnxruntime",
+        Some(engine) => engine,
+        None => "remote",
+    };
+    let version_policy = match config.and_then(|c| c.versions.clone()) {
+        Some(versions) => serde_json::json!({ "specific": { "versions": versions } }),
+        None => serde_json::json!({ "latest": { "num_versions": config.and_then(|c| c.latest).unwrap_or(1) } }),
+    };
+    let batching_on = batched && config.is_some_and(|c| c.batching != lectern_core::BatchingMode::Off);
+    ModelConfiguration {
+        name: model.name.clone(),
+        platform,
+        backend: backend.to_string(),
+        version_policy,
+        max_batch_size: model.max_batch_size,
+        input: tensors(&model.signature.inputs),
+        output: tensors(&model.signature.outputs),
+        dynamic_batching: config.filter(|_| batching_on).map(|c| DynamicBatching {
+            max_queue_delay_microseconds: c.max_queue_delay_us,
+            preferred_batch_size: Vec::new(),
+        }),
+        instance_group: config
+            .map(|c| InstanceGroup { name: model.name.clone(), kind: "KIND_CPU", count: c.instance_count() })
+            .into_iter()
+            .collect(),
+        default_model_filename: "model.onnx",
+    }
+}
+
+/// `GET /v2/models/{model}/config`: the newest served version's configuration.
+#[utoipa::path(get, path = "/v2/models/{model}/config", tag = "v2", operation_id = "modelConfig",
+    params(("model" = String, Path, description = "The model's name.")),
+    responses(
+        (status = 200, description = "Triton's JSON model configuration.", body = ModelConfiguration),
+        (status = 400, description = "The model is known but no version of it is ready.", body = ErrorBody),
+        (status = 404, description = "No such model.", body = ErrorBody),
+    ))]
+pub async fn config(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelConfiguration>, ApiError> {
+    let loaded = state.registry.resolve(&model, None)?;
+    Ok(Json(configuration(&loaded)))
+}
+
+/// `GET /v2/models/{model}/versions/{version}/config`
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/config", tag = "v2", operation_id = "modelVersionConfig",
+    params(("model" = String, Path, description = "The model's name."),
+           ("version" = String, Path, description = "A version number (a positive integer).")),
+    responses(
+        (status = 200, description = "Triton's JSON model configuration.", body = ModelConfiguration),
+        (status = 400, description = "The model is known but this version is not ready.", body = ErrorBody),
+        (status = 404, description = "No such model or version.", body = ErrorBody),
+    ))]
+pub async fn version_config(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<ModelConfiguration>, ApiError> {
+    let v = parse_version(&model, &version)?;
+    let loaded = state.registry.resolve(&model, Some(v))?;
+    Ok(Json(configuration(&loaded)))
+}

@@ -1,6 +1,6 @@
 //! `GET /v1/pipelines` and `POST /v1/pipelines/{name}` (JSON or multipart/form-data).
 
-use super::infer::read_body;
+use super::infer::{read_body, read_decoded_body};
 use super::openapi::ErrorBody;
 use super::Path;
 use crate::principal::Principal;
@@ -58,7 +58,7 @@ pub async fn run(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let engine = engine(&state)?;
-    let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
+    let bytes = read_decoded_body(body, &headers, state.settings.max_body_bytes).await?;
     let request = match multipart_boundary(&headers) {
         Some(boundary) => multipart_request(bytes, boundary).await?,
         None => json_request(&bytes)?,

@@ -1,6 +1,6 @@
 //! The model repository extension: index, load, unload.
 
-use super::infer::read_body;
+use super::infer::{read_body, read_decoded_body};
 use super::openapi::ErrorBody;
 use super::Path;
 use crate::principal::Principal;
@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
+use lectern_core::{ConfigChange, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -96,10 +97,76 @@ pub async fn load(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Empty>, ApiError> {
-    let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
-    optional_json::<Value>(&bytes)?;
-    state.manager.load(&who.actor, &model).await?;
+    let bytes = read_decoded_body(body, &headers, state.settings.max_body_bytes).await?;
+    let request: LoadRequest = optional_json(&bytes)?;
+    let change = request.parameters.config.as_ref().map(|c| config_change(&model, c)).transpose()?;
+    state.manager.load(&who.actor, &model, change.as_ref()).await.map_err(|e| {
+        // Triton's clients look for these words
+        let mut e = ApiError::from(e);
+        if !e.message.starts_with("failed to load") {
+            e.message = format!("failed to load '{model}': {}", e.message);
+        }
+        e
+    })?;
     Ok(Json(Empty {}))
+}
+
+/// The body of `load`: Triton's, whose `parameters.config` may override the model's config.
+#[derive(Deserialize, Default)]
+struct LoadRequest {
+    #[serde(default)]
+    parameters: LoadParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct LoadParameters {
+    /// Triton's model configuration as JSON text.
+    config: Option<String>,
+}
+
+/// The parts of a Triton model configuration (JSON text) a Lectern model has:
+/// `max_batch_size`, `dynamic_batching.max_queue_delay_microseconds`, `instance_group[].count`
+/// (summed). Numbers may be strings, as protobuf's JSON writes 64-bit ones.
+fn config_change(model: &str, text: &str) -> Result<ConfigChange, ApiError> {
+    let refuse = |why: String| {
+        ApiError::coded(ErrorCode::ModelLoadFailed, format!("failed to load '{model}': the config override {why}"))
+    };
+    let config: Value = serde_json::from_str(text).map_err(|e| refuse(format!("is not JSON: {e}")))?;
+    let Value::Object(config) = config else { return Err(refuse("is not a JSON object".into())) };
+    let number = |value: &Value, field: &str| -> Result<u64, ApiError> {
+        match value {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| refuse(format!("has '{field}' = {value}: not a non-negative integer")))
+    };
+    let mut change = ConfigChange::default();
+    if let Some(v) = config.get("max_batch_size") {
+        let n = number(v, "max_batch_size")?;
+        if n > 65_536 {
+            return Err(refuse(format!("has max_batch_size = {n}: at most 65536")));
+        }
+        change.max_batch_size = Some(n as usize);
+    }
+    if let Some(v) = config.get("dynamic_batching").and_then(|d| d.get("max_queue_delay_microseconds")) {
+        let us = number(v, "max_queue_delay_microseconds")?;
+        if us > 10_000_000 {
+            return Err(refuse(format!("has max_queue_delay_microseconds = {us}: at most 10 s")));
+        }
+        change.max_queue_delay_us = Some(us);
+    }
+    if let Some(groups) = config.get("instance_group").and_then(Value::as_array) {
+        let mut count = 0;
+        for group in groups {
+            count += group.get("count").map(|c| number(c, "instance_group.count")).transpose()?.unwrap_or(1);
+        }
+        if count == 0 || count > 64 {
+            return Err(refuse(format!("asks for {count} instances (1 to 64)")));
+        }
+        change.instances = Some(count as usize);
+    }
+    Ok(change)
 }
 
 /// `POST /v2/repository/models/{model}/unload`

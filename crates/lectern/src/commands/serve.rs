@@ -71,7 +71,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         training: training.clone(),
         collections,
         auth,
-        settings: HttpSettings { max_body_bytes: settings.max_body_bytes },
+        settings: HttpSettings { max_body_bytes: settings.max_body_bytes, server_name: settings.server_name.clone() },
         ready: AtomicBool::new(false),
         pipelines: OnceLock::new(),
         jobs: OnceLock::new(),

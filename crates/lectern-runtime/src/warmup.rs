@@ -1,0 +1,87 @@
+//! Warmup samples (`[[warmup]]` in a model's config): inputs made from the model's signature,
+//! run on every instance before a version reports ready.
+
+use lectern_backends::Signature;
+use lectern_core::{DataType, Tensor, TensorData, WarmupInputs, WarmupSpec};
+
+/// Each spec's inputs and how many times to run them. A free first dimension takes the
+/// spec's `batch_size` when the model batches, every other free dimension 1.
+pub fn samples(signature: &Signature, max_batch_size: usize, specs: &[WarmupSpec]) -> Vec<(Vec<Tensor>, usize)> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    specs
+        .iter()
+        .map(|spec| {
+            let inputs = signature
+                .inputs
+                .iter()
+                .map(|info| {
+                    let shape: Vec<usize> = info
+                        .shape
+                        .iter()
+                        .enumerate()
+                        .map(|(ix, &d)| match d {
+                            d if d >= 0 => d as usize,
+                            _ if ix == 0 && max_batch_size > 0 => spec.batch_size.min(max_batch_size),
+                            _ => 1,
+                        })
+                        .collect();
+                    let n = shape.iter().product();
+                    Tensor { name: info.name.clone(), shape, data: fill(info.datatype, n, spec.inputs, &mut seed) }
+                })
+                .collect();
+            (inputs, spec.count)
+        })
+        .collect()
+}
+
+fn fill(datatype: DataType, n: usize, inputs: WarmupInputs, seed: &mut u64) -> TensorData {
+    let mut next = || {
+        // xorshift64*: a fixed sequence, enough to exercise the engine's code paths
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let values: Vec<f64> = match inputs {
+        WarmupInputs::Zeros => vec![0.0; n],
+        WarmupInputs::Random if matches!(datatype, DataType::F16 | DataType::F32 | DataType::F64) => {
+            (0..n).map(|_| next()).collect()
+        }
+        WarmupInputs::Random => (0..n).map(|_| (next() * 10.0).floor()).collect(),
+    };
+    match TensorData::from_f64(datatype, &values) {
+        Some(data) => data,
+        None => TensorData::Bytes(values.iter().map(|v| (*v as u8).to_string().into_bytes()).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lectern_backends::TensorInfo;
+
+    fn info(name: &str, datatype: DataType, shape: &[i64]) -> TensorInfo {
+        TensorInfo { name: name.into(), datatype, shape: shape.to_vec() }
+    }
+
+    #[test]
+    fn samples_take_the_declared_shapes_and_batch_size() {
+        let signature = Signature {
+            inputs: vec![info("x", DataType::F32, &[-1, 4]), info("t", DataType::Bytes, &[-1, -1])],
+            outputs: vec![],
+        };
+        let spec = |inputs, batch_size, count| WarmupSpec { inputs, batch_size, count };
+        let out = samples(&signature, 8, &[spec(WarmupInputs::Zeros, 3, 2), spec(WarmupInputs::Random, 50, 1)]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].1, 2);
+        assert_eq!(out[0].0[0].shape, vec![3, 4]);
+        assert_eq!(out[0].0[0].data, TensorData::F32(vec![0.0; 12]));
+        assert_eq!(out[0].0[1].data, TensorData::Bytes(vec![b"0".to_vec(); 3]));
+        // capped by the model's max_batch_size; random floats in [0, 1)
+        assert_eq!(out[1].0[0].shape, vec![8, 4]);
+        let TensorData::F32(v) = &out[1].0[0].data else { panic!() };
+        assert!(v.iter().all(|x| (0.0..1.0).contains(x)) && v.iter().any(|x| *x != v[0]));
+        // no batch dimension: free dimensions are 1
+        assert_eq!(samples(&signature, 0, &[spec(WarmupInputs::Zeros, 5, 1)])[0].0[0].shape, vec![1, 4]);
+    }
+}
