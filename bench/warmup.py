@@ -45,12 +45,11 @@ def main() -> int:
     models = work / "models"
     shutil.copytree(ROOT / "examples" / "models" / model, models / "cold")
     shutil.copytree(ROOT / "examples" / "models" / model, models / "warm")
-    config = models / "warm" / "config.toml"
-    text = config.read_text() if config.exists() else ""
-    config.write_text(text + "\n[[warmup]]\ninputs = \"random\"\nbatch_size = 1\ncount = 2\n")
     for name in ("cold", "warm"):
         c = models / name / "config.toml"
-        c.write_text((c.read_text() if c.exists() else "") + "\ninstances = 1\n")
+        c.write_text("instances = 1\n" + (c.read_text() if c.exists() else ""))
+    config = models / "warm" / "config.toml"
+    config.write_text(config.read_text() + "\n[[warmup]]\ninputs = \"random\"\nbatch_size = 1\ncount = 2\n")
     (work / "data").mkdir()
     server = LecternServer(models, work / "data", binary=binary)
     try:

@@ -250,3 +250,31 @@ def test_load_with_a_config_override_as_the_model_control_example(client, triton
     with pytest.raises(InferenceServerException) as e:
         client.load_model("wrong_model_name")
     assert "failed to load" in e.value.message() and e.value.status() == "404"
+
+
+def test_warmup_samples_run_before_ready_and_are_not_counted(start_server):
+    def prepare(models):
+        write_triton_models(models)
+        with open(models / "simple" / "config.toml", "a") as f:
+            f.write('\n[[warmup]]\ninputs = "random"\nbatch_size = 4\ncount = 3\n\n[[warmup]]\n')
+        with open(models / "simple_string" / "config.toml", "a") as f:
+            f.write('\n[[warmup]]\ninputs = "zeros"\n')
+        # a declared shape the model cannot run: its warmup fails, so the version never serves
+        (models / "iris-logreg" / "config.toml").write_text(
+            '[[inputs]]\nname = "X"\ndatatype = "FP32"\nshape = [-1, 5]\n\n[[warmup]]\ninputs = "zeros"\n')
+        # out of range: the config is refused
+        (models / "iris-forest" / "config.toml").write_text('[[warmup]]\nbatch_size = 0\n')
+
+    srv = start_server(prepare=prepare)
+    index = {(r["name"], r.get("version")): r for r in srv.post("/v2/repository/index").json()}
+    assert index[("simple", "1")]["state"] == "READY" and index[("simple_string", "1")]["state"] == "READY"
+    assert index[("iris-logreg", "1")]["state"] == "UNAVAILABLE"
+    assert "warmup failed" in index[("iris-logreg", "1")]["reason"]
+    assert any(r["name"] == "iris-forest" and r["state"] == "UNAVAILABLE" and "warmup" in r["reason"]
+               for r in index.values())
+    stats = srv.get("/v2/models/simple/stats").json()["model_stats"][0]
+    assert stats["inference_count"] == 0 and stats["execution_count"] == 0
+    r = srv.post("/v2/models/simple/infer", json={"inputs": [
+        {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": list(range(16))},
+        {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": [1] * 16}]})
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [i + 1 for i in range(16)]

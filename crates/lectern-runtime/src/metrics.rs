@@ -57,11 +57,6 @@ impl<const N: usize> Buckets<N> {
         self.sum.fetch_add(value, Relaxed);
     }
 
-    /// How many observations, and their sum in the unit they were recorded in.
-    pub fn total(&self) -> (u64, u64) {
-        (self.count.load(Relaxed), self.sum.load(Relaxed))
-    }
-
     /// Cumulative counts per bucket bound (Prometheus `le` semantics), total count and sum,
     /// all in display units.
     pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
@@ -98,12 +93,6 @@ impl Histogram {
     pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
         self.0.snapshot()
     }
-
-    /// How many durations, and their sum in nanoseconds.
-    pub fn total(&self) -> TimeSum {
-        let (count, ns) = self.0.total();
-        TimeSum { count, ns }
-    }
 }
 
 /// A count of events and their summed duration in nanoseconds (Triton's `StatisticDuration`).
@@ -123,8 +112,13 @@ pub struct DurationSum {
 impl DurationSum {
     /// Counts `n` events that took `d` each.
     pub fn add(&self, n: u64, d: Duration) {
+        self.add_sum(n, nanos(d).saturating_mul(n));
+    }
+
+    /// Counts `n` events that took `ns` nanoseconds in all.
+    pub fn add_sum(&self, n: u64, ns: u64) {
         self.count.fetch_add(n, Relaxed);
-        self.ns.fetch_add(n.saturating_mul(nanos(d)), Relaxed);
+        self.ns.fetch_add(ns, Relaxed);
     }
 
     pub fn total(&self) -> TimeSum {
@@ -194,8 +188,10 @@ pub struct ModelMetrics {
     /// Per request: the whole time of those answered successfully, and of those that failed.
     pub success_time: DurationSum,
     pub failure_time: DurationSum,
-    /// Per request: joining its inputs into the execution's, the execution, and taking its
-    /// rows of the outputs (a request in a batch of 8 counts the batch's times once).
+    /// Per request answered by the engine (as Triton: successful executions only): the time
+    /// queued, joining its inputs into the execution's, the execution, and taking its rows of
+    /// the outputs (each request in a batch counts the batch's times).
+    pub queue: DurationSum,
     pub compute_input: DurationSum,
     pub compute_infer: DurationSum,
     pub compute_output: DurationSum,
@@ -210,6 +206,8 @@ pub struct ModelMetrics {
 pub struct Execution {
     pub rows: u64,
     pub requests: u64,
+    /// The time its requests waited in the queue, summed.
+    pub queued: Duration,
     pub input: Duration,
     pub infer: Duration,
     pub output: Duration,
@@ -227,8 +225,10 @@ impl ModelMetrics {
         self.last_inference_ms.store(now.as_millis() as u64, Relaxed);
     }
 
-    /// Counts the parts of one execution, for each request in it and for its batch size.
+    /// Counts the parts of one successful execution, for each request in it and for its
+    /// batch size.
     pub fn executed(&self, e: Execution) {
+        self.queue.add_sum(e.requests, nanos(e.queued));
         self.compute_input.add(e.requests, e.input);
         self.compute_infer.add(e.requests, e.infer);
         self.compute_output.add(e.requests, e.output);
@@ -287,5 +287,26 @@ mod tests {
         let b = BatchHistogram::default();
         b.observe(3);
         assert_eq!(b.snapshot().0[2], (4.0, 1));
+    }
+
+    #[test]
+    fn executions_count_per_request_and_per_exact_batch_size() {
+        let m = ModelMetrics::default();
+        let ms = Duration::from_millis;
+        m.executed(Execution { rows: 3, requests: 2, input: ms(1), infer: ms(10), output: ms(2) });
+        m.executed(Execution { rows: 3, requests: 3, input: ms(1), infer: ms(20), output: ms(2) });
+        m.executed(Execution { rows: 1, requests: 1, infer: ms(5), ..Execution::default() });
+        assert_eq!(m.compute_infer.total(), TimeSum { count: 6, ns: 2 * 10_000_000 + 3 * 20_000_000 + 5_000_000 });
+        assert_eq!(m.compute_input.total(), TimeSum { count: 6, ns: 5_000_000 });
+        let batches = m.batch_stats();
+        assert_eq!(batches.iter().map(|b| b.batch_size).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(batches[1].compute_infer, TimeSum { count: 2, ns: 30_000_000 });
+        assert_eq!(batches[1].compute_output, TimeSum { count: 2, ns: 4_000_000 });
+        m.answered(true, ms(3));
+        m.answered(false, ms(1));
+        assert_eq!(m.success_time.total(), TimeSum { count: 1, ns: 3_000_000 });
+        assert_eq!(m.failure_time.total(), TimeSum { count: 1, ns: 1_000_000 });
+        assert_eq!(m.success.load(Relaxed) + m.failure.load(Relaxed), 2);
+        assert!(m.last_inference_ms.load(Relaxed) > 1_700_000_000_000);
     }
 }

@@ -140,7 +140,7 @@ impl Registry {
         }
         for name in names {
             let entry = match self.source.definition(&name).await {
-                Ok(Some(definition)) => self.load_selected(&name, definition).await,
+                Ok(Some(definition)) => self.load_selected(&name, definition, None).await,
                 Ok(None) => continue,
                 Err(e) => ModelEntry { reason: Some(e.to_string()), ..Default::default() },
             };
@@ -167,15 +167,12 @@ impl Registry {
             }
             return placer.place(name).await;
         }
-        let mut definition = match self.source.definition(name).await {
+        let definition = match self.source.definition(name).await {
             Ok(Some(d)) => d,
             Ok(None) => return Err(RuntimeError::ModelNotFound(name.to_string())),
             Err(source) => return Err(RuntimeError::SourceFailed { model: name.to_string(), source }),
         };
-        if let Some(change) = change {
-            change.apply(&mut definition.config);
-        }
-        let entry = self.load_selected(name, definition).await;
+        let entry = self.load_selected(name, definition, change).await;
         if let Some(reason) = entry_failure(&entry) {
             let mut models = self.write();
             if models.get(name).is_some_and(serves) {
@@ -219,12 +216,21 @@ impl Registry {
     /// fail may select older ones, which are loaded in turn, until a selection loads or brings
     /// no version not tried yet. Versions are loaded once; the entry holds the last selection
     /// plus every version that failed (UNAVAILABLE with its reason).
-    async fn load_selected(self: &Arc<Self>, name: &str, mut definition: ModelDefinition) -> ModelEntry {
+    /// `change`, when given, applies to every selection's config.
+    async fn load_selected(
+        self: &Arc<Self>,
+        name: &str,
+        mut definition: ModelDefinition,
+        change: Option<&ConfigChange>,
+    ) -> ModelEntry {
         if definition.versions.is_empty() {
             return ModelEntry { reason: Some("no version to serve".into()), ..Default::default() };
         }
         let mut tried: BTreeMap<u64, VersionState> = BTreeMap::new();
         loop {
+            if let Some(change) = change {
+                change.apply(&mut definition.config);
+            }
             let selected: Vec<u64> = definition.versions.iter().map(|(v, _)| *v).collect();
             let default_version = definition.default_version;
             definition.versions.retain(|(v, _)| !tried.contains_key(v));
@@ -419,7 +425,7 @@ impl Registry {
             mode: config.batching,
             max_delay: Duration::from_micros(config.max_queue_delay_us),
         };
-        let warmup = crate::warmup::samples(&signature, max_batch_size, &config.warmup);
+        let warmup = crate::warmup::samples(&signature, max_batch_size, &config.warmup).map_err(LoadError::Warmup)?;
         let worker =
             Worker::start_warmed(&format!("{name}:{version}"), scheduler, backend.clone(), metrics.clone(), &warmup)?;
         let mut model =
@@ -440,6 +446,8 @@ enum LoadError {
     Engine(#[from] lectern_backends::BackendError),
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error("warmup failed: {0}")]
+    Warmup(String),
 }
 
 /// Batching is on by default only when every input and output has a free first dimension.

@@ -4,13 +4,22 @@
 use lectern_backends::Signature;
 use lectern_core::{DataType, Tensor, TensorData, WarmupInputs, WarmupSpec};
 
+/// Most elements a warmup sample may have over all its inputs (a BYTES element counts 8).
+pub const MAX_ELEMENTS: usize = 1 << 22;
+
 /// Each spec's inputs and how many times to run them. A free first dimension takes the
-/// spec's `batch_size` when the model batches, every other free dimension 1.
-pub fn samples(signature: &Signature, max_batch_size: usize, specs: &[WarmupSpec]) -> Vec<(Vec<Tensor>, usize)> {
+/// spec's `batch_size` when the model batches, every other free dimension 1. A sample of
+/// more than [`MAX_ELEMENTS`] is refused.
+pub fn samples(
+    signature: &Signature,
+    max_batch_size: usize,
+    specs: &[WarmupSpec],
+) -> Result<Vec<(Vec<Tensor>, usize)>, String> {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     specs
         .iter()
         .map(|spec| {
+            let mut budget = MAX_ELEMENTS;
             let inputs = signature
                 .inputs
                 .iter()
@@ -25,11 +34,17 @@ pub fn samples(signature: &Signature, max_batch_size: usize, specs: &[WarmupSpec
                             _ => 1,
                         })
                         .collect();
-                    let n = shape.iter().product();
-                    Tensor { name: info.name.clone(), shape, data: fill(info.datatype, n, spec.inputs, &mut seed) }
+                    let weight = if info.datatype == DataType::Bytes { 8 } else { 1 };
+                    let n = lectern_core::element_count(&shape)
+                        .filter(|&n| n.saturating_mul(weight) <= budget)
+                        .ok_or_else(|| {
+                            format!("the sample is larger than {MAX_ELEMENTS} elements (input '{}')", info.name)
+                        })?;
+                    budget -= n * weight;
+                    Ok(Tensor { name: info.name.clone(), shape, data: fill(info.datatype, n, spec.inputs, &mut seed) })
                 })
-                .collect();
-            (inputs, spec.count)
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok((inputs, spec.count))
         })
         .collect()
 }
@@ -71,7 +86,8 @@ mod tests {
             outputs: vec![],
         };
         let spec = |inputs, batch_size, count| WarmupSpec { inputs, batch_size, count };
-        let out = samples(&signature, 8, &[spec(WarmupInputs::Zeros, 3, 2), spec(WarmupInputs::Random, 50, 1)]);
+        let out =
+            samples(&signature, 8, &[spec(WarmupInputs::Zeros, 3, 2), spec(WarmupInputs::Random, 50, 1)]).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].1, 2);
         assert_eq!(out[0].0[0].shape, vec![3, 4]);
@@ -82,6 +98,8 @@ mod tests {
         let TensorData::F32(v) = &out[1].0[0].data else { panic!() };
         assert!(v.iter().all(|x| (0.0..1.0).contains(x)) && v.iter().any(|x| *x != v[0]));
         // no batch dimension: free dimensions are 1
-        assert_eq!(samples(&signature, 0, &[spec(WarmupInputs::Zeros, 5, 1)])[0].0[0].shape, vec![1, 4]);
+        assert_eq!(samples(&signature, 0, &[spec(WarmupInputs::Zeros, 5, 1)]).unwrap()[0].0[0].shape, vec![1, 4]);
+        let huge = Signature { inputs: vec![info("x", DataType::F32, &[-1, 1 << 20, 1 << 20])], outputs: vec![] };
+        assert!(samples(&huge, 8, &[spec(WarmupInputs::Zeros, 1, 1)]).unwrap_err().contains("larger than"));
     }
 }

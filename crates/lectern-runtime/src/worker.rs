@@ -328,7 +328,13 @@ impl Worker {
             let mut session = backend.session().map_err(WorkerError::Session)?;
             for (inputs, runs) in warmup {
                 for _ in 0..*runs {
-                    session.run(inputs.clone()).map_err(WorkerError::Warmup)?;
+                    match catch_unwind(AssertUnwindSafe(|| session.run(inputs.clone()))) {
+                        Ok(result) => result.map_err(WorkerError::Warmup)?,
+                        Err(panic) => {
+                            let message = format!("the engine failed: {}", panic_message(&*panic));
+                            return Err(WorkerError::Warmup(BackendError::Inference(message)));
+                        }
+                    };
                 }
             }
             let (shared, backend) = (shared.clone(), backend.clone());
@@ -371,17 +377,21 @@ fn run_instance(shared: &Shared, mut session: Box<dyn Session>, backend: &dyn Ba
             continue;
         }
         let started = Instant::now();
+        let mut queued = Duration::ZERO;
         for job in &batch {
             shared.metrics.queue_duration.observe(started - job.enqueued);
+            queued += started - job.enqueued;
         }
         if batch.len() == 1 {
             let job = batch.into_iter().next().expect("one job");
             let result = run_guarded(shared, &mut session, backend, job.inputs, job.rows);
-            let infer = started.elapsed();
-            shared.metrics.executed(Execution { rows: job.rows as u64, requests: 1, infer, ..Execution::default() });
+            if result.is_ok() {
+                let (rows, infer) = (job.rows as u64, started.elapsed());
+                shared.metrics.executed(Execution { rows, requests: 1, queued, infer, ..Execution::default() });
+            }
             let _ = job.reply.send(result.map_err(JobError::Backend));
         } else {
-            run_batch(shared, &mut session, backend, batch);
+            run_batch(shared, &mut session, backend, batch, queued);
         }
     }
 }
@@ -403,7 +413,13 @@ fn prefer_throughput() {
 fn prefer_throughput() {}
 
 /// Runs jobs as one execution and hands each its own rows of every output.
-fn run_batch(shared: &Shared, session: &mut Box<dyn Session>, backend: &dyn Backend, batch: Vec<Job>) {
+fn run_batch(
+    shared: &Shared,
+    session: &mut Box<dyn Session>,
+    backend: &dyn Backend,
+    batch: Vec<Job>,
+    queued: Duration,
+) {
     let started = Instant::now();
     let rows: Vec<usize> = batch.iter().map(|j| j.rows).collect();
     let total: usize = rows.iter().sum();
@@ -420,7 +436,7 @@ fn run_batch(shared: &Shared, session: &mut Box<dyn Session>, backend: &dyn Back
     let Some(inputs) = inputs else {
         return fail_all(replies, "requests could not be joined into a batch".into());
     };
-    let mut execution = Execution { rows: total as u64, requests: rows.len() as u64, ..Execution::default() };
+    let mut execution = Execution { rows: total as u64, requests: rows.len() as u64, queued, ..Execution::default() };
     execution.input = started.elapsed();
     let result = run_guarded(shared, session, backend, inputs, total);
     execution.infer = started.elapsed() - execution.input;

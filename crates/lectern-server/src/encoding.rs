@@ -31,8 +31,12 @@ impl Coding {
 
 /// The body as sent, inflated when its `Content-Encoding` says so; at most `limit` bytes.
 pub fn decode_body(headers: &HeaderMap, body: bytes::Bytes, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_ENCODING) else { return Ok(body) };
-    let name = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    let mut values = headers.get_all(header::CONTENT_ENCODING).iter();
+    let Some(value) = values.next() else { return Ok(body) };
+    if values.next().is_some() {
+        return Err(ApiError::coded(ErrorCode::UnsupportedMediaType, "one Content-Encoding is supported, not several"));
+    }
+    let name = String::from_utf8_lossy(value.as_bytes()).trim().to_ascii_lowercase();
     let coding = match name.as_str() {
         "" | "identity" => return Ok(body),
         "gzip" | "x-gzip" => Coding::Gzip,
@@ -96,7 +100,7 @@ pub fn accepted(headers: &HeaderMap) -> Option<Coding> {
             let mut parts = item.split(';');
             let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let refused = parts.any(|p| {
-                let p = p.trim().replace(' ', "");
+                let p = p.trim().replace(' ', "").to_ascii_lowercase();
                 p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
             });
             let coding = match name.as_str() {

@@ -108,7 +108,8 @@ async fn run(
     let mut answer = match encoding::accepted(headers) {
         None => encoded.body.into_response(),
         Some(coding) => {
-            let (name, packed) = encoding::compress(coding, &encoded.body);
+            let (name, packed) =
+                off_runtime_when_large(encoded.body.len(), move || encoding::compress(coding, &encoded.body)).await?;
             ([(header::CONTENT_ENCODING, name), (header::VARY, HeaderValue::from_static("accept-encoding"))], packed)
                 .into_response()
         }
@@ -130,7 +131,29 @@ async fn run(
 /// is gzip or deflate (to at most `limit` bytes).
 pub async fn read_decoded_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
     let bytes = read_body(body, headers, limit).await?;
-    encoding::decode_body(headers, bytes, limit)
+    if !headers.contains_key(header::CONTENT_ENCODING) {
+        return Ok(bytes);
+    }
+    let headers = headers.clone();
+    // DEFLATE inflates at most 1032:1: what this body could become
+    let inflated = bytes.len().saturating_mul(1032).min(limit);
+    off_runtime_when_large(inflated, move || encoding::decode_body(&headers, bytes, limit)).await?
+}
+
+/// Bodies up to this size are (de)compressed on the async runtime; larger ones on the
+/// blocking pool, so that no other request waits behind them.
+const INLINE_CODING_BYTES: usize = 64 * 1024;
+
+async fn off_runtime_when_large<T: Send + 'static>(
+    size: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if size <= INLINE_CODING_BYTES {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::coded(lectern_core::ErrorCode::Unavailable, format!("compression failed: {e}")))
 }
 
 fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {

@@ -97,12 +97,20 @@ pub async fn load(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Empty>, ApiError> {
-    let bytes = read_decoded_body(body, &headers, state.settings.max_body_bytes).await?;
-    let request: LoadRequest = optional_json(&bytes)?;
-    let change = request.parameters.config.as_ref().map(|c| config_change(&model, c)).transpose()?;
-    state.manager.load(&who.actor, &model, change.as_ref()).await.map_err(|e| {
+    let load = async {
+        let bytes = read_decoded_body(body, &headers, state.settings.max_body_bytes).await?;
+        let request: LoadRequest = optional_json(&bytes)?;
+        let change = match request.parameters.config {
+            None => None,
+            Some(Value::String(text)) => Some(config_change(&model, &text)?),
+            Some(_) => {
+                return Err(ApiError::coded(ErrorCode::ModelLoadFailed, "the config override must be JSON text"))
+            }
+        };
+        Ok::<_, ApiError>(state.manager.load(&who.actor, &model, change.as_ref()).await?)
+    };
+    load.await.map_err(|mut e| {
         // Triton's clients look for these words
-        let mut e = ApiError::from(e);
         if !e.message.starts_with("failed to load") {
             e.message = format!("failed to load '{model}': {}", e.message);
         }
@@ -121,7 +129,7 @@ struct LoadRequest {
 #[derive(Deserialize, Default)]
 struct LoadParameters {
     /// Triton's model configuration as JSON text.
-    config: Option<String>,
+    config: Option<Value>,
 }
 
 /// The parts of a Triton model configuration (JSON text) a Lectern model has:
@@ -157,9 +165,10 @@ fn config_change(model: &str, text: &str) -> Result<ConfigChange, ApiError> {
         change.max_queue_delay_us = Some(us);
     }
     if let Some(groups) = config.get("instance_group").and_then(Value::as_array) {
-        let mut count = 0;
+        let mut count = 0u64;
         for group in groups {
-            count += group.get("count").map(|c| number(c, "instance_group.count")).transpose()?.unwrap_or(1);
+            let n = group.get("count").map(|c| number(c, "instance_group.count")).transpose()?.unwrap_or(1);
+            count = count.saturating_add(n);
         }
         if count == 0 || count > 64 {
             return Err(refuse(format!("asks for {count} instances (1 to 64)")));
@@ -183,4 +192,38 @@ pub async fn unload(
 ) -> Result<Json<Empty>, ApiError> {
     state.manager.unload(&who.actor, &model).await?;
     Ok(Json(Empty {}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_triton_config_override_becomes_a_config_change() {
+        let change = config_change(
+            "m",
+            r#"{"max_batch_size": "16", "dynamic_batching": {"max_queue_delay_microseconds": 500},
+                "instance_group": [{"count": 2, "kind": "KIND_CPU"}, {"kind": "KIND_CPU"}], "name": "ignored"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            change,
+            ConfigChange { max_batch_size: Some(16), max_queue_delay_us: Some(500), instances: Some(3) }
+        );
+        assert_eq!(config_change("m", "{}").unwrap(), ConfigChange::default());
+        for bad in [
+            r#""parameters": {"config": {{"max_batch_size": "16"}}}"#,
+            "[1]",
+            r#"{"max_batch_size": -1}"#,
+            r#"{"max_batch_size": "lots"}"#,
+            r#"{"max_batch_size": 70000}"#,
+            r#"{"instance_group": [{"count": 0}]}"#,
+            r#"{"instance_group": [{"count": "18446744073709551615"}, {"count": 2}]}"#,
+            r#"{"dynamic_batching": {"max_queue_delay_microseconds": 99999999999}}"#,
+        ] {
+            let e = config_change("m", bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ModelLoadFailed, "{bad}");
+            assert!(e.message.starts_with("failed to load 'm': the config override"), "{}", e.message);
+        }
+    }
 }

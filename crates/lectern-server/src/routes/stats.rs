@@ -85,7 +85,7 @@ fn statistics(model: &LoadedModel) -> ModelStatistics {
         inference_stats: InferStatistics {
             success: m.success_time.total().into(),
             fail: m.failure_time.total().into(),
-            queue: m.queue_duration.total().into(),
+            queue: m.queue.total().into(),
             compute_input: m.compute_input.total().into(),
             compute_infer: m.compute_infer.total().into(),
             compute_output: m.compute_output.total().into(),
