@@ -324,24 +324,31 @@ impl Worker {
             batchable: AtomicBool::new(true),
         });
         let worker = Worker { shared: shared.clone() };
-        for ix in 0..shared.config.instances.max(1) {
+        // Each instance warms up on its own thread: the engine keeps scratch space per thread.
+        let warmup = Arc::new(warmup.to_vec());
+        let (warmed, results) = std::sync::mpsc::channel();
+        let instances = shared.config.instances.max(1);
+        for ix in 0..instances {
             let mut session = backend.session().map_err(WorkerError::Session)?;
-            for (inputs, runs) in warmup {
-                for _ in 0..*runs {
-                    match catch_unwind(AssertUnwindSafe(|| session.run(inputs.clone()))) {
-                        Ok(result) => result.map_err(WorkerError::Warmup)?,
-                        Err(panic) => {
-                            let message = format!("the engine failed: {}", panic_message(&*panic));
-                            return Err(WorkerError::Warmup(BackendError::Inference(message)));
-                        }
-                    };
-                }
-            }
-            let (shared, backend) = (shared.clone(), backend.clone());
+            let (shared, backend, warmup, warmed) = (shared.clone(), backend.clone(), warmup.clone(), warmed.clone());
             std::thread::Builder::new()
                 .name(format!("model-{label}-{ix}"))
-                .spawn(move || run_instance(&shared, session, &*backend))
+                .spawn(move || {
+                    let result = warm_up(&mut session, &warmup);
+                    let ok = result.is_ok();
+                    let _ = warmed.send(result);
+                    if ok {
+                        run_instance(&shared, session, &*backend);
+                    }
+                })
                 .map_err(WorkerError::Thread)?;
+        }
+        for _ in 0..instances {
+            // a thread that died without answering counts as a failed warmup
+            results
+                .recv()
+                .unwrap_or_else(|_| Err(BackendError::Inference("the instance thread stopped".into())))
+                .map_err(WorkerError::Warmup)?;
         }
         Ok(worker)
     }
@@ -368,6 +375,21 @@ impl Drop for Worker {
         self.shared.lock().closed = true;
         self.shared.arrived.notify_all();
     }
+}
+
+/// Runs each warmup sample its number of times on `session`.
+fn warm_up(session: &mut Box<dyn Session>, samples: &[(Vec<Tensor>, usize)]) -> Result<(), BackendError> {
+    for (inputs, runs) in samples {
+        for _ in 0..*runs {
+            match catch_unwind(AssertUnwindSafe(|| session.run(inputs.clone()))) {
+                Ok(result) => result?,
+                Err(panic) => {
+                    return Err(BackendError::Inference(format!("the engine failed: {}", panic_message(&*panic))))
+                }
+            };
+        }
+    }
+    Ok(())
 }
 
 fn run_instance(shared: &Shared, mut session: Box<dyn Session>, backend: &dyn Backend) {
