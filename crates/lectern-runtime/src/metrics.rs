@@ -293,11 +293,12 @@ mod tests {
     fn executions_count_per_request_and_per_exact_batch_size() {
         let m = ModelMetrics::default();
         let ms = Duration::from_millis;
-        m.executed(Execution { rows: 3, requests: 2, input: ms(1), infer: ms(10), output: ms(2) });
-        m.executed(Execution { rows: 3, requests: 3, input: ms(1), infer: ms(20), output: ms(2) });
+        m.executed(Execution { rows: 3, requests: 2, queued: ms(4), input: ms(1), infer: ms(10), output: ms(2) });
+        m.executed(Execution { rows: 3, requests: 3, queued: ms(3), input: ms(1), infer: ms(20), output: ms(2) });
         m.executed(Execution { rows: 1, requests: 1, infer: ms(5), ..Execution::default() });
         assert_eq!(m.compute_infer.total(), TimeSum { count: 6, ns: 2 * 10_000_000 + 3 * 20_000_000 + 5_000_000 });
         assert_eq!(m.compute_input.total(), TimeSum { count: 6, ns: 5_000_000 });
+        assert_eq!(m.queue.total(), TimeSum { count: 6, ns: 7_000_000 });
         let batches = m.batch_stats();
         assert_eq!(batches.iter().map(|b| b.batch_size).collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(batches[1].compute_infer, TimeSum { count: 2, ns: 30_000_000 });
