@@ -9,11 +9,13 @@ fast as a warm one.
     python bench/warmup.py [LECTERN_BIN] [ROUNDS] [MODEL]
 
 MODEL is a folder of examples/models, or `minilm` (the all-MiniLM-L6-v2 text encoder of the
-test suite, one sentence per request).
+test suite, one sentence per request). BENCH_ENGINE=ort serves both copies with ONNX Runtime
+(a binary built with `--features lectern-backends/ort`, ORT_DYLIB_PATH naming the library).
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -56,7 +58,9 @@ def main() -> int:
             shutil.copytree(ROOT / "examples" / "models" / model, models / name)
     for name in ("cold", "warm"):
         c = models / name / "config.toml"
-        c.write_text("instances = 1\n" + (c.read_text() if c.exists() else ""))
+        chosen = os.environ.get("BENCH_ENGINE")
+        head = "instances = 1\n" + (f'engine = "{chosen}"\n' if chosen else "")
+        c.write_text(head + (c.read_text() if c.exists() else ""))
     config = models / "warm" / "config.toml"
     config.write_text(config.read_text() + "\n[[warmup]]\ninputs = \"random\"\nbatch_size = 1\ncount = 2\n")
     (work / "data").mkdir()
