@@ -145,6 +145,7 @@ def test_statistics_count_requests_rows_executions_and_failures(client, triton_s
     assert len(stats["model_stats"]) == 1
     s = stats["model_stats"][0]
     assert s["name"] == "simple" and s["version"] == "1"
+    assert s["response_stats"] == {} and s["memory_usage"] == []
     assert s["inference_count"] - before["inference_count"] == 5
     assert s["execution_count"] - before["execution_count"] == 5
     assert s["last_inference"] > 1_700_000_000_000

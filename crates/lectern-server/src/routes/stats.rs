@@ -62,6 +62,9 @@ pub struct ModelStatistics {
     /// Executions of the model (a batch counts 1).
     execution_count: u64,
     inference_stats: InferStatistics,
+    /// Triton's per-response statistics of decoupled models: always empty.
+    #[schema(value_type = Object)]
+    response_stats: serde_json::Map<String, serde_json::Value>,
     batch_stats: Vec<InferBatchStatistics>,
     /// Triton's per-device memory; empty.
     memory_usage: Vec<serde_json::Value>,
@@ -92,6 +95,7 @@ fn statistics(model: &LoadedModel) -> ModelStatistics {
             cache_hit: zero,
             cache_miss: zero,
         },
+        response_stats: serde_json::Map::new(),
         batch_stats: m.batch_stats().into_iter().map(batch).collect(),
         memory_usage: Vec::new(),
     }
@@ -150,7 +154,9 @@ pub async fn model(
 ) -> Result<Json<Statistics>, ApiError> {
     let ready = ready_versions(&state, &model)?;
     if ready.is_empty() {
-        state.registry.resolve(&model, None)?; // the reason it is not ready
+        // the reason it is not ready; a version that became ready since is read again
+        let newest = state.registry.resolve(&model, None)?;
+        return Ok(Json(Statistics { model_stats: vec![statistics(&newest)] }));
     }
     Ok(Json(Statistics { model_stats: ready.iter().map(|m| statistics(m)).collect() }))
 }
