@@ -102,6 +102,14 @@ pub struct TimeSum {
     pub ns: u64,
 }
 
+impl TimeSum {
+    /// Counts one event that took `d`.
+    fn add(&mut self, d: Duration) {
+        self.count += 1;
+        self.ns = self.ns.saturating_add(nanos(d));
+    }
+}
+
 /// A count of events and their summed duration, recorded with two atomic adds.
 #[derive(Default)]
 pub struct DurationSum {
@@ -234,14 +242,9 @@ impl ModelMetrics {
         self.compute_output.add(e.requests, e.output);
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         let stat = batches.entry(e.rows).or_insert(BatchStat { batch_size: e.rows, ..BatchStat::default() });
-        for (sum, d) in [
-            (&mut stat.compute_input, e.input),
-            (&mut stat.compute_infer, e.infer),
-            (&mut stat.compute_output, e.output),
-        ] {
-            sum.count += 1;
-            sum.ns = sum.ns.saturating_add(nanos(d));
-        }
+        stat.compute_input.add(e.input);
+        stat.compute_infer.add(e.infer);
+        stat.compute_output.add(e.output);
     }
 
     /// Per exact batch size, in size order.

@@ -337,6 +337,20 @@ impl Registry {
         }
     }
 
+    /// The versions of a model that are ready, oldest first.
+    pub fn ready_versions(&self, name: &str) -> Result<Vec<Arc<LoadedModel>>, RuntimeError> {
+        let models = self.read();
+        let entry = models.get(name).ok_or_else(|| RuntimeError::ModelNotFound(name.to_string()))?;
+        Ok(entry
+            .versions
+            .values()
+            .filter_map(|s| match s {
+                VersionState::Ready(m) => Some(m.clone()),
+                VersionState::Unavailable(_) => None,
+            })
+            .collect())
+    }
+
     /// The versions of a model with their states (for metadata).
     pub fn versions(&self, name: &str) -> Result<Vec<(u64, VersionState)>, RuntimeError> {
         let models = self.read();
@@ -390,6 +404,8 @@ impl Registry {
         if versions.is_empty() {
             return ModelEntry { reason: Some("no version to serve".into()), ..Default::default() };
         }
+        // one copy shared by the versions loaded with it
+        let config = Arc::new(config);
         let versions = versions
             .into_iter()
             .map(|(v, bytes)| {
@@ -411,7 +427,7 @@ impl Registry {
         name: &str,
         version: u64,
         bytes: &[u8],
-        config: &ModelConfig,
+        config: &Arc<ModelConfig>,
         labels: Option<Vec<String>>,
     ) -> Result<LoadedModel, LoadError> {
         let backend = lectern_backends::load_backend(&config.engine, bytes)?;
@@ -432,7 +448,7 @@ impl Registry {
             LoadedModel::new(name.to_string(), version, signature, max_batch_size, metrics, backend, worker)
                 .described(labels, config.image.clone());
         model.matryoshka = config.matryoshka;
-        model.config = Some(Arc::new(config.clone()));
+        model.config = Some(config.clone());
         Ok(model)
     }
 }

@@ -6,7 +6,7 @@ use super::Path;
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::Json;
-use lectern_runtime::{LoadedModel, TensorInfo, VersionState};
+use lectern_runtime::{LoadedModel, TensorInfo};
 use serde::Serialize;
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -69,11 +69,9 @@ pub async fn metadata(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
-    let versions = state.registry.versions(&model)?;
+    let ready = state.registry.ready_versions(&model)?;
     let newest = state.registry.resolve(&model, None)?;
-    let names =
-        versions.iter().filter(|(_, s)| matches!(s, VersionState::Ready(_))).map(|(v, _)| v.to_string()).collect();
-    Ok(Json(describe(&newest, names)))
+    Ok(Json(describe(&newest, ready.iter().map(|m| m.version.to_string()).collect())))
 }
 
 /// `GET /v2/models/{model}/versions/{version}`

@@ -8,7 +8,7 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::{Extension, Json};
 use lectern_runtime::metrics::{BatchStat, TimeSum};
-use lectern_runtime::{LoadedModel, VersionState};
+use lectern_runtime::LoadedModel;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -110,18 +110,6 @@ fn batch(b: BatchStat) -> InferBatchStatistics {
     }
 }
 
-/// The ready versions of `model`, oldest first.
-fn ready_versions(state: &AppState, model: &str) -> Result<Vec<Arc<LoadedModel>>, ApiError> {
-    let versions = state.registry.versions(model)?;
-    Ok(versions
-        .into_iter()
-        .filter_map(|(_, s)| match s {
-            VersionState::Ready(m) => Some(m),
-            _ => None,
-        })
-        .collect())
-}
-
 /// `GET /v2/models/stats`: every ready version of every model the caller may see.
 #[utoipa::path(get, path = "/v2/models/stats", tag = "v2", operation_id = "modelStatisticsAll",
     responses((status = 200, description = "Every ready model version's statistics.", body = Statistics)))]
@@ -135,7 +123,7 @@ pub async fn all(
     let mut model_stats = Vec::new();
     for name in names.iter().filter(|n| state.may_see(&who, n)) {
         // a model removed since the index was read is left out
-        model_stats.extend(ready_versions(&state, name).unwrap_or_default().iter().map(|m| statistics(m)));
+        model_stats.extend(state.registry.ready_versions(name).unwrap_or_default().iter().map(|m| statistics(m)));
     }
     Ok(Json(Statistics { model_stats }))
 }
@@ -152,7 +140,7 @@ pub async fn model(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
 ) -> Result<Json<Statistics>, ApiError> {
-    let ready = ready_versions(&state, &model)?;
+    let ready = state.registry.ready_versions(&model)?;
     if ready.is_empty() {
         // the reason it is not ready; a version that became ready since is read again
         let newest = state.registry.resolve(&model, None)?;
