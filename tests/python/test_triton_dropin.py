@@ -228,7 +228,12 @@ def test_load_with_a_config_override_as_the_model_control_example(client, triton
     with pytest.raises(InferenceServerException) as e:
         client.load_model("simple", config='"parameters": {"config": {{"max_batch_size": "16"}}}')
     assert "failed to load" in e.value.message()
-    assert client.is_model_ready("simple")  # the failed load changed nothing
+    r = requests.post(f"{triton_server.url}/v2/repository/models/simple/load",
+                      json={"parameters": {"config": {"max_batch_size": 16}}})  # an object, not JSON text
+    assert r.status_code == 400 and r.json()["code"] == "model_load_failed"
+    assert r.json()["error"].startswith("failed to load 'simple'")
+    assert client.is_model_ready("simple")  # the failed loads changed nothing
+    assert client.get_model_config("simple")["max_batch_size"] == 8
     try:
         client.load_model("simple", config='{"max_batch_size":"16", "instance_group": [{"count": 1}]}')
         config = client.get_model_config("simple")
