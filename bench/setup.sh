@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the comparative benchmark (bench/infer.sh) needs. Idempotent.
-#  - Debian's wrk (load generator)
+#  - Debian's wrk (HTTP/1.1 load generator) and h2load (nghttp2-client: HTTP/2 and gRPC, bench/grpc.sh)
 #  - a Python venv with the peer servers: MLServer (+ sklearn runtime) and a
 #    FastAPI + uvicorn + onnxruntime wrapper.
 # The venv lives at ${LECTERN_BENCH_VENV:-$HOME/.cache/lectern/bench-venv}.
@@ -10,12 +10,12 @@ VENV="${LECTERN_BENCH_VENV:-$HOME/.cache/lectern/bench-venv}"
 PYTHON="${PYTHON:-python3}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "setup: installing wrk" >&2
+if ! command -v wrk >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1; then
+    echo "setup: installing wrk and h2load" >&2
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk nghttp2-client >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -52,6 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_MODELS = REPO_ROOT / "examples" / "models"
 STARTUP_TIMEOUT_S = 30.0
 LISTEN_PREFIX = "lectern listening on "
+GRPC_LISTEN_PREFIX = "lectern gRPC listening on "
 
 # iris-logreg has versions 1 and 2 on disk; the default policy (latest = 1) serves only 2.
 IRIS_BOTH_VERSIONS_CONFIG = 'labels = "labels.txt"\nversions = [1, 2]\n'
@@ -324,6 +325,14 @@ class LecternServer:
         """`127.0.0.1:PORT`, the form tritonclient wants."""
         assert self.url is not None
         return self.url.split("://", 1)[1]
+
+    @property
+    def grpc_host_port(self) -> str:
+        """`127.0.0.1:PORT` of the gRPC listener (`--grpc-listen`), printed before the HTTP line."""
+        for line in self.stdout_lines:
+            if line.startswith(GRPC_LISTEN_PREFIX):
+                return re.sub(r"^0\.0\.0\.0:", "127.0.0.1:", line[len(GRPC_LISTEN_PREFIX):].strip())
+        raise AssertionError(f"the server printed no '{GRPC_LISTEN_PREFIX}...' line: {self.stdout_lines!r}")
 
     def stderr_text(self) -> str:
         try:

@@ -16,8 +16,8 @@ pub use config::{
 };
 pub use error::{Coded, ErrorCode, ErrorType};
 pub use protocol::{
-    decode_request, encode_response, EncodedResponse, InferRequest, InferResponse, ProtocolError, RequestedOutput,
-    ResponseOutput,
+    check_inputs, decode_binary, decode_request, encode_binary, encode_response, input_tensor, EncodedResponse,
+    InferRequest, InferResponse, ProtocolError, RequestedOutput, ResponseOutput,
 };
 pub use tensor::{element_count, DataType, Tensor, TensorData};
 

@@ -184,7 +184,7 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
     if raw_inputs.is_empty() {
         return Err(ProtocolError::NoInputs);
     }
-    check_unique_names(&raw_inputs)?;
+    check_unique_names(raw_inputs.iter().map(|i| i.name.as_str()))?;
     let mut inputs = Vec::with_capacity(raw_inputs.len());
     for input in raw_inputs {
         inputs.push(decode_input(input, &mut binary)?);
@@ -213,23 +213,58 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>) -> Result<InferReque
 
 /// Refuses a request naming one input twice, in time linear in the number of inputs: a
 /// scan for the few inputs of real models, a hash set above that.
-fn check_unique_names(inputs: &[InputJson<'_>]) -> Result<(), ProtocolError> {
+fn check_unique_names<'a>(names: impl ExactSizeIterator<Item = &'a str> + Clone) -> Result<(), ProtocolError> {
     const SCAN_UP_TO: usize = 8;
-    if inputs.len() <= SCAN_UP_TO {
-        for (i, input) in inputs.iter().enumerate() {
-            if inputs[..i].iter().any(|earlier| earlier.name == input.name) {
-                return Err(ProtocolError::DuplicateInput(input.name.clone()));
+    if names.len() <= SCAN_UP_TO {
+        for (i, name) in names.clone().enumerate() {
+            if names.clone().take(i).any(|earlier| earlier == name) {
+                return Err(ProtocolError::DuplicateInput(name.to_string()));
             }
         }
         return Ok(());
     }
-    let mut seen = std::collections::HashSet::with_capacity(inputs.len());
-    for input in inputs {
-        if !seen.insert(input.name.as_str()) {
-            return Err(ProtocolError::DuplicateInput(input.name.clone()));
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    for name in names {
+        if !seen.insert(name) {
+            return Err(ProtocolError::DuplicateInput(name.to_string()));
         }
     }
     Ok(())
+}
+
+/// The checks every request's inputs pass, whatever carried them (JSON, binary, gRPC): at
+/// least one, at most [`MAX_TENSORS_PER_REQUEST`], each name once.
+pub fn check_inputs(inputs: &[Tensor]) -> Result<(), ProtocolError> {
+    if inputs.is_empty() {
+        return Err(ProtocolError::NoInputs);
+    }
+    if inputs.len() > MAX_TENSORS_PER_REQUEST {
+        return Err(ProtocolError::TooMany { what: "inputs", count: inputs.len() });
+    }
+    check_unique_names(inputs.iter().map(|t| t.name.as_str()))
+}
+
+/// An input tensor from its parts, checked as a JSON input is: a known datatype, a shape of
+/// at most [`MAX_ELEMENTS`], and as many elements as the shape holds. `data` decodes the
+/// elements, given the datatype and the element count (its error names what is wrong).
+pub fn input_tensor(
+    name: String,
+    datatype: &str,
+    shape: &[i64],
+    data: impl FnOnce(DataType, usize) -> Result<TensorData, String>,
+) -> Result<Tensor, ProtocolError> {
+    let datatype: DataType =
+        datatype.parse().map_err(|e: crate::tensor::UnknownDataType| bad_input(&name, e.to_string()))?;
+    let shape = checked_shape(&name, shape)?;
+    let expected = element_count(&shape).expect("bounded by MAX_ELEMENTS");
+    let data = data(datatype, expected).map_err(|m| bad_input(&name, m))?;
+    if data.len() != expected {
+        return Err(bad_input(
+            &name,
+            format!("shape {shape:?} needs {expected} elements but {} were given", data.len()),
+        ));
+    }
+    Ok(Tensor { name, shape, data })
 }
 
 fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Option<bool> {
@@ -257,19 +292,16 @@ fn decode_output(output: &OutputJson) -> Result<RequestedOutput, ProtocolError> 
     Ok(RequestedOutput { name: output.name.clone(), binary: param_bool(params, "binary_data"), classification })
 }
 
-fn decode_shape(input: &InputJson<'_>) -> Result<Vec<usize>, ProtocolError> {
+fn checked_shape(name: &str, dims: &[i64]) -> Result<Vec<usize>, ProtocolError> {
     let mut total: u64 = 1;
-    let mut shape = Vec::with_capacity(input.shape.len());
-    for &d in &input.shape {
+    let mut shape = Vec::with_capacity(dims.len());
+    for &d in dims {
         if d < 0 {
-            return Err(bad_input(&input.name, format!("dimension {d} in shape {:?} is negative", input.shape)));
+            return Err(bad_input(name, format!("dimension {d} in shape {dims:?} is negative")));
         }
         total = total.saturating_mul(d as u64);
         if total > MAX_ELEMENTS {
-            return Err(bad_input(
-                &input.name,
-                format!("shape {:?} declares more than {MAX_ELEMENTS} elements", input.shape),
-            ));
+            return Err(bad_input(name, format!("shape {dims:?} declares more than {MAX_ELEMENTS} elements")));
         }
         shape.push(d as usize);
     }
@@ -279,7 +311,7 @@ fn decode_shape(input: &InputJson<'_>) -> Result<Vec<usize>, ProtocolError> {
 fn decode_input(input: InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor, ProtocolError> {
     let datatype: DataType =
         input.datatype.parse().map_err(|e: crate::tensor::UnknownDataType| bad_input(&input.name, e.to_string()))?;
-    let shape = decode_shape(&input)?;
+    let shape = checked_shape(&input.name, &input.shape)?;
     let expected = element_count(&shape).expect("bounded by MAX_ELEMENTS");
     let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
     let data = match (binary_size, input.data) {

@@ -6,7 +6,6 @@ use crate::auth::jwt::OidcVerifier;
 use crate::auth::keycache::KeyCache;
 use crate::principal::Principal;
 use crate::{ApiError, AppState};
-use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lectern_core::ratelimit::RateLimiter;
@@ -263,7 +262,7 @@ fn unauthorized(message: &str) -> ApiError {
 }
 
 /// The bearer credential of a request (`Authorization: Bearer ...` or `X-API-Key`).
-fn credential(request: &Request) -> Option<&str> {
+fn credential<B>(request: &axum::http::Request<B>) -> Option<&str> {
     let headers = request.headers();
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = value.trim().split_once(' ')?;
@@ -275,7 +274,12 @@ fn credential(request: &Request) -> Option<&str> {
 /// Lets a request through (with its [`Principal`] when the route records who acted) or
 /// answers it with the refusal. A request for an undeclared route or method is let through
 /// (to its 404 or 405) only without checks or with a valid credential of any role.
-pub async fn admit(state: &AppState, table: &AccessTable, mut request: Request) -> Result<Request, Response> {
+/// Generic over the body, which it does not read: the gRPC face passes its requests too.
+pub async fn admit<B>(
+    state: &AppState,
+    table: &AccessTable,
+    mut request: axum::http::Request<B>,
+) -> Result<axum::http::Request<B>, Response> {
     let needed = table.access(request.method(), request.uri().path());
     let auth = &state.auth;
     let open = match needed {

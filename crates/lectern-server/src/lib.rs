@@ -13,7 +13,7 @@ mod routes;
 
 pub use error::{status_of, ApiError};
 pub use principal::Principal;
-pub use routes::inference_metrics;
+pub use routes::{inference_metrics, v2};
 
 use axum::Router;
 use lectern_manage::Manager;

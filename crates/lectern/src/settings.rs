@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080]
     #[arg(long, env = "LECTERN_LISTEN")]
     pub listen: Option<String>,
+    /// Also serve the V2 protocol over gRPC (Triton's `inference.GRPCInferenceService`) on this
+    /// address; port 0 picks a free port [default: off]
+    #[arg(long, env = "LECTERN_GRPC_LISTEN", value_name = "ADDRESS")]
+    pub grpc_listen: Option<String>,
     /// Data folder for Lectern's own state [default: ./lectern-data]
     #[arg(long, env = "LECTERN_DATA")]
     pub data: Option<PathBuf>,
@@ -153,6 +157,7 @@ struct FileSettings {
 #[serde(deny_unknown_fields)]
 struct FileServer {
     listen: Option<String>,
+    grpc_listen: Option<String>,
     max_body_bytes: Option<usize>,
     name: Option<String>,
     header_read_timeout_s: Option<f64>,
@@ -221,6 +226,8 @@ pub struct ServeSettings {
     /// The config file, whose `[llm]` and `[pipelines]` tables the pipeline engine reads.
     pub config: Option<PathBuf>,
     pub listen: String,
+    /// The gRPC listener's address, when gRPC is on.
+    pub grpc_listen: Option<String>,
     pub models: PathBuf,
     pub data: PathBuf,
     pub max_body_bytes: usize,
@@ -301,6 +308,7 @@ impl ServeSettings {
         let settings = ServeSettings {
             config: args.config.clone(),
             listen: args.listen.or(file.server.listen).unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            grpc_listen: args.grpc_listen.or(file.server.grpc_listen),
             models: args.models.or(from_file(file.repository.models)).unwrap_or_else(|| "models".into()),
             data: args.data.or(from_file(file.storage.data)).unwrap_or_else(|| "lectern-data".into()),
             max_body_bytes: args.max_body_bytes.or(file.server.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),

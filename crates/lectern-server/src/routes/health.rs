@@ -26,9 +26,9 @@ pub struct Ready {
 /// The answer of `GET /v2`.
 #[derive(Serialize, ToSchema)]
 pub struct ServerMetadata {
-    name: String,
-    version: &'static str,
-    extensions: [&'static str; 6],
+    pub name: String,
+    pub version: &'static str,
+    pub extensions: [&'static str; 6],
 }
 
 /// `GET /v2/health/live`
@@ -47,21 +47,34 @@ pub async fn live() -> Json<Live> {
         (status = 503, description = "Still loading, or the database is unavailable (`ready` is false).", body = ErrorBody),
     ))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let not_ready = if !state.ready.load(Ordering::Acquire) {
-        ApiError::coded(ErrorCode::NotReady, "the server is still loading its models")
-    } else if !state.manager.database_available().await {
-        ApiError::coded(ErrorCode::DatabaseUnavailable, "the database is unavailable; retry later")
-    } else {
-        return Json(Ready { ready: true }).into_response();
-    };
-    not_ready.into_response_with(serde_json::Map::from_iter([("ready".to_string(), serde_json::Value::Bool(false))]))
+    match readiness(&state).await {
+        Ok(()) => Json(Ready { ready: true }).into_response(),
+        Err(not_ready) => not_ready
+            .into_response_with(serde_json::Map::from_iter([("ready".to_string(), serde_json::Value::Bool(false))])),
+    }
+}
+
+/// Ready: the start-up load of the repository has finished and the database answers.
+pub async fn readiness(state: &AppState) -> Result<(), ApiError> {
+    if !state.ready.load(Ordering::Acquire) {
+        return Err(ApiError::coded(ErrorCode::NotReady, "the server is still loading its models"));
+    }
+    if !state.manager.database_available().await {
+        return Err(ApiError::coded(ErrorCode::DatabaseUnavailable, "the database is unavailable; retry later"));
+    }
+    Ok(())
 }
 
 /// `GET /v2`
 #[utoipa::path(get, path = "/v2", tag = "v2", operation_id = "serverMetadata",
     responses((status = 200, description = "Name, version and protocol extensions.", body = ServerMetadata)))]
 pub async fn server_metadata(State(state): State<Arc<AppState>>) -> Json<ServerMetadata> {
-    Json(ServerMetadata {
+    Json(server_metadata_of(&state))
+}
+
+/// The server's name, version and protocol extensions.
+pub fn server_metadata_of(state: &AppState) -> ServerMetadata {
+    ServerMetadata {
         name: state.settings.server_name.clone(),
         version: env!("CARGO_PKG_VERSION"),
         extensions: [
@@ -72,5 +85,5 @@ pub async fn server_metadata(State(state): State<Arc<AppState>>) -> Json<ServerM
             "statistics",
             "model_configuration",
         ],
-    })
+    }
 }

@@ -34,6 +34,20 @@ use utoipa::openapi::RefOr;
 use utoipa_axum::routes;
 
 pub use metrics::inference_metrics;
+
+/// The V2 (and Triton) answers as data, for the gRPC face to share with the HTTP routes.
+pub mod v2 {
+    pub use super::health::{readiness, server_metadata_of as server_metadata, ServerMetadata};
+    pub use super::models::{
+        model_config, model_metadata, ConfigTensor, DynamicBatching, InstanceGroup, ModelConfiguration, ModelMetadata,
+        TensorMetadata,
+    };
+    pub use super::parse_version;
+    pub use super::repository::{load_model, repository_index, IndexEntry};
+    pub use super::stats::{
+        model_statistics, Duration, InferBatchStatistics, InferStatistics, ModelStatistics, Statistics,
+    };
+}
 pub use openapi::document as openapi_document;
 
 /// One declared route: a handler at one path and method, and who may call it.
@@ -177,7 +191,6 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed on {}", uri.path()))
 }
 
-/// Parses the `{version}` path segment.
 /// Refuses an upload whose declared `Content-Length` is over `limit` before any of it is read.
 pub(crate) fn refuse_declared_oversize(headers: &axum::http::HeaderMap, limit: u64) -> Result<(), ApiError> {
     let declared = headers
@@ -190,7 +203,8 @@ pub(crate) fn refuse_declared_oversize(headers: &axum::http::HeaderMap, limit: u
     }
 }
 
-pub(crate) fn parse_version(model: &str, version: &str) -> Result<u64, ApiError> {
+/// Parses a version number: a positive integer, or 404.
+pub fn parse_version(model: &str, version: &str) -> Result<u64, ApiError> {
     match version.parse::<u64>() {
         Ok(v) if v > 0 => Ok(v),
         _ => Err(ApiError::new(

@@ -14,22 +14,22 @@ use utoipa::ToSchema;
 /// One input or output of a model's signature.
 #[derive(Serialize, ToSchema)]
 pub struct TensorMetadata {
-    name: String,
+    pub name: String,
     #[schema(example = "FP32")]
-    datatype: &'static str,
+    pub datatype: &'static str,
     /// `-1`: any size.
-    shape: Vec<i64>,
+    pub shape: Vec<i64>,
 }
 
 /// The answer of `GET /v2/models/{model}[/versions/{version}]`.
 #[derive(Serialize, ToSchema)]
 pub struct ModelMetadata {
-    name: String,
+    pub name: String,
     /// The versions served (ready).
-    versions: Vec<String>,
-    platform: String,
-    inputs: Vec<TensorMetadata>,
-    outputs: Vec<TensorMetadata>,
+    pub versions: Vec<String>,
+    pub platform: String,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
 }
 
 /// The answer of `GET /v2/models/{model}[/versions/{version}]/ready`.
@@ -69,9 +69,18 @@ pub async fn metadata(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
-    let ready = state.registry.ready_versions(&model)?;
-    let newest = state.registry.resolve(&model, None)?;
-    Ok(Json(describe(&newest, ready.iter().map(|m| m.version.to_string()).collect())))
+    Ok(Json(model_metadata(&state, &model, None)?))
+}
+
+/// A model's metadata: of `version`, or of the newest ready version with every version served.
+pub fn model_metadata(state: &AppState, model: &str, version: Option<u64>) -> Result<ModelMetadata, ApiError> {
+    if let Some(v) = version {
+        let loaded = state.registry.resolve(model, Some(v))?;
+        return Ok(describe(&loaded, vec![v.to_string()]));
+    }
+    let ready = state.registry.ready_versions(model)?;
+    let newest = state.registry.resolve(model, None)?;
+    Ok(describe(&newest, ready.iter().map(|m| m.version.to_string()).collect()))
 }
 
 /// `GET /v2/models/{model}/versions/{version}`
@@ -88,8 +97,7 @@ pub async fn version_metadata(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
     let v = parse_version(&model, &version)?;
-    let loaded = state.registry.resolve(&model, Some(v))?;
-    Ok(Json(describe(&loaded, vec![v.to_string()])))
+    Ok(Json(model_metadata(&state, &model, Some(v))?))
 }
 
 /// `GET /v2/models/{model}/ready`
@@ -129,48 +137,54 @@ pub async fn version_ready(
 /// One input or output in Triton's model configuration.
 #[derive(Serialize, ToSchema)]
 pub struct ConfigTensor {
-    name: String,
+    pub name: String,
     /// `TYPE_FP32`, `TYPE_INT64`, `TYPE_STRING` (BYTES), ...
-    data_type: String,
+    pub data_type: String,
     /// Without the batch dimension when `max_batch_size` > 0, as Triton.
-    dims: Vec<i64>,
+    pub dims: Vec<i64>,
 }
 
 /// Triton's `dynamic_batching`, present when requests are batched.
 #[derive(Serialize, ToSchema)]
 pub struct DynamicBatching {
-    max_queue_delay_microseconds: u64,
-    preferred_batch_size: Vec<u64>,
+    pub max_queue_delay_microseconds: u64,
+    pub preferred_batch_size: Vec<u64>,
 }
 
 /// Triton's `instance_group`: the model's parallel instances.
 #[derive(Serialize, ToSchema)]
 pub struct InstanceGroup {
-    name: String,
+    pub name: String,
     #[schema(example = "KIND_CPU")]
-    kind: &'static str,
-    count: usize,
+    pub kind: &'static str,
+    pub count: usize,
 }
 
 /// The answer of `GET /v2/models/{model}[/versions/{version}]/config`: Triton's JSON model
 /// configuration, as far as Lectern's model has its fields.
 #[derive(Serialize, ToSchema)]
 pub struct ModelConfiguration {
-    name: String,
+    pub name: String,
     /// `onnxruntime_onnx` for ONNX models, as Triton names them.
-    platform: String,
+    pub platform: String,
     /// The engine: `tract` or `onnxruntime`.
-    backend: String,
+    pub backend: String,
     /// `{"latest": {"num_versions": n}}` or `{"specific": {"versions": [..]}}`.
     #[schema(value_type = Object)]
-    version_policy: serde_json::Value,
-    max_batch_size: usize,
-    input: Vec<ConfigTensor>,
-    output: Vec<ConfigTensor>,
+    pub version_policy: serde_json::Value,
+    pub max_batch_size: usize,
+    pub input: Vec<ConfigTensor>,
+    pub output: Vec<ConfigTensor>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    dynamic_batching: Option<DynamicBatching>,
-    instance_group: Vec<InstanceGroup>,
-    default_model_filename: &'static str,
+    pub dynamic_batching: Option<DynamicBatching>,
+    pub instance_group: Vec<InstanceGroup>,
+    pub default_model_filename: &'static str,
+}
+
+/// Triton's configuration of `version` of `model`, or of its newest ready version.
+pub fn model_config(state: &AppState, model: &str, version: Option<u64>) -> Result<ModelConfiguration, ApiError> {
+    let loaded = state.registry.resolve(model, version)?;
+    Ok(configuration(&loaded))
 }
 
 fn configuration(model: &LoadedModel) -> ModelConfiguration {
@@ -234,8 +248,7 @@ pub async fn config(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelConfiguration>, ApiError> {
-    let loaded = state.registry.resolve(&model, None)?;
-    Ok(Json(configuration(&loaded)))
+    Ok(Json(model_config(&state, &model, None)?))
 }
 
 /// `GET /v2/models/{model}/versions/{version}/config`
@@ -252,6 +265,5 @@ pub async fn version_config(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<ModelConfiguration>, ApiError> {
     let v = parse_version(&model, &version)?;
-    let loaded = state.registry.resolve(&model, Some(v))?;
-    Ok(Json(configuration(&loaded)))
+    Ok(Json(model_config(&state, &model, Some(v))?))
 }

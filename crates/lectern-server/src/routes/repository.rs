@@ -27,13 +27,13 @@ pub struct IndexRequest {
 /// One row of the repository index.
 #[derive(Serialize, ToSchema)]
 pub struct IndexEntry {
-    name: String,
+    pub name: String,
     /// Absent for a model with no version at all.
     #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
+    pub version: Option<String>,
     #[schema(pattern = "^(READY|UNAVAILABLE)$")]
-    state: &'static str,
-    reason: String,
+    pub state: &'static str,
+    pub reason: String,
 }
 
 /// The answer of load and unload.
@@ -64,20 +64,24 @@ pub async fn index(
 ) -> Result<Json<Vec<IndexEntry>>, ApiError> {
     let bytes = read_body(body, &headers, state.settings.max_body_bytes).await?;
     let request: IndexRequest = optional_json(&bytes)?;
-    let rows = state
+    Ok(Json(repository_index(&state, &who, request.ready)))
+}
+
+/// Every model and version `who` may see, with its state (only the ready ones if `ready`).
+pub fn repository_index(state: &AppState, who: &Principal, ready: bool) -> Vec<IndexEntry> {
+    state
         .registry
         .index()
         .into_iter()
-        .filter(|row| !request.ready || row.ready)
-        .filter(|row| state.may_see(&who, &row.name))
+        .filter(|row| !ready || row.ready)
+        .filter(|row| state.may_see(who, &row.name))
         .map(|row| IndexEntry {
             name: row.name,
             version: row.version.map(|v| v.to_string()),
             state: if row.ready { "READY" } else { "UNAVAILABLE" },
             reason: row.reason,
         })
-        .collect();
-    Ok(Json(rows))
+        .collect()
 }
 
 /// `POST /v2/repository/models/{model}/load`: re-reads the model folder and loads it.
@@ -100,23 +104,35 @@ pub async fn load(
     let load = async {
         let bytes = read_decoded_body(body, &headers, state.settings.max_body_bytes).await?;
         let request: LoadRequest = optional_json(&bytes)?;
-        let change = match request.parameters.config {
+        let config = match request.parameters.config {
             None => None,
-            Some(Value::String(text)) => Some(config_change(&model, &text)?),
+            Some(Value::String(text)) => Some(text),
             Some(_) => {
                 return Err(ApiError::coded(ErrorCode::ModelLoadFailed, "the config override must be JSON text"))
             }
         };
-        Ok::<_, ApiError>(state.manager.load(&who.actor, &model, change.as_ref()).await?)
+        load_model(&state, &who, &model, config.as_deref()).await
     };
-    load.await.map_err(|mut e| {
-        // Triton's clients look for these words
-        if !e.message.starts_with("failed to load") {
-            e.message = format!("failed to load '{model}': {}", e.message);
-        }
-        e
-    })?;
+    load.await.map_err(|e| failed_to_load(&model, e))?;
     Ok(Json(Empty {}))
+}
+
+/// Loads (or reloads) `model` from the store, with Triton's configuration override `config`
+/// (JSON text) if given. Every error's message starts `failed to load '<model>'`.
+pub async fn load_model(state: &AppState, who: &Principal, model: &str, config: Option<&str>) -> Result<(), ApiError> {
+    let load = async {
+        let change = config.map(|text| config_change(model, text)).transpose()?;
+        Ok::<_, ApiError>(state.manager.load(&who.actor, model, change.as_ref()).await?)
+    };
+    load.await.map_err(|e| failed_to_load(model, e))
+}
+
+/// Triton's clients look for these words.
+fn failed_to_load(model: &str, mut e: ApiError) -> ApiError {
+    if !e.message.starts_with("failed to load") {
+        e.message = format!("failed to load '{model}': {}", e.message);
+    }
+    e
 }
 
 /// The body of `load`: Triton's, whose `parameters.config` may override the model's config.

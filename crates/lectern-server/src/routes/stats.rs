@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 /// A count and the nanoseconds those events took in all (Triton's `StatisticDuration`).
 #[derive(Serialize, ToSchema, Clone, Copy)]
 pub struct Duration {
-    count: u64,
-    ns: u64,
+    pub count: u64,
+    pub ns: u64,
 }
 
 impl From<TimeSum> for Duration {
@@ -30,50 +30,50 @@ impl From<TimeSum> for Duration {
 /// Per request: answered, failed, queued, and the three parts of the computation.
 #[derive(Serialize, ToSchema)]
 pub struct InferStatistics {
-    success: Duration,
-    fail: Duration,
-    queue: Duration,
-    compute_input: Duration,
-    compute_infer: Duration,
-    compute_output: Duration,
+    pub success: Duration,
+    pub fail: Duration,
+    pub queue: Duration,
+    pub compute_input: Duration,
+    pub compute_infer: Duration,
+    pub compute_output: Duration,
     /// Lectern has no response cache: always zero.
-    cache_hit: Duration,
-    cache_miss: Duration,
+    pub cache_hit: Duration,
+    pub cache_miss: Duration,
 }
 
 /// Per execution of one exact batch size.
 #[derive(Serialize, ToSchema)]
 pub struct InferBatchStatistics {
-    batch_size: u64,
-    compute_input: Duration,
-    compute_infer: Duration,
-    compute_output: Duration,
+    pub batch_size: u64,
+    pub compute_input: Duration,
+    pub compute_infer: Duration,
+    pub compute_output: Duration,
 }
 
 /// One model version's statistics.
 #[derive(Serialize, ToSchema)]
 pub struct ModelStatistics {
-    name: String,
-    version: String,
+    pub name: String,
+    pub version: String,
     /// Milliseconds since the Unix epoch of the last request answered (0: none yet).
-    last_inference: u64,
+    pub last_inference: u64,
     /// Rows inferred (a batch of 8 counts 8).
-    inference_count: u64,
+    pub inference_count: u64,
     /// Executions of the model (a batch counts 1).
-    execution_count: u64,
-    inference_stats: InferStatistics,
+    pub execution_count: u64,
+    pub inference_stats: InferStatistics,
     /// Triton's per-response statistics of decoupled models: always empty.
     #[schema(value_type = Object)]
-    response_stats: serde_json::Map<String, serde_json::Value>,
-    batch_stats: Vec<InferBatchStatistics>,
+    pub response_stats: serde_json::Map<String, serde_json::Value>,
+    pub batch_stats: Vec<InferBatchStatistics>,
     /// Triton's per-device memory; empty.
-    memory_usage: Vec<serde_json::Value>,
+    pub memory_usage: Vec<serde_json::Value>,
 }
 
 /// The answer of the statistics routes.
 #[derive(Serialize, ToSchema)]
 pub struct Statistics {
-    model_stats: Vec<ModelStatistics>,
+    pub model_stats: Vec<ModelStatistics>,
 }
 
 fn statistics(model: &LoadedModel) -> ModelStatistics {
@@ -117,15 +117,7 @@ pub async fn all(
     State(state): State<Arc<AppState>>,
     who: Option<Extension<Principal>>,
 ) -> Result<Json<Statistics>, ApiError> {
-    let who = state.caller(who);
-    let mut names: Vec<String> = state.registry.index().into_iter().map(|row| row.name).collect();
-    names.dedup();
-    let mut model_stats = Vec::new();
-    for name in names.iter().filter(|n| state.may_see(&who, n)) {
-        // a model removed since the index was read is left out
-        model_stats.extend(state.registry.ready_versions(name).unwrap_or_default().iter().map(|m| statistics(m)));
-    }
-    Ok(Json(Statistics { model_stats }))
+    Ok(Json(model_statistics(&state, &state.caller(who), None, None)?))
 }
 
 /// `GET /v2/models/{model}/stats`: every ready version of the model.
@@ -138,15 +130,10 @@ pub async fn all(
     ))]
 pub async fn model(
     State(state): State<Arc<AppState>>,
+    who: Option<Extension<Principal>>,
     Path(model): Path<String>,
 ) -> Result<Json<Statistics>, ApiError> {
-    let ready = state.registry.ready_versions(&model)?;
-    if ready.is_empty() {
-        // the reason it is not ready; a version that became ready since is read again
-        let newest = state.registry.resolve(&model, None)?;
-        return Ok(Json(Statistics { model_stats: vec![statistics(&newest)] }));
-    }
-    Ok(Json(Statistics { model_stats: ready.iter().map(|m| statistics(m)).collect() }))
+    Ok(Json(model_statistics(&state, &state.caller(who), Some(&model), None)?))
 }
 
 /// `GET /v2/models/{model}/versions/{version}/stats`
@@ -160,9 +147,43 @@ pub async fn model(
     ))]
 pub async fn version(
     State(state): State<Arc<AppState>>,
+    who: Option<Extension<Principal>>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Statistics>, ApiError> {
     let v = parse_version(&model, &version)?;
-    let loaded = state.registry.resolve(&model, Some(v))?;
-    Ok(Json(Statistics { model_stats: vec![statistics(&loaded)] }))
+    Ok(Json(model_statistics(&state, &state.caller(who), Some(&model), Some(v))?))
+}
+
+/// The statistics of `version` of `model`; of every ready version of `model` without a
+/// version; of every ready version of every model `who` may see without a model.
+pub fn model_statistics(
+    state: &AppState,
+    who: &Principal,
+    model: Option<&str>,
+    version: Option<u64>,
+) -> Result<Statistics, ApiError> {
+    let Some(model) = model else {
+        let mut names: Vec<String> = state.registry.index().into_iter().map(|row| row.name).collect();
+        names.dedup();
+        let mut model_stats = Vec::new();
+        for name in names.iter().filter(|n| state.may_see(who, n)) {
+            // a model removed since the index was read is left out
+            model_stats.extend(state.registry.ready_versions(name).unwrap_or_default().iter().map(|m| statistics(m)));
+        }
+        return Ok(Statistics { model_stats });
+    };
+    if !state.may_see(who, model) {
+        return Err(lectern_runtime::RuntimeError::ModelNotFound(model.to_string()).into());
+    }
+    if version.is_some() {
+        let loaded = state.registry.resolve(model, version)?;
+        return Ok(Statistics { model_stats: vec![statistics(&loaded)] });
+    }
+    let ready = state.registry.ready_versions(model)?;
+    if ready.is_empty() {
+        // the reason it is not ready; a version that became ready since is read again
+        let newest = state.registry.resolve(model, None)?;
+        return Ok(Statistics { model_stats: vec![statistics(&newest)] });
+    }
+    Ok(Statistics { model_stats: ready.iter().map(|m| statistics(m)).collect() })
 }

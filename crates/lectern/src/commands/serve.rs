@@ -40,12 +40,19 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let config = ConfigFile::read(settings.config.as_deref())?;
     let job_defs = lectern_jobs::parse_config(&config.text, &config.name)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let tls_on = tls.is_some();
     std::fs::create_dir_all(&settings.data)
         .with_context(|| format!("cannot create data folder {}", settings.data.display()))?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
+    let grpc_listener = match &settings.grpc_listen {
+        Some(grpc) => Some(
+            tokio::net::TcpListener::bind(grpc).await.with_context(|| format!("cannot listen for gRPC on {grpc}"))?,
+        ),
+        None => None,
+    };
     let (manager, folder, source) = open_models(&settings).await?;
     let registry = manager.registry().clone();
     let cluster = match &settings.cluster {
@@ -92,6 +99,15 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         max_connections,
     };
     tracing::debug!(?limits, "connection limits");
+    let grpc = match grpc_listener {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            let grpc = lectern_grpc::GrpcSettings { max_message_bytes: settings.max_body_bytes, max_connections };
+            let served = lectern_grpc::serve(listener, tls.clone(), state.clone(), grpc, shutdown_signal());
+            Some((address, tokio::spawn(served)))
+        }
+        None => None,
+    };
     let server = tokio::spawn(crate::listen::serve(listener, tls, app, limits, shutdown_signal()));
     if let Some(folder) = &folder {
         let imported = manager.import_folder(folder).await?;
@@ -122,9 +138,17 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     }
     state.ready.store(true, Ordering::Release);
     tracing::info!(%address, %scheme, models = %settings.models.display(), "ready");
+    if let Some((grpc_address, _)) = &grpc {
+        // before the HTTP line, which tells a watcher that the server is up
+        tracing::info!(address = %grpc_address, tls = tls_on, "gRPC ready");
+        println!("lectern gRPC listening on {grpc_address}");
+    }
     println!("lectern listening on {scheme}://{address}");
     std::io::stdout().flush().ok();
     let served = server.await;
+    if let Some((_, grpc)) = grpc {
+        grpc.await.context("gRPC server task failed")?.context("gRPC server failed")?;
+    }
     jobs.stop().await;
     served.context("server task failed")?.context("server failed")?;
     tracing::info!("stopped");

@@ -1,0 +1,127 @@
+//! The HTTP access gate (`lectern_server::gate::admit`) in front of the gRPC methods: the same
+//! credentials (`authorization: Bearer ...` or `x-api-key` metadata), roles, rate limit and
+//! `--open-inference`, with each method's access declared once, here.
+
+use crate::status::code_of;
+use lectern_core::ErrorCode;
+use lectern_server::gate::{admit, Access, AccessTable};
+use lectern_server::AppState;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::Status;
+
+/// The service's path prefix: `/<package>.<service>/<method>`.
+pub const SERVICE: &str = "/inference.GRPCInferenceService/";
+
+/// Who may call each method, as the matching HTTP route. Undeclared methods (Triton's shared
+/// memory, trace and log settings) need a credential once checks apply, then are UNIMPLEMENTED.
+pub const METHODS: [(&str, Access); 12] = [
+    ("ServerLive", Access::Open),
+    ("ServerReady", Access::Open),
+    ("ServerMetadata", Access::Open),
+    ("ModelReady", Access::Client),
+    ("ModelMetadata", Access::Client),
+    ("ModelConfig", Access::Client),
+    ("ModelStatistics", Access::Client),
+    ("ModelInfer", Access::Client),
+    ("ModelStreamInfer", Access::Client),
+    ("RepositoryIndex", Access::Trainer),
+    ("RepositoryModelLoad", Access::Trainer),
+    ("RepositoryModelUnload", Access::Trainer),
+];
+
+/// The access table of [`METHODS`] (gRPC calls are HTTP/2 POSTs to `/<service>/<method>`).
+pub fn table() -> AccessTable {
+    let paths: Vec<String> = METHODS.iter().map(|(method, _)| format!("{SERVICE}{method}")).collect();
+    AccessTable::new(paths.iter().zip(METHODS).map(|(path, (_, access))| (path.as_str(), http::Method::POST, access)))
+}
+
+/// The gate as a tower layer around tonic's routes.
+#[derive(Clone)]
+pub struct GateLayer {
+    pub state: Arc<AppState>,
+    pub table: Arc<AccessTable>,
+}
+
+impl<S> tower_layer::Layer<S> for GateLayer {
+    type Service = Gated<S>;
+
+    fn layer(&self, inner: S) -> Gated<S> {
+        Gated { inner, state: self.state.clone(), table: self.table.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Gated<S> {
+    inner: S,
+    state: Arc<AppState>,
+    table: Arc<AccessTable>,
+}
+
+type Answer = http::Response<tonic::body::Body>;
+
+impl<S, B> tower_service::Service<http::Request<B>> for Gated<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = Answer, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Answer;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // the clone is not ready: keep the ready one for this call (tower's rule)
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (state, table) = (self.state.clone(), self.table.clone());
+        Box::pin(async move {
+            match admit(&state, &table, request).await {
+                Ok(request) => inner.call(request).await,
+                Err(refused) => Ok(refusal(refused).await),
+            }
+        })
+    }
+}
+
+/// The gate's HTTP refusal (`{"error", "code"}` with 401, 403 or 429) as a gRPC status.
+async fn refusal(refused: axum::response::Response) -> Answer {
+    let http_status = refused.status().as_u16();
+    let body = axum::body::to_bytes(refused.into_body(), 64 * 1024).await.unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let message = json["error"].as_str().unwrap_or("refused").to_string();
+    let code = json["code"].as_str().and_then(|name| ErrorCode::ALL.iter().copied().find(|c| c.name() == name));
+    let code = code.unwrap_or_else(|| ErrorCode::for_status(http_status));
+    Status::new(code_of(http_status, code), message).into_http()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_of_the_proto_is_declared_once() {
+        let proto = include_str!("../proto/inference.proto");
+        let declared: Vec<&str> =
+            proto.lines().filter_map(|l| l.trim().strip_prefix("rpc ")).map(|l| l.split('(').next().unwrap()).collect();
+        let listed: Vec<&str> = METHODS.iter().map(|(m, _)| *m).collect();
+        let (mut a, mut b) = (declared.clone(), listed.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        let t = table();
+        assert_eq!(t.access(&http::Method::POST, "/inference.GRPCInferenceService/ModelInfer"), Some(Access::Client));
+        assert_eq!(
+            t.access(&http::Method::POST, "/inference.GRPCInferenceService/RepositoryModelLoad"),
+            Some(Access::Trainer)
+        );
+        assert_eq!(t.access(&http::Method::POST, "/inference.GRPCInferenceService/SystemSharedMemoryStatus"), None);
+    }
+}

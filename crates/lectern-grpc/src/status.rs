@@ -1,0 +1,71 @@
+//! Errors as gRPC statuses: the one mapping from Lectern's errors (already classified for HTTP
+//! by `lectern_server::ApiError`) to gRPC codes, as Triton maps its own.
+
+use lectern_core::ErrorCode;
+use lectern_server::ApiError;
+use tonic::{Code, Status};
+
+/// The metadata key carrying Lectern's error code (`model_not_found`, `queue_full`, ...).
+pub const ERROR_CODE_KEY: &str = "lectern-error-code";
+
+/// The gRPC code of an HTTP status (and of the codes that read differently over gRPC).
+pub fn code_of(status: u16, code: ErrorCode) -> Code {
+    if code == ErrorCode::ModelNotReady {
+        // Triton: a model that exists but is not ready is UNAVAILABLE
+        return Code::Unavailable;
+    }
+    match status {
+        400 | 415 | 422 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        405 | 501 => Code::Unimplemented,
+        408 | 504 => Code::DeadlineExceeded,
+        409 => Code::AlreadyExists,
+        412 => Code::FailedPrecondition,
+        413 | 429 => Code::ResourceExhausted,
+        503 => Code::Unavailable,
+        499 => Code::Cancelled,
+        500..=599 => Code::Internal,
+        _ => Code::Unknown,
+    }
+}
+
+/// The status of an error, with its message and Lectern's code in the metadata.
+pub fn status(error: ApiError) -> Status {
+    let mut status = Status::new(code_of(error.status.as_u16(), error.code), error.message);
+    if let Ok(value) = error.code.name().parse() {
+        status.metadata_mut().insert(ERROR_CODE_KEY, value);
+    }
+    status
+}
+
+/// Converts any error the HTTP layer can answer into a status.
+pub fn from<E: Into<ApiError>>(error: E) -> Status {
+    status(error.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_of_the_error_table_has_a_grpc_code() {
+        for code in ErrorCode::ALL {
+            let grpc = code_of(code.status(), *code);
+            assert_ne!(grpc, Code::Unknown, "{code}");
+            assert_ne!(grpc, Code::Ok, "{code}");
+        }
+        assert_eq!(code_of(404, ErrorCode::ModelNotFound), Code::NotFound);
+        assert_eq!(code_of(400, ErrorCode::ModelNotReady), Code::Unavailable);
+        assert_eq!(code_of(413, ErrorCode::ModelNotFound), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn a_status_carries_the_message_and_the_code() {
+        let s = status(lectern_runtime::RuntimeError::ModelNotFound("m".into()).into());
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().contains("'m'"), "{}", s.message());
+        assert_eq!(s.metadata().get(ERROR_CODE_KEY).unwrap(), "model_not_found");
+    }
+}
