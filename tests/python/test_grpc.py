@@ -269,6 +269,18 @@ def test_messages_over_the_body_limit_are_resource_exhausted_even_compressed(cli
     check_sums(client.infer("simple", simple_inputs()))
 
 
+def test_bytes_that_are_not_a_message_are_invalid_argument(grpc_server, client):
+    channel = grpc.insecure_channel(grpc_server.grpc_host_port)
+    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                               request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    for garbage in [b"\xff\xff\xff\xff", b"\x0a\x05ab"]:
+        with pytest.raises(grpc.RpcError) as e:
+            call(garbage)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+    channel.close()
+    assert client.is_server_live()
+
+
 def test_grpc_is_off_unless_asked_for(server):
     assert not any(line.startswith("lectern gRPC") for line in server.stdout_lines)
 

@@ -4,7 +4,7 @@
 
 use crate::status::code_of;
 use lectern_core::ErrorCode;
-use lectern_server::gate::{admit, Access, AccessTable};
+use lectern_server::gate::{admit, percent_decoded, Access, AccessTable};
 use lectern_server::AppState;
 use std::convert::Infallible;
 use std::future::Future;
@@ -84,12 +84,39 @@ where
         let (state, table) = (self.state.clone(), self.table.clone());
         Box::pin(async move {
             match admit(&state, &table, request).await {
-                Ok(request) => inner.call(request).await,
+                Ok(request) => inner.call(request).await.map(client_errors_recoded),
                 Err(refused) => Ok(refusal(refused).await),
             }
         })
     }
 }
+
+/// tonic answers a few client errors, before the call starts (trailers-only answers), with
+/// codes that blame the server: a message over the size limit is OUT_OF_RANGE (gRPC's own
+/// servers, Triton among them, say RESOURCE_EXHAUSTED), and a message that does not decode or
+/// inflate is INTERNAL (it is INVALID_ARGUMENT: the client sent it). These are recoded here.
+fn client_errors_recoded(mut answer: Answer) -> Answer {
+    let headers = answer.headers_mut();
+    let (Some(code), Some(message)) = (headers.get("grpc-status"), headers.get("grpc-message")) else {
+        return answer;
+    };
+    if !matches!(code.as_bytes(), b"11" | b"13") {
+        return answer;
+    }
+    // grpc-message is percent-encoded
+    let message = percent_decoded(message.to_str().unwrap_or_default());
+    let recoded = match code.as_bytes() {
+        b"11" if message.starts_with("Error, decoded message length too large") => "8",
+        b"13" if CLIENT_ERRORS.iter().any(|prefix| message.starts_with(prefix)) => "3",
+        _ => return answer,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from_static(recoded));
+    answer
+}
+
+/// The beginnings of tonic's and prost's messages for a request that cannot be read.
+const CLIENT_ERRORS: [&str; 3] =
+    ["Error decompressing", "protocol error: received message", "failed to decode Protobuf message"];
 
 /// The gate's HTTP refusal (`{"error", "code"}` with 401, 403 or 429) as a gRPC status.
 async fn refusal(refused: axum::response::Response) -> Answer {
