@@ -64,10 +64,10 @@ NOT_APPLICABLE = {
 EXTRA = ["grpc_explicit_int_content_client.py", "grpc_explicit_int8_content_client.py",
          "grpc_explicit_byte_content_client.py"]
 
-# Bundled models beside the examples' three: four for the HTTP model-control example's seven,
+# Bundled models beside the examples' four: three for the HTTP model-control example's seven,
 # one more for the gRPC one's eight.
-BUNDLED = ["iris-logreg", "iris-forest", "cancer-tree", "digits-mlp"]
-GRPC_EXTRA_MODEL = "cancer-scaled-logreg"
+BUNDLED = ["iris-logreg", "iris-forest", "cancer-tree"]
+GRPC_EXTRA_MODEL = "digits-mlp"
 
 
 def run_examples(examples: Path, names: list[str], server: LecternServer, url: str) -> int:

@@ -1,9 +1,9 @@
 """The models of Triton's client examples, rebuilt as ONNX files with onnx.helper.
 
-Triton's `simple_*` client examples talk to three models of Triton's own test repository:
+Triton's `simple_*` client examples talk to four models of Triton's own test repository:
 `simple` (INT32 INPUT0 + INPUT1 -> OUTPUT0, INPUT0 - INPUT1 -> OUTPUT1, 16 per row, batches of
-up to 8), `simple_string` (the same on BYTES holding decimal numbers) and `simple_identity`
-(BYTES in, the same out). `write_triton_models(folder)` writes them as a Lectern repository.
+up to 8), `simple_int8` (the same on INT8), `simple_string` (the same on BYTES holding decimal
+numbers) and `simple_identity` (BYTES in, the same out). `write_triton_models(folder)` writes them as a Lectern repository.
 """
 from __future__ import annotations
 
@@ -26,14 +26,13 @@ def _io(names, kind):
     return [helper.make_tensor_value_info(n, kind, ["N", 16]) for n in names]
 
 
-def simple(folder: Path):
+def simple(folder: Path, name: str = "simple", kind=TensorProto.INT32):
     nodes = [
         helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
     ]
-    graph = helper.make_graph(nodes, "simple", _io(["INPUT0", "INPUT1"], TensorProto.INT32),
-                              _io(["OUTPUT0", "OUTPUT1"], TensorProto.INT32))
-    _save(folder, "simple", graph, "max_batch_size = 8\n")
+    graph = helper.make_graph(nodes, name, _io(["INPUT0", "INPUT1"], kind), _io(["OUTPUT0", "OUTPUT1"], kind))
+    _save(folder, name, graph, "max_batch_size = 8\n")
 
 
 def simple_string(folder: Path):
@@ -59,6 +58,7 @@ def simple_identity(folder: Path):
 def write_triton_models(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     simple(folder)
+    simple(folder, "simple_int8", TensorProto.INT8)
     simple_string(folder)
     simple_identity(folder)
     return folder
