@@ -163,7 +163,7 @@ def test_statistics_count_requests_rows_executions_and_failures(client, triton_s
     version = client.get_inference_statistics(model_name="simple", model_version="1")["model_stats"]
     assert [v["version"] for v in version] == ["1"]
     every = client.get_inference_statistics()["model_stats"]
-    assert {m["name"] for m in every} == {"simple", "simple_string", "simple_identity"}
+    assert {m["name"] for m in every} == {"simple", "simple_int8", "simple_string", "simple_identity"}
 
 
 def test_statistics_of_unknown_models_and_versions_are_404(triton_server):
