@@ -84,7 +84,7 @@ else:
     sys.exit(f"no answer: {last}")
 labels = []
 for i, out in enumerate(answer.outputs):
-    if out.name in ("label", "predict"):
+    if out.name in ("output_label", "label", "predict"):
         raw = answer.raw_output_contents[i] if answer.raw_output_contents else None
         if raw is not None:
             labels = np.frombuffer(raw, dtype={"INT64": "<i8", "INT32": "<i4"}[out.datatype]).tolist()
@@ -156,7 +156,7 @@ for s in $SERVERS; do
         cpu1="$(group_cpu_ticks "$SERVER_PID")"; t1="$(date +%s.%N)"
         cat "$out" >&2
         RPS[$s]="$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' "$out")"
-        MEAN[$s]="$(awk '/^time for request:/ { v = $5; if (v ~ /ms$/) { sub(/ms$/, "", v); v *= 1000 } else if (v ~ /us$/) { sub(/us$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000000 } print v }' "$out")"
+        MEAN[$s]="$(awk '/^time for request:/ { v = $6; if (v ~ /ms$/) { sub(/ms$/, "", v); v *= 1000 } else if (v ~ /us$/) { sub(/us$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000000 } print v }' "$out")"
         failed="$(sed -n 's/^requests: .* \([0-9]*\) failed.*/\1/p' "$out")"
         [ "${failed:-0}" = 0 ] || NOTE[$s]="$failed failed"
     fi
