@@ -284,3 +284,36 @@ def test_warmup_samples_run_before_ready_and_are_not_counted(start_server):
         {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": list(range(16))},
         {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": [1] * 16}]})
     assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [i + 1 for i in range(16)]
+
+
+def test_warmup_from_a_request_file_of_the_model_folder(start_server):
+    """`[[warmup]] file = "..."`: the folder import reads the V2 request and stores it inline as
+    `request`; its inputs are the sample (a wrong one keeps the version from serving)."""
+    request = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [2, 16], "data": [1] * 32},
+                          {"name": "INPUT1", "datatype": "INT32", "shape": [2, 16], "data": [2] * 32}]}
+    wrong = {"inputs": [{"name": "NOPE", "datatype": "INT32", "shape": [1, 16], "data": [1] * 16}]}
+
+    def prepare(models):
+        write_triton_models(models)
+        (models / "simple" / "warmup.json").write_text(json.dumps(request))
+        with open(models / "simple" / "config.toml", "a") as f:
+            f.write('\n[[warmup]]\nfile = "warmup.json"\ncount = 2\n')
+        (models / "simple_int8" / "warmup.json").write_text(json.dumps(wrong))
+        with open(models / "simple_int8" / "config.toml", "a") as f:
+            f.write('\n[[warmup]]\nfile = "warmup.json"\n')
+        with open(models / "simple_string" / "config.toml", "a") as f:
+            f.write('\n[[warmup]]\nfile = "missing.json"\n')
+
+    srv = start_server(prepare=prepare)
+    index = {r["name"]: r for r in srv.post("/v2/repository/index").json()}
+    assert index["simple"]["state"] == "READY", index["simple"]
+    assert index["simple_int8"]["state"] == "UNAVAILABLE" and "warmup failed" in index["simple_int8"]["reason"]
+    assert index["simple_string"]["state"] == "UNAVAILABLE" and "'missing.json' was not read" in index["simple_string"]["reason"]
+    # the store keeps the request itself; the API shows it and takes it back unchanged
+    model = srv.get("/v1/models/simple").json()
+    assert "file" not in model["config"]["warmup"][0]
+    assert json.loads(model["config"]["warmup"][0]["request"]) == request
+    put = requests.put(f"{srv.url}/v1/models/simple/config", json={"config": model["config"]}, timeout=30)
+    assert put.status_code == 200, put.text
+    stats = srv.get("/v2/models/simple/stats").json()["model_stats"][0]
+    assert stats["inference_count"] == 0

@@ -122,7 +122,8 @@ pub struct ModelConfig {
     pub warmup: Vec<WarmupSpec>,
 }
 
-/// One warmup sample: every input filled with zeros or random values at its declared shape.
+/// One warmup sample: every input filled with zeros or random values at its declared shape,
+/// or a V2 inference request (`request`, JSON text; a folder's `file` becomes one at import).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmupSpec {
@@ -134,7 +135,17 @@ pub struct WarmupSpec {
     /// Runs of the sample per instance (default 1).
     #[serde(default = "one")]
     pub count: usize,
+    /// A V2 inference request body (JSON, no binary part) whose inputs are the sample.
+    #[serde(default)]
+    pub request: Option<String>,
+    /// In a model folder's config: a file of the folder holding such a request. The folder
+    /// import replaces it with `request` (the store keeps no files beside the config).
+    #[serde(default)]
+    pub file: Option<String>,
 }
+
+/// Largest warmup request (`request`, or a folder's `file`), in bytes.
+pub const MAX_WARMUP_REQUEST_BYTES: usize = 1 << 20;
 
 fn one() -> usize {
     1
@@ -280,6 +291,16 @@ impl ModelConfig {
         for w in &self.warmup {
             if !(1..=4096).contains(&w.batch_size) || !(1..=100).contains(&w.count) {
                 return Err("a [[warmup]] sample's batch_size must be 1 to 4096 and its count 1 to 100".into());
+            }
+            if let Some(file) = &w.file {
+                return Err(format!(
+                    "the [[warmup]] file '{file}' was not read: a file is read by the model folder's import \
+                     (a missing or unreadable file, or one over {MAX_WARMUP_REQUEST_BYTES} bytes, stays unread); \
+                     through the API give the request itself as `request`"
+                ));
+            }
+            if w.request.as_ref().is_some_and(|r| r.len() > MAX_WARMUP_REQUEST_BYTES) {
+                return Err(format!("a [[warmup]] request is larger than {MAX_WARMUP_REQUEST_BYTES} bytes"));
             }
         }
         if self.replicas == Some(0) {

@@ -12,7 +12,7 @@ pub mod time;
 
 pub use config::{
     BatchingMode, ColorMode, ConfigChange, ConfigError, ImageLayout, ImageSpec, ModelConfig, TensorSpec, VersionPolicy,
-    WarmupInputs, WarmupSpec,
+    WarmupInputs, WarmupSpec, MAX_WARMUP_REQUEST_BYTES,
 };
 pub use error::{Coded, ErrorCode, ErrorType};
 pub use protocol::{

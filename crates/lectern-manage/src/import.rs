@@ -6,7 +6,7 @@ use crate::manager::release_artifact;
 use crate::objects::{sha256, Objects};
 use crate::ManageError;
 use bytes::Bytes;
-use lectern_core::ModelConfig;
+use lectern_core::{ModelConfig, MAX_WARMUP_REQUEST_BYTES};
 use lectern_runtime::source::{read_version_file, version_folders, SourceError};
 use lectern_store::{NewVersion, Store};
 use std::collections::BTreeMap;
@@ -103,6 +103,39 @@ pub(crate) fn store_config(text: &str) -> String {
     }
 }
 
+/// The config with each `[[warmup]]` sample's `file` (a V2 request in the model folder)
+/// replaced by its text as `request`. A file that cannot be read (missing, outside the folder,
+/// over [`MAX_WARMUP_REQUEST_BYTES`], not UTF-8) stays a `file`: the config then refuses to
+/// load and says so. Text that is not TOML, or has no such sample, is kept as written.
+fn inline_warmup_files(text: &str, folder: &Path) -> String {
+    let Ok(mut table) = text.parse::<toml::Table>() else { return text.to_string() };
+    let Some(toml::Value::Array(samples)) = table.get_mut("warmup") else { return text.to_string() };
+    let mut changed = false;
+    for sample in samples.iter_mut().filter_map(toml::Value::as_table_mut) {
+        let Some(toml::Value::String(file)) = sample.get("file") else { continue };
+        let Some(request) = read_warmup_file(folder, file) else { continue };
+        sample.remove("file");
+        sample.insert("request".into(), toml::Value::String(request));
+        changed = true;
+    }
+    if !changed {
+        return text.to_string();
+    }
+    toml::to_string(&table).unwrap_or_else(|_| text.into())
+}
+
+fn read_warmup_file(folder: &Path, file: &str) -> Option<String> {
+    let path = Path::new(file);
+    // a name inside the model folder only
+    if path.is_absolute() || path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(folder.join(path)).ok()?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_WARMUP_REQUEST_BYTES as u64 + 1), &mut bytes).ok()?;
+    (bytes.len() <= MAX_WARMUP_REQUEST_BYTES).then(|| String::from_utf8(bytes).ok()).flatten()
+}
+
 async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
     let folder = folder.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -116,6 +149,7 @@ async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
             .ok()
             .and_then(|c| c.labels)
             .and_then(|file| std::fs::read_to_string(folder.join(file)).ok());
+        let config = inline_warmup_files(&config, &folder);
         let versions = version_folders(&folder).map_err(|source| SourceError::Io {
             action: "list",
             path: folder.clone(),
@@ -134,6 +168,31 @@ async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warmup_files_are_inlined_as_requests_and_unreadable_ones_stay_files() {
+        let dir = std::env::temp_dir().join(format!("lectern-warmup-import-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let request = r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}"#;
+        std::fs::write(dir.join("sample.json"), request).unwrap();
+        std::fs::write(dir.join("big.json"), vec![b' '; MAX_WARMUP_REQUEST_BYTES + 1]).unwrap();
+        let config = "max_batch_size = 4\n[[warmup]]\nfile = \"sample.json\"\ncount = 2\n[[warmup]]\ninputs = \"zeros\"\n\
+                      [[warmup]]\nfile = \"missing.json\"\n[[warmup]]\nfile = \"../sample.json\"\n[[warmup]]\nfile = \"big.json\"\n";
+        let inlined = inline_warmup_files(config, &dir);
+        let parsed = ModelConfig::parse(&inlined.replace("file = ", "# file = "), "config.toml").unwrap();
+        assert_eq!(parsed.warmup[0].request.as_deref(), Some(request));
+        assert_eq!(parsed.warmup[0].count, 2);
+        assert_eq!(parsed.warmup[1].request, None);
+        let table: toml::Table = inlined.parse().unwrap();
+        let files: Vec<&str> = table["warmup"].as_array().unwrap().iter().filter_map(|w| w.get("file")?.as_str()).collect();
+        assert_eq!(files, ["missing.json", "../sample.json", "big.json"]);
+        let refused = ModelConfig::parse(&inlined, "config.toml").unwrap_err().to_string();
+        assert!(refused.contains("'missing.json' was not read"), "{refused}");
+        // no file, or not TOML: the text as written
+        assert_eq!(inline_warmup_files("max_batch_size = 4 # kept\n", &dir), "max_batch_size = 4 # kept\n");
+        assert_eq!(inline_warmup_files("not toml [", &dir), "not toml [");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_stored_config_has_no_labels_file_and_keeps_everything_else() {

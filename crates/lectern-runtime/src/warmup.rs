@@ -19,6 +19,9 @@ pub fn samples(
     specs
         .iter()
         .map(|spec| {
+            if let Some(request) = &spec.request {
+                return Ok((from_request(request)?, spec.count));
+            }
             let mut budget = MAX_ELEMENTS;
             let inputs = signature
                 .inputs
@@ -47,6 +50,17 @@ pub fn samples(
             Ok((inputs, spec.count))
         })
         .collect()
+}
+
+/// The inputs of a V2 request (JSON text), at most [`MAX_ELEMENTS`] elements in all.
+fn from_request(request: &str) -> Result<Vec<Tensor>, String> {
+    let decoded =
+        lectern_core::decode_request(request.as_bytes(), None).map_err(|e| format!("the warmup request: {e}"))?;
+    let elements: usize = decoded.inputs.iter().map(|t| t.data.len()).sum();
+    if elements > MAX_ELEMENTS {
+        return Err(format!("the warmup request is larger than {MAX_ELEMENTS} elements"));
+    }
+    Ok(decoded.inputs)
 }
 
 fn fill(datatype: DataType, n: usize, inputs: WarmupInputs, seed: &mut u64) -> TensorData {
@@ -85,7 +99,7 @@ mod tests {
             inputs: vec![info("x", DataType::F32, &[-1, 4]), info("t", DataType::Bytes, &[-1, -1])],
             outputs: vec![],
         };
-        let spec = |inputs, batch_size, count| WarmupSpec { inputs, batch_size, count };
+        let spec = |inputs, batch_size, count| WarmupSpec { inputs, batch_size, count, request: None, file: None };
         let out =
             samples(&signature, 8, &[spec(WarmupInputs::Zeros, 3, 2), spec(WarmupInputs::Random, 50, 1)]).unwrap();
         assert_eq!(out.len(), 2);
@@ -101,5 +115,23 @@ mod tests {
         assert_eq!(samples(&signature, 0, &[spec(WarmupInputs::Zeros, 5, 1)]).unwrap()[0].0[0].shape, vec![1, 4]);
         let huge = Signature { inputs: vec![info("x", DataType::F32, &[-1, 1 << 20, 1 << 20])], outputs: vec![] };
         assert!(samples(&huge, 8, &[spec(WarmupInputs::Zeros, 1, 1)]).unwrap_err().contains("larger than"));
+    }
+
+    #[test]
+    fn a_request_sample_is_its_inputs() {
+        let signature = Signature { inputs: vec![info("x", DataType::F32, &[-1, 2])], outputs: vec![] };
+        let request = r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 2]}]}"#;
+        let spec = WarmupSpec {
+            inputs: WarmupInputs::Zeros,
+            batch_size: 1,
+            count: 3,
+            request: Some(request.into()),
+            file: None,
+        };
+        let out = samples(&signature, 8, &[spec.clone()]).unwrap();
+        assert_eq!(out[0].1, 3);
+        assert_eq!(out[0].0[0].data, TensorData::F32(vec![0.5, 2.0]));
+        let bad = WarmupSpec { request: Some("{\"inputs\": 3}".into()), ..spec };
+        assert!(samples(&signature, 8, &[bad]).unwrap_err().starts_with("the warmup request:"));
     }
 }
