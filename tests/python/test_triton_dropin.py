@@ -315,5 +315,9 @@ def test_warmup_from_a_request_file_of_the_model_folder(start_server):
     assert json.loads(model["config"]["warmup"][0]["request"]) == request
     put = requests.put(f"{srv.url}/v1/models/simple/config", json={"config": model["config"]}, timeout=30)
     assert put.status_code == 200, put.text
+    with_file = dict(model["config"], warmup=[{"file": "warmup.json"}])
+    put = requests.put(f"{srv.url}/v1/models/simple/config", json={"config": with_file}, timeout=30)
+    assert put.status_code == 400 and "was not read" in put.json()["error"], put.text
+    assert srv.get("/v1/models/simple").json()["config"]["warmup"][0]["request"]
     stats = srv.get("/v2/models/simple/stats").json()["model_stats"][0]
     assert stats["inference_count"] == 0
