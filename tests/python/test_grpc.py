@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import shutil
 import socket
+import time
 
 import grpc
 import numpy as np
@@ -141,19 +142,31 @@ def test_typed_contents_as_the_explicit_content_examples_send_them(stub):
     assert np.array_equal(np.frombuffer(answer.raw_output_contents[1], dtype="<i4"), np.zeros(16))
 
 
-@pytest.mark.parametrize("request_, words", [
-    (typed_request(int_contents=list(range(15))), "needs 16 elements but 15"),
-    (typed_request(fp32_contents=[1.0] * 16), "int_contents, not fp32_contents"),
-    (typed_request("INT99", int_contents=list(range(16))), "INT99"),
-    (typed_request(shape=(1, -16), int_contents=list(range(16))), "negative"),
-    (typed_request(), "has no data"),
-    (service_pb2.ModelInferRequest(model_name="simple"), "no inputs"),
-    (service_pb2.ModelInferRequest(model_name="simple", model_version="x"), "no version 'x'"),
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def many_inputs(n):
+    request = service_pb2.ModelInferRequest(model_name="simple")
+    for _ in range(n):
+        request.inputs.add()
+    return request
+
+
+@pytest.mark.parametrize("request_, code, words", [
+    (typed_request(int_contents=list(range(15))), INVALID, "needs 16 elements but 15"),
+    (typed_request(fp32_contents=[1.0] * 16), INVALID, "int_contents, not fp32_contents"),
+    (typed_request("INT99", int_contents=list(range(16))), INVALID, "INT99"),
+    (typed_request(shape=(1, -16), int_contents=list(range(16))), INVALID, "negative"),
+    (typed_request(), INVALID, "has no data"),
+    (service_pb2.ModelInferRequest(model_name="simple"), INVALID, "no inputs"),
+    (service_pb2.ModelInferRequest(model_name="simple", model_version="x"), grpc.StatusCode.NOT_FOUND, "no version 'x'"),
+    # 2 bytes each on the wire, hundreds in memory: refused before the message is decoded
+    (many_inputs(200_000), INVALID, "top-level fields"),
 ])
-def test_malformed_messages_are_invalid_argument_with_the_reason(stub, client, request_, words):
+def test_malformed_messages_are_refused_with_the_reason(stub, client, request_, code, words):
     with pytest.raises(grpc.RpcError) as e:
         stub.ModelInfer(request_)
-    assert e.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), e.value
+    assert e.value.code() == code, e.value
     assert words in e.value.details(), e.value.details()
     assert client.is_server_live()
 
@@ -178,7 +191,8 @@ def test_statistics_count_grpc_requests_as_http_shows_them(client, grpc_server):
     assert int(stats["inference_count"]) == int(before.get("inference_count", 0)) + 3
     success = stats["inference_stats"]["success"]
     assert int(success["count"]) == int(before["inference_stats"].get("success", {}).get("count", 0)) + 3
-    assert int(stats["inference_stats"]["fail"]["count"]) >= 1
+    failed_before = int(before["inference_stats"].get("fail", {}).get("count", 0))
+    assert int(stats["inference_stats"]["fail"]["count"]) == failed_before + 1
     http = grpc_server.get("/v2/models/simple/stats").json()["model_stats"][0]
     assert int(stats["inference_count"]) == http["inference_count"]
     assert int(success["ns"]) == http["inference_stats"]["success"]["ns"]
@@ -266,6 +280,10 @@ def test_messages_over_the_body_limit_are_resource_exhausted_even_compressed(cli
     with pytest.raises(grpc.RpcError) as e:
         stub.ModelInfer(bomb, compression=grpc.Compression.Gzip)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # in a stream too: the stream ends with the same code
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.ModelStreamInfer(iter([typed_request(int_contents=list(range(16))), request])))
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
     check_sums(client.infer("simple", simple_inputs()))
 
 
@@ -279,6 +297,60 @@ def test_bytes_that_are_not_a_message_are_invalid_argument(grpc_server, client):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
     channel.close()
     assert client.is_server_live()
+
+
+def test_silent_connections_do_not_hold_the_connection_slots(tmp_path):
+    srv = start(tmp_path, ["--max-connections", "2"])
+    try:
+        port = int(srv.grpc_host_port.rsplit(":", 1)[1])
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(11)  # past the 10 s in which a client must speak
+        c = grpcclient.InferenceServerClient(url=srv.grpc_host_port)
+        assert c.is_server_live(client_timeout=10)
+        c.close()
+        for s in silent:
+            s.close()
+    finally:
+        srv.cleanup()
+
+
+def test_a_stream_counts_each_message_against_the_rate_limit(tmp_path):
+    srv = start(tmp_path, ["--rate-limit", "0.01", "--rate-burst", "3"])
+    try:
+        admin = requests.post(srv.url + "/v1/keys", json={"name": "admin", "role": "admin"}, timeout=30).json()["key"]
+        answers = []
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(srv.grpc_host_port))
+        messages = iter([typed_request(int_contents=list(range(16))) for _ in range(5)])
+        for answer in stub.ModelStreamInfer(messages, metadata=[("authorization", f"Bearer {admin}")]):
+            answers.append(answer)
+        assert [a.error_message == "" for a in answers] == [True, True, True, False, False], answers
+        assert "rate limit" in answers[3].error_message
+    finally:
+        srv.cleanup()
+
+
+def test_an_open_stream_does_not_keep_the_server_from_stopping(tmp_path):
+    import signal
+    import threading
+
+    srv = start(tmp_path)
+    try:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(srv.grpc_host_port))
+        release = threading.Event()
+
+        def messages():
+            yield typed_request(int_contents=list(range(16)))
+            release.wait(60)  # the client keeps its stream open
+
+        answers = stub.ModelStreamInfer(messages())
+        assert next(answers).error_message == ""
+        began = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        srv.proc.wait(timeout=30)
+        assert time.monotonic() - began < 20 and srv.proc.returncode == 0, srv.stderr_text()[-2000:]
+        release.set()
+    finally:
+        srv.cleanup()
 
 
 def test_grpc_is_off_unless_asked_for(server):
@@ -334,6 +406,8 @@ def test_grpc_over_tls_with_the_https_certificate(tmp_path):
         port = int(srv.grpc_host_port.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(b"garbage that is not TLS\r\n\r\n")
-        assert srv.get("/v2/health/live", verify=str(cert)).status_code == 200
+        c = grpcclient.InferenceServerClient(url=srv.grpc_host_port, ssl=True, root_certificates=str(cert))
+        assert c.is_server_live()
+        c.close()
     finally:
         srv.cleanup()

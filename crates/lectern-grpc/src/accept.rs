@@ -21,8 +21,15 @@ use tokio_rustls::TlsAcceptor;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::Connected;
 
-/// A client that has not finished its TLS handshake by then is dropped.
+/// A client that has not sent its first bytes (plain) or finished its TLS handshake by then
+/// is dropped, so that silent connections do not hold slots.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the shutdown signal, open calls (a long stream, say) get this long to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Calls in flight on one connection (each may hold a request of up to the body limit).
+const MAX_STREAMS_PER_CONNECTION: u32 = 100;
 
 /// Serves the gRPC service on `listener` (over TLS when `tls` is set: the HTTPS certificate,
 /// offered with ALPN `h2`) until `shutdown` completes, then lets open calls finish.
@@ -41,6 +48,14 @@ pub async fn serve(
     let (connections, incoming) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let accepting = tokio::spawn(accept(listener, acceptor, slots, connections));
+    // the signal stops the accept loop (new connections are refused, not left waiting) and
+    // starts the drain's clock
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        accepting.abort();
+        let _ = stopping.send(true);
+    };
     let service = GrpcInferenceServiceServer::new(Inference::new(state.clone()))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(usize::MAX)
@@ -52,13 +67,22 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(Some(1024))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .layer(gate)
         .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(incoming), shutdown)
-        .await;
-    accepting.abort();
-    Ok(served?)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(incoming), shutdown);
+    let drained = async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        served = served => Ok(served?),
+        _ = drained => {
+            tracing::warn!(seconds = DRAIN_TIMEOUT.as_secs(), "gRPC calls still open after the drain: closed");
+            Ok(())
+        }
+    }
 }
 
 async fn accept(
@@ -80,13 +104,19 @@ async fn accept(
             }
         };
         let _ = tcp.set_nodelay(true);
+        let connections = connections.clone();
         let Some(acceptor) = acceptor.clone() else {
-            if connections.send(Ok(Conn { io: Io::Plain(tcp), _slot: slot })).await.is_err() {
-                return;
-            }
+            tokio::spawn(async move {
+                // HTTP/2 clients speak first (the connection preface)
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut [0u8; 1])).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        let _ = connections.send(Ok(Conn { io: Io::Plain(tcp), _slot: slot })).await;
+                    }
+                    _ => tracing::debug!(%peer, "gRPC client sent nothing: dropped"),
+                }
+            });
             continue;
         };
-        let connections = connections.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {

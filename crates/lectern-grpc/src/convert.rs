@@ -13,13 +13,13 @@ use lectern_core::{Tensor, TensorData};
 use std::collections::HashMap;
 
 /// The request's parameters Lectern reads (`priority`, `timeout` in microseconds, `truncate`);
-/// others are ignored, as Triton passes unknown ones on to backends that ignore them.
-fn parameter_u64(parameters: &HashMap<String, pb::InferParameter>, key: &str) -> Result<u64, ProtocolError> {
-    let Some(value) = parameters.get(key) else { return Ok(0) };
-    match value.parameter_choice {
-        Some(ParameterChoice::Uint64Param(n)) => Ok(n),
-        Some(ParameterChoice::Int64Param(n)) if n >= 0 => Ok(n as u64),
-        _ => Err(ProtocolError::MalformedJson(format!("parameter '{key}' must be a non-negative integer"))),
+/// as over HTTP, one of another type (or a negative number) counts as absent, and parameters
+/// Lectern does not know are ignored.
+fn parameter_u64(parameters: &HashMap<String, pb::InferParameter>, key: &str) -> u64 {
+    match parameters.get(key).and_then(|p| p.parameter_choice.as_ref()) {
+        Some(ParameterChoice::Uint64Param(n)) => *n,
+        Some(ParameterChoice::Int64Param(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -51,8 +51,8 @@ pub fn infer_request(request: pb::ModelInferRequest) -> Result<InferRequest, Pro
         inputs,
         outputs: outputs.into_iter().map(requested_output).collect::<Result<_, _>>()?,
         binary_output: true,
-        priority: parameter_u64(&parameters, "priority")?,
-        timeout_us: parameter_u64(&parameters, "timeout")?,
+        priority: parameter_u64(&parameters, "priority"),
+        timeout_us: parameter_u64(&parameters, "timeout"),
         refuse_over_length: parameter_bool(&parameters, "truncate") == Some(false),
     })
 }
@@ -288,7 +288,10 @@ mod tests {
         let mut r = request(vec![input("a", "FP32", vec![1], None)], vec![vec![0; 4]]);
         r.parameters
             .insert("timeout".into(), pb::InferParameter { parameter_choice: Some(ParameterChoice::Int64Param(-1)) });
-        assert!(infer_request(r).unwrap_err().to_string().contains("timeout"));
+        r.parameters
+            .insert("priority".into(), pb::InferParameter { parameter_choice: Some(ParameterChoice::BoolParam(true)) });
+        let decoded = infer_request(r).unwrap();
+        assert_eq!((decoded.timeout_us, decoded.priority), (0, 0));
     }
 
     #[test]

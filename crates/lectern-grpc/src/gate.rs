@@ -2,7 +2,7 @@
 //! credentials (`authorization: Bearer ...` or `x-api-key` metadata), roles, rate limit and
 //! `--open-inference`, with each method's access declared once, here.
 
-use crate::status::code_of;
+use crate::status::{self, code_of};
 use lectern_core::ErrorCode;
 use lectern_server::gate::{admit, percent_decoded, Access, AccessTable};
 use lectern_server::AppState;
@@ -91,42 +91,41 @@ where
     }
 }
 
-/// tonic answers a few client errors, before the call starts (trailers-only answers), with
-/// codes that blame the server: a message over the size limit is OUT_OF_RANGE (gRPC's own
-/// servers, Triton among them, say RESOURCE_EXHAUSTED), and a message that does not decode or
-/// inflate is INTERNAL (it is INVALID_ARGUMENT: the client sent it). These are recoded here.
+/// tonic answers a few client errors before the call starts (trailers-only answers, the code
+/// in the headers) with codes that blame the server: recoded by [`status::client_code`].
 fn client_errors_recoded(mut answer: Answer) -> Answer {
     let headers = answer.headers_mut();
     let (Some(code), Some(message)) = (headers.get("grpc-status"), headers.get("grpc-message")) else {
         return answer;
     };
-    if !matches!(code.as_bytes(), b"11" | b"13") {
-        return answer;
-    }
-    // grpc-message is percent-encoded
-    let message = percent_decoded(message.to_str().unwrap_or_default());
-    let recoded = match code.as_bytes() {
-        b"11" if message.starts_with("Error, decoded message length too large") => "8",
-        b"13" if CLIENT_ERRORS.iter().any(|prefix| message.starts_with(prefix)) => "3",
+    let code = match code.as_bytes() {
+        b"11" => tonic::Code::OutOfRange,
+        b"13" => tonic::Code::Internal,
         _ => return answer,
     };
-    headers.insert("grpc-status", http::HeaderValue::from_static(recoded));
+    // grpc-message is percent-encoded
+    let message = percent_decoded(message.to_str().unwrap_or_default());
+    if let Some(recoded) = status::client_code(code, &message) {
+        headers.insert("grpc-status", http::HeaderValue::from(recoded as i32));
+    }
     answer
 }
-
-/// The beginnings of tonic's and prost's messages for a request that cannot be read.
-const CLIENT_ERRORS: [&str; 3] =
-    ["Error decompressing", "protocol error: received message", "failed to decode Protobuf message"];
 
 /// The gate's HTTP refusal (`{"error", "code"}` with 401, 403 or 429) as a gRPC status.
 async fn refusal(refused: axum::response::Response) -> Answer {
     let http_status = refused.status().as_u16();
+    let retry_after =
+        refused.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = axum::body::to_bytes(refused.into_body(), 64 * 1024).await.unwrap_or_default();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let message = json["error"].as_str().unwrap_or("refused").to_string();
     let code = json["code"].as_str().and_then(|name| ErrorCode::ALL.iter().copied().find(|c| c.name() == name));
     let code = code.unwrap_or_else(|| ErrorCode::for_status(http_status));
-    Status::new(code_of(http_status, code), message).into_http()
+    let mut refusal = status::with_code(Status::new(code_of(http_status, code), message), code);
+    if let Some(seconds) = retry_after.and_then(|v| v.parse().ok()) {
+        refusal.metadata_mut().insert("retry-after", seconds);
+    }
+    refusal.into_http()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! access gate, limits and error table as the HTTP routes.
 
 mod accept;
+pub mod codec;
 mod gate;
 mod service;
 pub mod status;

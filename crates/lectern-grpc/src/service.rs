@@ -51,6 +51,22 @@ impl Inference {
     }
 }
 
+impl Inference {
+    /// The `n`th message of a stream (from 0). The gate admitted the stream and counted its
+    /// first message against the caller's rate limit; each later one is counted here.
+    async fn stream_message(
+        &self,
+        n: usize,
+        who: Option<&Principal>,
+        message: pb::ModelInferRequest,
+    ) -> Result<pb::ModelInferResponse, Status> {
+        if let (true, Some(who)) = (n > 0, who) {
+            self.state.auth.check_rate(who).map_err(|(refused, _)| status::status(refused))?;
+        }
+        self.infer(who, message).await
+    }
+}
+
 /// Who the gate let through: set for the calls that record who acted, and whenever
 /// credentials were checked.
 fn principal<T>(request: &Request<T>) -> Option<Principal> {
@@ -157,10 +173,11 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let who = principal(&request);
         let this = self.clone();
-        let answers = request.into_inner().then(move |message| {
+        let answers = request.into_inner().enumerate().then(move |(n, message)| {
             let (this, who) = (this.clone(), who.clone());
             async move {
-                let answer = match this.infer(who.as_ref(), message?).await {
+                let message = message.map_err(status::recoded)?;
+                let answer = match this.stream_message(n, who.as_ref(), message).await {
                     Ok(response) => {
                         pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
                     }
@@ -196,7 +213,7 @@ impl GrpcInferenceService for Inference {
         let version = version_of(&name, &version)?;
         let model = (!name.is_empty()).then_some(name.as_str());
         if model.is_none() && version.is_some() {
-            return Err(Status::invalid_argument("a version needs a model name"));
+            return Err(status::status(ApiError::bad_request("a version needs a model name")));
         }
         let stats = v2::model_statistics(&self.state, &caller, model, version).map_err(status::status)?;
         Ok(Response::new(pb::ModelStatisticsResponse {
@@ -228,21 +245,25 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         let who = actor(&request);
         let pb::RepositoryModelLoadRequest { model_name, parameters, .. } = request.into_inner();
+        self.check_visible(Some(&who), &model_name)?;
         if let Some(file) = parameters.keys().find(|k| k.starts_with("file:")) {
             // Triton answers INTERNAL with these words when it cannot take a file sent with
             // the load (and its clients test for both): Lectern takes none.
             let shown: String = file.chars().take(64).collect();
-            return Err(Status::internal(format!(
+            let message = format!(
                 "failed to load '{model_name}': failed to poll from model repository: model files sent with the \
                  request ('{shown}') are not accepted; upload the model with PUT /v1/models/{{name}}/versions/{{version}}"
-            )));
+            );
+            return Err(status::with_code(Status::internal(message), ErrorCode::ModelLoadFailed));
         }
         let config = match parameters.get("config").and_then(|p| p.parameter_choice.as_ref()) {
             None => None,
             Some(RepositoryParameter::StringParam(text)) => Some(text.clone()),
-            Some(RepositoryParameter::BytesParam(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            Some(RepositoryParameter::BytesParam(bytes)) if std::str::from_utf8(bytes).is_ok() => {
+                Some(String::from_utf8_lossy(bytes).into_owned())
+            }
             Some(_) => {
-                let message = format!("failed to load '{model_name}': the config override must be JSON text");
+                let message = format!("failed to load '{model_name}': the config override must be JSON text (UTF-8)");
                 return Err(status::status(ApiError::coded(ErrorCode::ModelLoadFailed, message)));
             }
         };
@@ -256,6 +277,7 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
         let who = actor(&request);
         let model = &request.get_ref().model_name;
+        self.check_visible(Some(&who), model)?;
         self.state.manager.unload(&who.actor, model).await.map_err(status::from)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }

@@ -33,11 +33,43 @@ pub fn code_of(status: u16, code: ErrorCode) -> Code {
 
 /// The status of an error, with its message and Lectern's code in the metadata.
 pub fn status(error: ApiError) -> Status {
-    let mut status = Status::new(code_of(error.status.as_u16(), error.code), error.message);
-    if let Ok(value) = error.code.name().parse() {
+    with_code(Status::new(code_of(error.status.as_u16(), error.code), error.message), error.code)
+}
+
+/// `status` with Lectern's `code` in its metadata.
+pub fn with_code(mut status: Status, code: ErrorCode) -> Status {
+    if let Ok(value) = code.name().parse() {
         status.metadata_mut().insert(ERROR_CODE_KEY, value);
     }
     status
+}
+
+/// The code gRPC's own servers (Triton's among them) give a client error that tonic reports
+/// with one blaming the server: a message over the size limit is OUT_OF_RANGE in tonic,
+/// RESOURCE_EXHAUSTED elsewhere; a message cut off or missing is INTERNAL in tonic, and
+/// INVALID_ARGUMENT (the client sent it). `None`: the status stands.
+pub fn client_code(code: Code, message: &str) -> Option<Code> {
+    const CUT_OFF: [&str; 4] = [
+        "Error decompressing",
+        "protocol error: received message",
+        "Unexpected EOF decoding stream",
+        "Missing request message",
+    ];
+    match code {
+        Code::OutOfRange if message.starts_with("Error, decoded message length too large") => {
+            Some(Code::ResourceExhausted)
+        }
+        Code::Internal if CUT_OFF.iter().any(|prefix| message.starts_with(prefix)) => Some(Code::InvalidArgument),
+        _ => None,
+    }
+}
+
+/// A status tonic made, with [`client_code`]'s code.
+pub fn recoded(status: Status) -> Status {
+    match client_code(status.code(), status.message()) {
+        Some(code) => Status::new(code, status.message()),
+        None => status,
+    }
 }
 
 /// Converts any error the HTTP layer can answer into a status.

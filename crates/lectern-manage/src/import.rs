@@ -184,7 +184,8 @@ mod tests {
         assert_eq!(parsed.warmup[0].count, 2);
         assert_eq!(parsed.warmup[1].request, None);
         let table: toml::Table = inlined.parse().unwrap();
-        let files: Vec<&str> = table["warmup"].as_array().unwrap().iter().filter_map(|w| w.get("file")?.as_str()).collect();
+        let files: Vec<&str> =
+            table["warmup"].as_array().unwrap().iter().filter_map(|w| w.get("file")?.as_str()).collect();
         assert_eq!(files, ["missing.json", "../sample.json", "big.json"]);
         let refused = ModelConfig::parse(&inlined, "config.toml").unwrap_err().to_string();
         assert!(refused.contains("'missing.json' was not read"), "{refused}");

@@ -128,7 +128,7 @@ mod tests {
             request: Some(request.into()),
             file: None,
         };
-        let out = samples(&signature, 8, &[spec.clone()]).unwrap();
+        let out = samples(&signature, 8, std::slice::from_ref(&spec)).unwrap();
         assert_eq!(out[0].1, 3);
         assert_eq!(out[0].0[0].data, TensorData::F32(vec![0.5, 2.0]));
         let bad = WarmupSpec { request: Some("{\"inputs\": 3}".into()), ..spec };

@@ -220,6 +220,16 @@ impl AuthState {
             .map_err(|e| ApiError::coded(e.code(), format!("cannot check credentials: {e}")))
     }
 
+    /// One request of `who` against the per-key rate limit (if one is set): past it, 429 and
+    /// the seconds to wait. The gate calls it per request; a gRPC stream per message.
+    pub fn check_rate(&self, who: &Principal) -> Result<(), (ApiError, u64)> {
+        let Some(limiter) = &self.settings.limiter else { return Ok(()) };
+        limiter.check(&who.actor).map_err(|wait| {
+            let refused = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; retry later");
+            (refused, wait.as_secs_f64().ceil().max(1.0) as u64)
+        })
+    }
+
     /// The OIDC issuer whose tokens are accepted, if one is configured.
     pub fn oidc(&self) -> Option<&OidcVerifier> {
         self.settings.oidc.as_ref()
@@ -319,14 +329,10 @@ pub async fn admit<B>(
     if let Some(refused) = hidden(state, table, request.uri().path(), &who) {
         return Err(refused);
     }
-    if let Some(limiter) = &auth.settings.limiter {
-        if let Err(wait) = limiter.check(&who.actor) {
-            let mut response =
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded; retry later").into_response();
-            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            return Err(response);
-        }
+    if let Err((refused, seconds)) = auth.check_rate(&who) {
+        let mut response = refused.into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return Err(response);
     }
     request.extensions_mut().insert(who);
     Ok(request)
