@@ -389,6 +389,51 @@ def test_the_gate_reads_credentials_from_metadata(tmp_path):
         srv.cleanup()
 
 
+def test_other_users_project_models_are_hidden_from_every_call(tmp_path):
+    """`[dashboard] projects = "kids-"`: a model named in another user's projects answers over
+    gRPC as one that does not exist, as the HTTP gate answers a path naming it."""
+    models = write_triton_models(tmp_path / "models")
+    hidden = "kids-_kzzz-proj"
+    shutil.copytree(models / "simple", models / hidden)
+    config = tmp_path / "lectern.toml"
+    config.write_text('[dashboard]\nprojects = "kids-"\n')
+    (tmp_path / "data").mkdir()
+    srv = LecternServer(models, tmp_path / "data", extra_args=["--grpc-listen", "127.0.0.1:0", "--config", str(config)])
+    try:
+        admin = requests.post(srv.url + "/v1/keys", json={"name": "admin", "role": "admin"}, timeout=30).json()["key"]
+        trainer = requests.post(srv.url + "/v1/keys", json={"name": "t", "role": "trainer"},
+                                headers={"Authorization": f"Bearer {admin}"}, timeout=30).json()["key"]
+        as_trainer = {"authorization": f"Bearer {trainer}"}
+        c = grpcclient.InferenceServerClient(url=srv.grpc_host_port)
+        assert c.is_model_ready("simple", headers=as_trainer)
+        assert not c.is_model_ready(hidden, headers=as_trainer)
+        calls = [
+            lambda: c.get_model_metadata(hidden, headers=as_trainer),
+            lambda: c.get_model_config(hidden, headers=as_trainer),
+            lambda: c.get_inference_statistics(hidden, headers=as_trainer),
+            lambda: c.infer(hidden, simple_inputs(), headers=as_trainer),
+            lambda: c.load_model(hidden, headers=as_trainer),
+            lambda: c.unload_model(hidden, headers=as_trainer),
+        ]
+        for call in calls:
+            with pytest.raises(InferenceServerException) as e:
+                call()
+            assert e.value.status() == "StatusCode.NOT_FOUND" and "Request for unknown model" in e.value.message()
+        assert hidden not in {m.name for m in c.get_model_repository_index(headers=as_trainer).models}
+        names = {s["name"] for s in c.get_inference_statistics(headers=as_trainer, as_json=True)["model_stats"]}
+        assert "simple" in names and hidden not in names
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(srv.grpc_host_port))
+        request = typed_request(int_contents=list(range(16)))
+        request.model_name = hidden
+        answers = list(stub.ModelStreamInfer(iter([request]), metadata=list(as_trainer.items())))
+        assert "Request for unknown model" in answers[0].error_message
+        # the refused unload changed nothing: the owner's model still serves (an admin sees it)
+        assert c.is_model_ready(hidden, headers={"authorization": f"Bearer {admin}"})
+        c.close()
+    finally:
+        srv.cleanup()
+
+
 def test_grpc_over_tls_with_the_https_certificate(tmp_path):
     from test_tls import make_certificate
 
