@@ -303,11 +303,24 @@ def test_warmup_from_a_request_file_of_the_model_folder(start_server):
             f.write('\n[[warmup]]\nfile = "warmup.json"\n')
         with open(models / "simple_string" / "config.toml", "a") as f:
             f.write('\n[[warmup]]\nfile = "missing.json"\n')
+        # beside a labels file (the import reads both)
+        (models / "iris-logreg" / "warmup.json").write_text(json.dumps(
+            {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}))
+        with open(models / "iris-logreg" / "config.toml", "a") as f:
+            f.write('\n[[warmup]]\nfile = "warmup.json"\n')
+        # a link out of the model folder is not followed
+        (models / "iris-forest" / "warmup.json").symlink_to(models / "iris-logreg" / "warmup.json")
+        with open(models / "iris-forest" / "config.toml", "a") as f:
+            f.write('\n[[warmup]]\nfile = "warmup.json"\n')
 
     srv = start_server(prepare=prepare)
     index = {r["name"]: r for r in srv.post("/v2/repository/index").json()}
     assert index["simple"]["state"] == "READY", index["simple"]
     assert index["simple_int8"]["state"] == "UNAVAILABLE" and "warmup failed" in index["simple_int8"]["reason"]
+    assert "has no input 'NOPE'" in index["simple_int8"]["reason"]
+    assert index["iris-logreg"]["state"] == "READY", index["iris-logreg"]
+    assert srv.get("/v1/models/iris-logreg").json()["labels"] == ["setosa", "versicolor", "virginica"]
+    assert index["iris-forest"]["state"] == "UNAVAILABLE" and "was not read" in index["iris-forest"]["reason"]
     assert index["simple_string"]["state"] == "UNAVAILABLE" and "'missing.json' was not read" in index["simple_string"]["reason"]
     # the store keeps the request itself; the API shows it and takes it back unchanged
     model = srv.get("/v1/models/simple").json()

@@ -130,8 +130,13 @@ fn read_warmup_file(folder: &Path, file: &str) -> Option<String> {
     if path.is_absolute() || path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
         return None;
     }
+    // a regular file whose real path is inside the folder (no symbolic link out, no pipe)
+    let real = std::fs::canonicalize(folder.join(path)).ok()?;
+    if !real.starts_with(std::fs::canonicalize(folder).ok()?) || !std::fs::metadata(&real).ok()?.is_file() {
+        return None;
+    }
     let mut bytes = Vec::new();
-    let file = std::fs::File::open(folder.join(path)).ok()?;
+    let file = std::fs::File::open(real).ok()?;
     std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_WARMUP_REQUEST_BYTES as u64 + 1), &mut bytes).ok()?;
     (bytes.len() <= MAX_WARMUP_REQUEST_BYTES).then(|| String::from_utf8(bytes).ok()).flatten()
 }
@@ -144,12 +149,13 @@ async fn read_model(folder: &Path) -> Result<FolderModel, ManageError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(ManageError::Invalid(format!("cannot read {}/config.toml: {e}", folder.display()))),
         };
+        // Warmup files first: a config still naming one does not parse (its labels would be lost).
+        let config = inline_warmup_files(&config, &folder);
         // A config that does not parse is stored as it is: the model then shows why it is unavailable.
         let labels = ModelConfig::parse(&config, "config.toml")
             .ok()
             .and_then(|c| c.labels)
             .and_then(|file| std::fs::read_to_string(folder.join(file)).ok());
-        let config = inline_warmup_files(&config, &folder);
         let versions = version_folders(&folder).map_err(|source| SourceError::Io {
             action: "list",
             path: folder.clone(),
@@ -176,8 +182,12 @@ mod tests {
         let request = r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}"#;
         std::fs::write(dir.join("sample.json"), request).unwrap();
         std::fs::write(dir.join("big.json"), vec![b' '; MAX_WARMUP_REQUEST_BYTES + 1]).unwrap();
+        let outside = std::env::temp_dir().join(format!("lectern-warmup-outside-{}.json", std::process::id()));
+        std::fs::write(&outside, request).unwrap();
+        let _ = std::fs::remove_file(dir.join("link.json"));
+        std::os::unix::fs::symlink(&outside, dir.join("link.json")).unwrap();
         let config = "max_batch_size = 4\n[[warmup]]\nfile = \"sample.json\"\ncount = 2\n[[warmup]]\ninputs = \"zeros\"\n\
-                      [[warmup]]\nfile = \"missing.json\"\n[[warmup]]\nfile = \"../sample.json\"\n[[warmup]]\nfile = \"big.json\"\n";
+                      [[warmup]]\nfile = \"missing.json\"\n[[warmup]]\nfile = \"../sample.json\"\n[[warmup]]\nfile = \"big.json\"\n[[warmup]]\nfile = \"link.json\"\n";
         let inlined = inline_warmup_files(config, &dir);
         let parsed = ModelConfig::parse(&inlined.replace("file = ", "# file = "), "config.toml").unwrap();
         assert_eq!(parsed.warmup[0].request.as_deref(), Some(request));
@@ -186,13 +196,14 @@ mod tests {
         let table: toml::Table = inlined.parse().unwrap();
         let files: Vec<&str> =
             table["warmup"].as_array().unwrap().iter().filter_map(|w| w.get("file")?.as_str()).collect();
-        assert_eq!(files, ["missing.json", "../sample.json", "big.json"]);
+        assert_eq!(files, ["missing.json", "../sample.json", "big.json", "link.json"]);
         let refused = ModelConfig::parse(&inlined, "config.toml").unwrap_err().to_string();
         assert!(refused.contains("'missing.json' was not read"), "{refused}");
         // no file, or not TOML: the text as written
         assert_eq!(inline_warmup_files("max_batch_size = 4 # kept\n", &dir), "max_batch_size = 4 # kept\n");
         assert_eq!(inline_warmup_files("not toml [", &dir), "not toml [");
         std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(&outside).unwrap();
     }
 
     #[test]

@@ -228,25 +228,8 @@ impl LoadedModel {
     }
 
     /// Puts the inputs in signature order, checking names, datatypes and shapes.
-    fn order_inputs(&self, mut given: Vec<Tensor>) -> Result<Vec<Tensor>, RuntimeError> {
-        if let Some(unknown) = given.iter().find(|t| !self.signature.inputs.iter().any(|i| i.name == t.name)) {
-            return Err(RuntimeError::BadRequest(format!(
-                "model '{}' has no input '{}' (inputs: {})",
-                self.name,
-                unknown.name,
-                names(&self.signature.inputs)
-            )));
-        }
-        let mut ordered = Vec::with_capacity(self.signature.inputs.len());
-        for info in &self.signature.inputs {
-            let ix = given.iter().position(|t| t.name == info.name).ok_or_else(|| {
-                RuntimeError::BadRequest(format!("input '{}' of model '{}' is missing", info.name, self.name))
-            })?;
-            let tensor = given.swap_remove(ix);
-            check_input(info, &tensor)?;
-            ordered.push(tensor);
-        }
-        Ok(ordered)
+    fn order_inputs(&self, given: Vec<Tensor>) -> Result<Vec<Tensor>, RuntimeError> {
+        order_inputs(&self.name, &self.signature.inputs, given)
     }
 
     /// Rows in the request's batch (1 when the model has no batch dimension).
@@ -302,6 +285,33 @@ pub(crate) fn refuse_over_length(
             "text {row} has {n} tokens; model '{model}' takes at most {max_tokens} (the request asked not to truncate)"
         ))),
     }
+}
+
+/// Puts `given` in the order of the model's `inputs`, checking names, datatypes and shapes
+/// (requests, and warmup samples taken from a request).
+pub(crate) fn order_inputs(
+    model: &str,
+    inputs: &[TensorInfo],
+    mut given: Vec<Tensor>,
+) -> Result<Vec<Tensor>, RuntimeError> {
+    if let Some(unknown) = given.iter().find(|t| !inputs.iter().any(|i| i.name == t.name)) {
+        return Err(RuntimeError::BadRequest(format!(
+            "model '{model}' has no input '{}' (inputs: {})",
+            unknown.name,
+            names(inputs)
+        )));
+    }
+    let mut ordered = Vec::with_capacity(inputs.len());
+    for info in inputs {
+        let ix = given
+            .iter()
+            .position(|t| t.name == info.name)
+            .ok_or_else(|| RuntimeError::BadRequest(format!("input '{}' of model '{model}' is missing", info.name)))?;
+        let tensor = given.swap_remove(ix);
+        check_input(info, &tensor)?;
+        ordered.push(tensor);
+    }
+    Ok(ordered)
 }
 
 fn names(infos: &[TensorInfo]) -> String {

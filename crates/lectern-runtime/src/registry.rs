@@ -441,7 +441,8 @@ impl Registry {
             mode: config.batching,
             max_delay: Duration::from_micros(config.max_queue_delay_us),
         };
-        let warmup = crate::warmup::samples(&signature, max_batch_size, &config.warmup).map_err(LoadError::Warmup)?;
+        let warmup =
+            crate::warmup::samples(name, &signature, max_batch_size, &config.warmup).map_err(LoadError::Warmup)?;
         let worker =
             Worker::start_warmed(&format!("{name}:{version}"), scheduler, backend.clone(), metrics.clone(), &warmup)?;
         let mut model =

@@ -11,6 +11,7 @@ pub const MAX_ELEMENTS: usize = 1 << 22;
 /// spec's `batch_size` when the model batches, every other free dimension 1. A sample of
 /// more than [`MAX_ELEMENTS`] is refused.
 pub fn samples(
+    model: &str,
     signature: &Signature,
     max_batch_size: usize,
     specs: &[WarmupSpec],
@@ -20,7 +21,7 @@ pub fn samples(
         .iter()
         .map(|spec| {
             if let Some(request) = &spec.request {
-                return Ok((from_request(request)?, spec.count));
+                return Ok((from_request(model, signature, max_batch_size, request)?, spec.count));
             }
             let mut budget = MAX_ELEMENTS;
             let inputs = signature
@@ -52,15 +53,27 @@ pub fn samples(
         .collect()
 }
 
-/// The inputs of a V2 request (JSON text), at most [`MAX_ELEMENTS`] elements in all.
-fn from_request(request: &str) -> Result<Vec<Tensor>, String> {
+/// The inputs of a V2 request (JSON text), checked and ordered as a request's are (names,
+/// datatypes, shapes, at most `max_batch_size` rows), at most [`MAX_ELEMENTS`] elements in all.
+fn from_request(
+    model: &str,
+    signature: &Signature,
+    max_batch_size: usize,
+    request: &str,
+) -> Result<Vec<Tensor>, String> {
     let decoded =
         lectern_core::decode_request(request.as_bytes(), None).map_err(|e| format!("the warmup request: {e}"))?;
     let elements: usize = decoded.inputs.iter().map(|t| t.data.len()).sum();
     if elements > MAX_ELEMENTS {
         return Err(format!("the warmup request is larger than {MAX_ELEMENTS} elements"));
     }
-    Ok(decoded.inputs)
+    let inputs = crate::model::order_inputs(model, &signature.inputs, decoded.inputs)
+        .map_err(|e| format!("the warmup request: {e}"))?;
+    let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
+    if max_batch_size > 0 && rows > max_batch_size {
+        return Err(format!("the warmup request has {rows} rows, over the max_batch_size {max_batch_size}"));
+    }
+    Ok(inputs)
 }
 
 fn fill(datatype: DataType, n: usize, inputs: WarmupInputs, seed: &mut u64) -> TensorData {
@@ -101,7 +114,7 @@ mod tests {
         };
         let spec = |inputs, batch_size, count| WarmupSpec { inputs, batch_size, count, request: None, file: None };
         let out =
-            samples(&signature, 8, &[spec(WarmupInputs::Zeros, 3, 2), spec(WarmupInputs::Random, 50, 1)]).unwrap();
+            samples("m", &signature, 8, &[spec(WarmupInputs::Zeros, 3, 2), spec(WarmupInputs::Random, 50, 1)]).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].1, 2);
         assert_eq!(out[0].0[0].shape, vec![3, 4]);
@@ -112,9 +125,9 @@ mod tests {
         let TensorData::F32(v) = &out[1].0[0].data else { panic!() };
         assert!(v.iter().all(|x| (0.0..1.0).contains(x)) && v.iter().any(|x| *x != v[0]));
         // no batch dimension: free dimensions are 1
-        assert_eq!(samples(&signature, 0, &[spec(WarmupInputs::Zeros, 5, 1)]).unwrap()[0].0[0].shape, vec![1, 4]);
+        assert_eq!(samples("m", &signature, 0, &[spec(WarmupInputs::Zeros, 5, 1)]).unwrap()[0].0[0].shape, vec![1, 4]);
         let huge = Signature { inputs: vec![info("x", DataType::F32, &[-1, 1 << 20, 1 << 20])], outputs: vec![] };
-        assert!(samples(&huge, 8, &[spec(WarmupInputs::Zeros, 1, 1)]).unwrap_err().contains("larger than"));
+        assert!(samples("m", &huge, 8, &[spec(WarmupInputs::Zeros, 1, 1)]).unwrap_err().contains("larger than"));
     }
 
     #[test]
@@ -128,10 +141,22 @@ mod tests {
             request: Some(request.into()),
             file: None,
         };
-        let out = samples(&signature, 8, std::slice::from_ref(&spec)).unwrap();
+        let out = samples("m", &signature, 8, std::slice::from_ref(&spec)).unwrap();
         assert_eq!(out[0].1, 3);
         assert_eq!(out[0].0[0].data, TensorData::F32(vec![0.5, 2.0]));
-        let bad = WarmupSpec { request: Some("{\"inputs\": 3}".into()), ..spec };
-        assert!(samples(&signature, 8, &[bad]).unwrap_err().starts_with("the warmup request:"));
+        let with = |request: &str| WarmupSpec { request: Some(request.into()), ..spec.clone() };
+        for (request, why) in [
+            ("{\"inputs\": 3}", "the warmup request:"),
+            (r#"{"inputs": [{"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [0, 0]}]}"#, "has no input 'y'"),
+            (r#"{"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 2], "data": [0, 0]}]}"#, "must be FP32"),
+            (r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [0, 0, 0]}]}"#, "shape [1, 3]"),
+            (
+                r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [9, 2], "data": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}"#,
+                "over the max_batch_size 8",
+            ),
+        ] {
+            let refused = samples("m", &signature, 8, &[with(request)]).unwrap_err();
+            assert!(refused.contains(why), "{refused} should say {why}");
+        }
     }
 }
