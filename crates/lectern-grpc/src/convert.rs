@@ -73,7 +73,6 @@ fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(values: Vec<S>, datatype: 
 }
 
 fn typed(datatype: DataType, c: pb::InferTensorContents) -> Result<TensorData, String> {
-    let wrong = |field: &str| Err(format!("{datatype} data belongs in contents.{field}"));
     // the list for the datatype, and no other
     let lists = [
         (!c.bool_contents.is_empty(), "bool_contents"),
@@ -97,7 +96,7 @@ fn typed(datatype: DataType, c: pb::InferTensorContents) -> Result<TensorData, S
         DataType::F16 => return Err("FP16 data travels only as raw_input_contents".into()),
     };
     if let Some((_, other)) = lists.iter().find(|(filled, name)| *filled && *name != field) {
-        return wrong(field).map_err(|e: String| format!("{e}, not {other}"));
+        return Err(format!("{datatype} data belongs in contents.{field}, not {other}"));
     }
     Ok(match datatype {
         DataType::Bool => TensorData::Bool(c.bool_contents),

@@ -2,16 +2,14 @@
 //! credentials (`authorization: Bearer ...` or `x-api-key` metadata), roles, rate limit and
 //! `--open-inference`, with each method's access declared once, here.
 
-use crate::status::{self, code_of};
-use lectern_core::ErrorCode;
-use lectern_server::gate::{admit, percent_decoded, Access, AccessTable};
+use crate::status;
+use lectern_server::gate::{admit, percent_decoded, Access, AccessTable, Refusal};
 use lectern_server::AppState;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tonic::Status;
 
 /// The service's path prefix: `/<package>.<service>/<method>`.
 pub const SERVICE: &str = "/inference.GRPCInferenceService/";
@@ -85,7 +83,7 @@ where
         Box::pin(async move {
             match admit(&state, &table, request).await {
                 Ok(request) => inner.call(request).await.map(client_errors_recoded),
-                Err(refused) => Ok(refusal(refused).await),
+                Err(refused) => Ok(refusal(refused)),
             }
         })
     }
@@ -111,19 +109,11 @@ fn client_errors_recoded(mut answer: Answer) -> Answer {
     answer
 }
 
-/// The gate's HTTP refusal (`{"error", "code"}` with 401, 403 or 429) as a gRPC status.
-async fn refusal(refused: axum::response::Response) -> Answer {
-    let http_status = refused.status().as_u16();
-    let retry_after =
-        refused.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let body = axum::body::to_bytes(refused.into_body(), 64 * 1024).await.unwrap_or_default();
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let message = json["error"].as_str().unwrap_or("refused").to_string();
-    let code = json["code"].as_str().and_then(|name| ErrorCode::ALL.iter().copied().find(|c| c.name() == name));
-    let code = code.unwrap_or_else(|| ErrorCode::for_status(http_status));
-    let mut refusal = status::with_code(Status::new(code_of(http_status, code), message), code);
-    if let Some(seconds) = retry_after.and_then(|v| v.parse().ok()) {
-        refusal.metadata_mut().insert("retry-after", seconds);
+/// The gate's refusal (401, 403, 429, or a hidden model's 404) as a gRPC status.
+fn refusal(refused: Refusal) -> Answer {
+    let mut refusal = status::status(refused.error);
+    if let Some(seconds) = refused.retry_after {
+        refusal.metadata_mut().insert("retry-after", seconds.into());
     }
     refusal.into_http()
 }

@@ -49,9 +49,7 @@ impl Inference {
         let response = loaded.infer(request).await.map_err(status::from)?;
         Ok(convert::infer_response(response))
     }
-}
 
-impl Inference {
     /// The `n`th message of a stream (from 0). The gate admitted the stream and counted its
     /// first message against the caller's rate limit; each later one is counted here.
     async fn stream_message(

@@ -146,7 +146,7 @@ enum Named {
 
 /// A route naming a model or dataset of another user's projects answers as if it did not
 /// exist (`[dashboard] projects`; nothing to check without it).
-fn hidden(state: &AppState, table: &AccessTable, path: &str, who: &Principal) -> Option<Response> {
+fn hidden(state: &AppState, table: &AccessTable, path: &str, who: &Principal) -> Option<ApiError> {
     let prefix = state.projects.as_deref()?;
     let error: ApiError = match table.named(path)? {
         Named::Model(name) if !who.may_see(Some(prefix), &name) => {
@@ -157,7 +157,7 @@ fn hidden(state: &AppState, table: &AccessTable, path: &str, who: &Principal) ->
         }
         _ => return None,
     };
-    Some(error.into_response())
+    Some(error)
 }
 
 fn allowed(access: Access, role: Role) -> bool {
@@ -289,7 +289,7 @@ pub async fn admit<B>(
     state: &AppState,
     table: &AccessTable,
     mut request: axum::http::Request<B>,
-) -> Result<axum::http::Request<B>, Response> {
+) -> Result<axum::http::Request<B>, Refusal> {
     let needed = table.access(request.method(), request.uri().path());
     let auth = &state.auth;
     let open = match needed {
@@ -300,7 +300,7 @@ pub async fn admit<B>(
     if auth.enforced() && open {
         let anonymous = Principal { actor: "anonymous".into(), role: Role::Client };
         if let Some(refused) = hidden(state, table, request.uri().path(), &anonymous) {
-            return Err(refused);
+            return Err(refused.into());
         }
     }
     if !auth.enforced() || open {
@@ -319,29 +319,55 @@ pub async fn admit<B>(
     let who = match auth.principal(&state.manager, token).await {
         Ok(p) => p,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => return Err(with_challenge(e)),
-        Err(e) => return Err(e.into_response()),
+        Err(e) => return Err(e.into()),
     };
     if needed.is_some_and(|access| !allowed(access, who.role)) {
         let message =
             format!("the role '{}' may not use {} {}", who.role.as_str(), request.method(), request.uri().path());
-        return Err(ApiError::new(StatusCode::FORBIDDEN, message).into_response());
+        return Err(ApiError::new(StatusCode::FORBIDDEN, message).into());
     }
     if let Some(refused) = hidden(state, table, request.uri().path(), &who) {
-        return Err(refused);
+        return Err(refused.into());
     }
     if let Err((refused, seconds)) = auth.check_rate(&who) {
-        let mut response = refused.into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        return Err(response);
+        return Err(Refusal { error: refused, challenge: false, retry_after: Some(seconds) });
     }
     request.extensions_mut().insert(who);
     Ok(request)
 }
 
-fn with_challenge(error: ApiError) -> Response {
-    let mut response = error.into_response();
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+fn with_challenge(error: ApiError) -> Refusal {
+    Refusal { error, challenge: true, retry_after: None }
+}
+
+/// Why the gate refused a request: the error, and what its HTTP answer says beside it. The
+/// gRPC face answers the same refusal as a status.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: ApiError,
+    /// `WWW-Authenticate: Bearer`: no credential, or not a valid one.
+    pub challenge: bool,
+    /// `Retry-After` (seconds): over the rate limit.
+    pub retry_after: Option<u64>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal { error, challenge: false, retry_after: None }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if self.challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
 }
 
 #[cfg(test)]

@@ -180,7 +180,7 @@ where
                         Ok(response) => response,
                         Err(never) => match never {},
                     },
-                    Err(refused) => refused,
+                    Err(refused) => axum::response::IntoResponse::into_response(refused),
                 };
                 response.headers_mut().insert(request_id::REQUEST_ID, id);
                 Ok(response)
