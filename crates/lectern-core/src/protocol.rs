@@ -38,7 +38,8 @@ pub enum ProtocolError {
     TooMany { what: &'static str, count: usize },
 }
 
-fn bad_input(input: &str, message: impl Into<String>) -> ProtocolError {
+/// `input '<input>': <message>`.
+pub fn bad_input(input: &str, message: impl Into<String>) -> ProtocolError {
     ProtocolError::BadInput { input: input.to_string(), message: message.into() }
 }
 
@@ -244,20 +245,21 @@ pub fn check_inputs(inputs: &[Tensor]) -> Result<(), ProtocolError> {
     check_unique_names(inputs.iter().map(|t| t.name.as_str()))
 }
 
-/// An input tensor from its parts, checked as a JSON input is: a known datatype, a shape of
-/// at most [`MAX_ELEMENTS`], and as many elements as the shape holds. `data` decodes the
-/// elements, given the datatype and the element count (its error names what is wrong).
+/// An input tensor from its parts, checked alike whatever carried it (JSON, binary, gRPC): a
+/// known datatype, a shape of at most [`MAX_ELEMENTS`], and as many elements as the shape
+/// holds. `data` decodes the elements, given the input's name, the datatype and the element
+/// count.
 pub fn input_tensor(
     name: String,
     datatype: &str,
     shape: &[i64],
-    data: impl FnOnce(DataType, usize) -> Result<TensorData, String>,
+    data: impl FnOnce(&str, DataType, usize) -> Result<TensorData, ProtocolError>,
 ) -> Result<Tensor, ProtocolError> {
     let datatype: DataType =
         datatype.parse().map_err(|e: crate::tensor::UnknownDataType| bad_input(&name, e.to_string()))?;
     let shape = checked_shape(&name, shape)?;
     let expected = element_count(&shape).expect("bounded by MAX_ELEMENTS");
-    let data = data(datatype, expected).map_err(|m| bad_input(&name, m))?;
+    let data = data(&name, datatype, expected)?;
     if data.len() != expected {
         return Err(bad_input(
             &name,
@@ -309,40 +311,26 @@ fn checked_shape(name: &str, dims: &[i64]) -> Result<Vec<usize>, ProtocolError> 
 }
 
 fn decode_input(input: InputJson<'_>, binary: &mut &[u8]) -> Result<Tensor, ProtocolError> {
-    let datatype: DataType =
-        input.datatype.parse().map_err(|e: crate::tensor::UnknownDataType| bad_input(&input.name, e.to_string()))?;
-    let shape = checked_shape(&input.name, &input.shape)?;
-    let expected = element_count(&shape).expect("bounded by MAX_ELEMENTS");
     let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
-    let data = match (binary_size, input.data) {
-        (Some(_), Some(_)) => {
-            return Err(bad_input(&input.name, "has both 'data' and 'binary_data_size'"));
-        }
+    let json = input.data;
+    input_tensor(input.name, &input.datatype, &input.shape, |name, datatype, expected| match (binary_size, json) {
+        (Some(_), Some(_)) => Err(bad_input(name, "has both 'data' and 'binary_data_size'")),
         (Some(size), None) => {
-            let size = size
-                .as_u64()
-                .ok_or_else(|| bad_input(&input.name, "'binary_data_size' must be a non-negative integer"))?;
+            let size =
+                size.as_u64().ok_or_else(|| bad_input(name, "'binary_data_size' must be a non-negative integer"))?;
             if size > binary.len() as u64 {
                 return Err(ProtocolError::BadBinary(format!(
-                    "input '{}' declares {size} bytes but only {} remain in the body",
-                    input.name,
+                    "input '{name}' declares {size} bytes but only {} remain in the body",
                     binary.len()
                 )));
             }
             let (mine, rest) = binary.split_at(size as usize);
             *binary = rest;
-            decode_binary(datatype, mine, expected).map_err(|m| bad_input(&input.name, m))?
+            decode_binary(datatype, mine, expected).map_err(|m| bad_input(name, m))
         }
-        (None, Some(raw)) => decode_json_data(datatype, raw.get(), expected).map_err(|m| bad_input(&input.name, m))?,
-        (None, None) => return Err(bad_input(&input.name, "has neither 'data' nor 'binary_data_size'")),
-    };
-    if data.len() != expected {
-        return Err(bad_input(
-            &input.name,
-            format!("shape {:?} needs {expected} elements but {} were given", shape, data.len()),
-        ));
-    }
-    Ok(Tensor { name: input.name, shape, data })
+        (None, Some(raw)) => decode_json_data(datatype, raw.get(), expected).map_err(|m| bad_input(name, m)),
+        (None, None) => Err(bad_input(name, "has neither 'data' nor 'binary_data_size'")),
+    })
 }
 
 // ---- JSON data: flat or nested arrays of scalars ----

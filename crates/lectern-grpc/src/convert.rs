@@ -7,7 +7,7 @@ use crate::pb;
 use crate::pb::infer_parameter::ParameterChoice;
 use crate::pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use crate::pb::model_infer_response::InferOutputTensor;
-use lectern_core::protocol::{decode_binary, encode_binary};
+use lectern_core::protocol::{bad_input, decode_binary, encode_binary};
 use lectern_core::{check_inputs, input_tensor, DataType, InferRequest, InferResponse, ProtocolError, RequestedOutput};
 use lectern_core::{Tensor, TensorData};
 use std::collections::HashMap;
@@ -59,11 +59,14 @@ pub fn infer_request(request: pb::ModelInferRequest) -> Result<InferRequest, Pro
 
 fn input_of(input: InferInputTensor, raw: Option<Vec<u8>>) -> Result<Tensor, ProtocolError> {
     let InferInputTensor { name, datatype, shape, contents, .. } = input;
-    input_tensor(name, &datatype, &shape, |datatype, expected| match (raw, contents) {
-        (Some(_), Some(_)) => Err("has both raw contents and typed contents".into()),
-        (Some(bytes), None) => decode_binary(datatype, &bytes, expected),
-        (None, Some(contents)) => typed(datatype, contents),
-        (None, None) => Err("has no data: neither raw_input_contents nor contents".into()),
+    input_tensor(name, &datatype, &shape, |name, datatype, expected| {
+        match (raw, contents) {
+            (Some(_), Some(_)) => Err("has both raw contents and typed contents".into()),
+            (Some(bytes), None) => decode_binary(datatype, &bytes, expected),
+            (None, Some(contents)) => typed(datatype, contents),
+            (None, None) => Err("has no data: neither raw_input_contents nor contents".into()),
+        }
+        .map_err(|message| bad_input(name, message))
     })
 }
 
