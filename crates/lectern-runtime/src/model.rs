@@ -234,18 +234,7 @@ impl LoadedModel {
 
     /// Rows in the request's batch (1 when the model has no batch dimension).
     fn batch_rows(&self, inputs: &[Tensor]) -> Result<usize, RuntimeError> {
-        let max = self.max_batch_size;
-        let rows = match inputs.first() {
-            Some(first) if max > 0 => first.shape.first().copied().unwrap_or(1),
-            _ => return Ok(1),
-        };
-        if rows > max {
-            return Err(RuntimeError::BadRequest(format!(
-                "batch of {rows} rows is over the max_batch_size {max} of model '{}'",
-                self.name
-            )));
-        }
-        Ok(rows)
+        batch_rows(&self.name, self.max_batch_size, inputs)
     }
 
     fn shape_outputs(
@@ -312,6 +301,20 @@ pub(crate) fn order_inputs(
         ordered.push(tensor);
     }
     Ok(ordered)
+}
+
+/// Rows in a batch of `inputs` (1 when the model has no batch dimension), at most `max`.
+pub(crate) fn batch_rows(model: &str, max: usize, inputs: &[Tensor]) -> Result<usize, RuntimeError> {
+    let rows = match inputs.first() {
+        Some(first) if max > 0 => first.shape.first().copied().unwrap_or(1),
+        _ => return Ok(1),
+    };
+    if rows > max {
+        return Err(RuntimeError::BadRequest(format!(
+            "batch of {rows} rows is over the max_batch_size {max} of model '{model}'"
+        )));
+    }
+    Ok(rows)
 }
 
 fn names(infos: &[TensorInfo]) -> String {

@@ -67,13 +67,9 @@ fn from_request(
     if elements > MAX_ELEMENTS {
         return Err(format!("the warmup request is larger than {MAX_ELEMENTS} elements"));
     }
-    let inputs = crate::model::order_inputs(model, &signature.inputs, decoded.inputs)
-        .map_err(|e| format!("the warmup request: {e}"))?;
-    let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
-    if max_batch_size > 0 && rows > max_batch_size {
-        return Err(format!("the warmup request has {rows} rows, over the max_batch_size {max_batch_size}"));
-    }
-    Ok(inputs)
+    let checked = crate::model::order_inputs(model, &signature.inputs, decoded.inputs)
+        .and_then(|inputs| crate::model::batch_rows(model, max_batch_size, &inputs).map(|_| inputs));
+    checked.map_err(|e| format!("the warmup request: {e}"))
 }
 
 fn fill(datatype: DataType, n: usize, inputs: WarmupInputs, seed: &mut u64) -> TensorData {
