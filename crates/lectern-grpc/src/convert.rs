@@ -139,7 +139,8 @@ pub fn infer_response(response: InferResponse) -> pb::ModelInferResponse {
     let mut raw = Vec::with_capacity(response.outputs.len());
     for output in response.outputs {
         let tensor = output.tensor;
-        let mut bytes = Vec::new();
+        // BYTES (no fixed size) grows as it is written
+        let mut bytes = Vec::with_capacity(tensor.datatype().element_size().unwrap_or(0) * tensor.data.len());
         encode_binary(&tensor.data, &mut bytes);
         raw.push(bytes);
         outputs.push(InferOutputTensor {
