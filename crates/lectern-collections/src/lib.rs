@@ -143,7 +143,7 @@ impl Collections {
     pub async fn upsert(&self, actor: &str, name: &str, request: Upsert) -> Result<CollectionRecord, CollectionError> {
         check_items(&request.items)?;
         let existing = self.store.collection(name).await?;
-        let spec = self.spec(name, &request, existing.as_ref())?;
+        let spec = self.spec(name, &request, existing.as_ref()).await?;
         let texts: Vec<(usize, String)> = request
             .items
             .iter()
@@ -154,7 +154,7 @@ impl Collections {
         let embedded = match (&spec.model, texts.is_empty()) {
             (_, true) => None,
             (Some(model), false) => {
-                let model = self.registry.resolve(model, None)?;
+                let model = self.registry.model(model, None).await?;
                 Some(embed(model, texts.iter().map(|(_, t)| t.clone()).collect(), false).await?)
             }
             (None, false) => {
@@ -239,7 +239,7 @@ impl Collections {
                         "collection '{name}' has no model to embed a text: search with a vector"
                     )));
                 };
-                let model = self.registry.resolve(model, None)?;
+                let model = self.registry.model(model, None).await?;
                 embed(model, vec![text], false).await?.vectors
             }
             (None, Some(vector)) => vector,
@@ -306,7 +306,7 @@ impl Collections {
 
     /// The collection an upsert writes to: the existing one (what the request says must
     /// match it) or a new one as the request describes.
-    fn spec(
+    async fn spec(
         &self,
         name: &str,
         request: &Upsert,
@@ -315,7 +315,7 @@ impl Collections {
         if let Some(old) = existing {
             let model = request.model.clone().or_else(|| old.model.clone());
             let dimension = match (&request.model, request.dimension) {
-                (Some(m), _) if Some(m) != old.model.as_ref() => self.model_dimension(m)?,
+                (Some(m), _) if Some(m) != old.model.as_ref() => self.model_dimension(m).await?,
                 (_, Some(d)) => d,
                 _ => old.dimension,
             };
@@ -323,7 +323,7 @@ impl Collections {
         }
         match (&request.model, request.dimension) {
             (Some(model), given) => {
-                let dimension = self.model_dimension(model)?;
+                let dimension = self.model_dimension(model).await?;
                 if given.is_some_and(|d| d != dimension) {
                     return Err(invalid(format!(
                         "model '{model}' gives {dimension}-dimensional vectors, not {}",
@@ -342,8 +342,8 @@ impl Collections {
         }
     }
 
-    fn model_dimension(&self, model: &str) -> Result<u32, CollectionError> {
-        let loaded = self.registry.resolve(model, None)?;
+    async fn model_dimension(&self, model: &str) -> Result<u32, CollectionError> {
+        let loaded = self.registry.model(model, None).await?;
         let text = loaded.text().ok_or_else(|| RuntimeError::NotAnEncoder(model.to_string()))?;
         Ok(text.dimension as u32)
     }

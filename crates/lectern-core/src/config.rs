@@ -120,6 +120,12 @@ pub struct ModelConfig {
     /// Samples run on every instance of a version before it reports ready (`[[warmup]]`).
     #[serde(default)]
     pub warmup: Vec<WarmupSpec>,
+    /// Not loaded at start-up (nor after a change): the first request loads it.
+    #[serde(default)]
+    pub lazy: bool,
+    /// Never unloaded to keep within the server's memory budget.
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 /// One warmup sample: every input filled with zeros or random values at its declared shape,

@@ -153,6 +153,9 @@ error_codes! {
     NotReady => "not_ready", Unavailable, 503;
     /// The model's queue is full; retry later.
     QueueFull => "queue_full", Unavailable, 503;
+    /// The model loads on demand (lazy, or unloaded by the memory budget) and was not ready
+    /// within the wait; it goes on loading: retry later.
+    ModelLoading => "model_loading", Unavailable, 503;
     /// The database cannot be reached (down, restarting, or out of connections); retry later.
     DatabaseUnavailable => "database_unavailable", Unavailable, 503;
     /// The database answered with an error that is not the request's fault.

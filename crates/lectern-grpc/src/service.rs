@@ -44,7 +44,7 @@ impl Inference {
     ) -> Result<pb::ModelInferResponse, Status> {
         let version = version_of(&message.model_name, &message.model_version)?;
         self.check_visible(who, &message.model_name)?;
-        let loaded = self.state.registry.resolve(&message.model_name, version).map_err(status::from)?;
+        let loaded = self.state.registry.model(&message.model_name, version).await.map_err(status::from)?;
         let request = convert::infer_request(message).map_err(status::from)?;
         let response = loaded.infer(request).await.map_err(status::from)?;
         Ok(convert::infer_response(response))
@@ -101,16 +101,19 @@ impl GrpcInferenceService for Inference {
     }
 
     /// Not ready (unknown, unloaded, failed, another user's project): `ready: false`, as
-    /// Triton answers, not an error.
+    /// Triton answers, not an error. A model that loads on demand is loaded first.
     async fn model_ready(
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let who = principal(&request);
         let pb::ModelReadyRequest { name, version } = request.into_inner();
-        let ready = version_of(&name, &version).is_ok_and(|v| {
-            self.check_visible(who.as_ref(), &name).is_ok() && self.state.registry.resolve(&name, v).is_ok()
-        });
+        let ready = match version_of(&name, &version) {
+            Ok(v) if self.check_visible(who.as_ref(), &name).is_ok() => {
+                self.state.registry.model(&name, v).await.is_ok()
+            }
+            _ => false,
+        };
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -134,7 +137,7 @@ impl GrpcInferenceService for Inference {
         let pb::ModelMetadataRequest { name, version } = request.into_inner();
         let version = version_of(&name, &version)?;
         self.check_visible(who.as_ref(), &name)?;
-        let metadata = v2::model_metadata(&self.state, &name, version).map_err(status::status)?;
+        let metadata = v2::model_metadata(&self.state, &name, version).await.map_err(status::status)?;
         let tensors = |list: Vec<v2::TensorMetadata>| {
             list.into_iter()
                 .map(|t| pb::model_metadata_response::TensorMetadata {
@@ -198,7 +201,7 @@ impl GrpcInferenceService for Inference {
         let pb::ModelConfigRequest { name, version } = request.into_inner();
         let version = version_of(&name, &version)?;
         self.check_visible(who.as_ref(), &name)?;
-        let config = v2::model_config(&self.state, &name, version).map_err(status::status)?;
+        let config = v2::model_config(&self.state, &name, version).await.map_err(status::status)?;
         Ok(Response::new(pb::ModelConfigResponse { config: Some(model_config(config)) }))
     }
 

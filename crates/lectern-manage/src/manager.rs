@@ -308,7 +308,7 @@ impl Manager {
             self.registry.set_unavailable(name, &reason).await;
             return Ok(());
         }
-        match self.registry.load(name).await {
+        match self.registry.refresh(name).await {
             Ok(()) => Ok(()),
             Err(e) if e.code() == ErrorCode::ModelLoadFailed => {
                 tracing::warn!(model = name, reason = %e, "the change is stored; the versions that were serving still serve");

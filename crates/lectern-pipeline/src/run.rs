@@ -316,7 +316,8 @@ impl Engine {
     ) -> Result<Json, PipelineError> {
         let loaded = self
             .registry
-            .resolve(model, version)
+            .model(model, version)
+            .await
             .map_err(|source| PipelineError::Model { step: step.id.clone(), source })?;
         let bad_input = |m: String| PipelineError::Input(format!("step '{}': {m}", step.id));
         let tensor = input_tensor(&loaded, input, item).await.map_err(bad_input)?;

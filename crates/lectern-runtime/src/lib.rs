@@ -1,6 +1,7 @@
 //! The serving runtime: the model repository, loaded versions with their queues and
 //! threads, and metrics. Nothing here knows about HTTP.
 
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod registry;
@@ -12,7 +13,7 @@ pub mod worker;
 pub use lectern_backends::{Signature, TensorInfo, TextEncoding};
 pub use metrics::{MetricsRegistry, ModelMetrics};
 pub use model::{LoadedModel, Remote, RemoteVersion};
-pub use registry::{IndexEntry, Placer, Registry, VersionState};
+pub use registry::{IndexEntry, MemoryReport, ModelMemory, Placer, Registry, VersionState, ON_DEMAND_WAIT};
 pub use source::{FolderSource, ModelDefinition, ModelSource, SourceError, SourceFuture, MODEL_FILE};
 pub use worker::WorkerError;
 
@@ -33,6 +34,9 @@ pub enum RuntimeError {
     VersionNotFound(String, u64),
     #[error("model '{0}' is not ready: {1}")]
     NotReady(String, String),
+    /// The model loads on demand and was not ready within [`ON_DEMAND_WAIT`]; it goes on loading.
+    #[error("model '{0}' is loading on demand and was not ready in time; retry later")]
+    Loading(String),
     #[error("model '{0}' is overloaded: its queue is full; retry later")]
     QueueFull(String),
     #[error("the request's timeout of {0} microseconds passed before it could run")]
@@ -73,6 +77,7 @@ impl Coded for RuntimeError {
             RuntimeError::ModelNotFound(_) => ErrorCode::ModelNotFound,
             RuntimeError::VersionNotFound(..) => ErrorCode::VersionNotFound,
             RuntimeError::NotReady(..) => ErrorCode::ModelNotReady,
+            RuntimeError::Loading(_) => ErrorCode::ModelLoading,
             RuntimeError::LoadFailed(..) => ErrorCode::ModelLoadFailed,
             RuntimeError::QueueFull(_) => ErrorCode::QueueFull,
             RuntimeError::DeadlineExpired(_) => ErrorCode::RequestTimeout,

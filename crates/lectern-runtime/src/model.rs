@@ -7,7 +7,7 @@ use crate::worker::{Job, JobError, SubmitError, Worker};
 use crate::RuntimeError;
 use lectern_backends::{Backend, Signature, TensorInfo, TextEncoding};
 use lectern_core::{ImageSpec, InferRequest, InferResponse, RequestedOutput, ResponseOutput, Tensor, TensorData};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -27,7 +27,19 @@ pub struct LoadedModel {
     pub metrics: Arc<ModelMetrics>,
     /// The config it was loaded with (none for a version served by another process).
     pub config: Option<Arc<lectern_core::ModelConfig>>,
+    /// Memory the version took when it loaded (the larger of its file's size and the growth
+    /// of the process's resident memory across the load); 0 for a version served elsewhere.
+    pub resident_bytes: u64,
+    /// When a request last used it, on the process's use clock (see [`LoadedModel::touch`]).
+    last_used: AtomicU64,
     runner: Runner,
+}
+
+/// Counts uses across every model: the least recently used version has the smallest tick.
+static USE_CLOCK: AtomicU64 = AtomicU64::new(1);
+
+fn tick() -> u64 {
+    USE_CLOCK.fetch_add(1, Relaxed)
 }
 
 /// Where a loaded version runs its requests.
@@ -83,6 +95,8 @@ impl LoadedModel {
             matryoshka: false,
             metrics,
             config: None,
+            resident_bytes: 0,
+            last_used: AtomicU64::new(tick()),
             runner: Runner::Local { backend, worker },
         }
     }
@@ -101,8 +115,20 @@ impl LoadedModel {
             matryoshka,
             metrics,
             config: None,
+            resident_bytes: 0,
+            last_used: AtomicU64::new(tick()),
             runner: Runner::Remote { platform, text, remote },
         }
+    }
+
+    /// Marks the version as used now (the memory budget unloads the least recently used).
+    pub fn touch(&self) {
+        self.last_used.store(tick(), Relaxed);
+    }
+
+    /// When the version was last used (loading counts as a use); larger is more recent.
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Relaxed)
     }
 
     /// What a remote gateway needs to know of this version to send it requests.

@@ -2,6 +2,10 @@
 //! store). Loading a model builds every selected version first and swaps them in at once, so
 //! the versions already serving answer until the new ones are ready, and a failed load leaves
 //! them serving.
+//!
+//! Models may load on demand: a lazy one (its config's `lazy`) is not loaded at start-up, and
+//! under a memory budget the least recently used unpinned models are unloaded to make room for
+//! a load; the next request for such a model loads it again ([`Registry::model`]).
 
 use crate::metrics::MetricsRegistry;
 use crate::model::LoadedModel;
@@ -11,8 +15,17 @@ use crate::RuntimeError;
 use lectern_core::config::DEFAULT_MAX_BATCH_SIZE;
 use lectern_core::{ConfigChange, ModelConfig};
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
+
+/// How long a request waits, by default, for a model that loads on demand; then it is told
+/// to retry (the load goes on).
+pub const ON_DEMAND_WAIT: Duration = Duration::from_secs(30);
+
+/// Why a lazy model serves nothing yet.
+const LAZY: &str = "lazy: the first request loads it";
+/// Why a model the memory budget unloaded serves nothing now.
+const EVICTED: &str = "unloaded to stay within the memory budget: the next request loads it again";
 
 /// The state of one version of a model.
 #[derive(Clone)]
@@ -31,6 +44,75 @@ struct ModelEntry {
     default_version: Option<u64>,
     /// Served by other processes, none of which serves it now: requests are told to retry.
     retry_later: bool,
+    /// Serves nothing now, and the next request loads it (lazy, or unloaded by the budget).
+    on_demand: bool,
+    /// Never unloaded to make room (its config's `pinned`).
+    pinned: bool,
+    /// The bytes its versions took when it was last unloaded by the budget (the estimate of
+    /// its next load).
+    last_bytes: u64,
+}
+
+impl ModelEntry {
+    /// A model that loads on its first request.
+    fn lazy(definition: &ModelDefinition) -> Self {
+        ModelEntry {
+            reason: Some(LAZY.into()),
+            default_version: definition.default_version,
+            on_demand: true,
+            pinned: definition.config.pinned,
+            ..Default::default()
+        }
+    }
+
+    /// Bytes its versions loaded here hold.
+    fn resident_bytes(&self) -> u64 {
+        self.versions
+            .values()
+            .map(|s| match s {
+                VersionState::Ready(m) => m.resident_bytes,
+                VersionState::Unavailable(_) => 0,
+            })
+            .sum()
+    }
+
+    /// When a request last used one of its versions; `None` when none is loaded here.
+    fn last_used(&self) -> Option<u64> {
+        self.versions
+            .values()
+            .filter_map(|s| match s {
+                VersionState::Ready(m) if m.resident_bytes > 0 => Some(m.last_used()),
+                _ => None,
+            })
+            .max()
+    }
+}
+
+/// Loads and budget unloads of one model, since start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LoadCounts {
+    loads: u64,
+    evictions: u64,
+}
+
+/// One model's part of [`MemoryReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelMemory {
+    pub name: String,
+    /// Times it was loaded here (at start-up, on request, or on demand).
+    pub loads: u64,
+    /// Times the memory budget unloaded it.
+    pub evictions: u64,
+    /// Bytes its loaded versions hold now.
+    pub resident_bytes: u64,
+}
+
+/// The memory budget and what each model holds of it (for metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// The budget, when set.
+    pub budget: Option<u64>,
+    pub models: Vec<ModelMemory>,
 }
 
 /// Places models on other processes instead of loading them here (a cluster gateway): the
@@ -63,7 +145,21 @@ pub struct Registry {
     /// Serialises loads and unloads; inference never takes it.
     changes: tokio::sync::Mutex<()>,
     /// When set, models are served elsewhere and placed through it.
-    placer: std::sync::OnceLock<Arc<dyn Placer>>,
+    placer: OnceLock<Arc<dyn Placer>>,
+    /// Bytes the loaded models may hold together, when set.
+    budget: OnceLock<u64>,
+    /// How long a request waits for an on-demand load (default [`ON_DEMAND_WAIT`]).
+    load_wait: OnceLock<Duration>,
+    counts: Mutex<BTreeMap<String, LoadCounts>>,
+    /// A version's resident bytes from its file's size and the growth of the process's
+    /// resident memory across its load.
+    measure: fn(u64, u64) -> u64,
+}
+
+/// The larger of a version's file size and the process's growth across its load: concurrent
+/// requests make the growth noisy, and the file is a floor.
+fn file_or_growth(file: u64, grown: u64) -> u64 {
+    file.max(grown)
 }
 
 impl Registry {
@@ -74,8 +170,42 @@ impl Registry {
             models: RwLock::new(BTreeMap::new()),
             metrics,
             changes: tokio::sync::Mutex::new(()),
-            placer: std::sync::OnceLock::new(),
+            placer: OnceLock::new(),
+            budget: OnceLock::new(),
+            load_wait: OnceLock::new(),
+            counts: Mutex::default(),
+            measure: file_or_growth,
         }
+    }
+
+    /// From now on, loaded models hold at most `bytes` together: a load first unloads the least
+    /// recently used unpinned models, which load again on their next request.
+    pub fn set_memory_budget(&self, bytes: u64) {
+        let _ = self.budget.set(bytes);
+    }
+
+    /// How long a request waits for a model that loads on demand before it is told to retry.
+    pub fn set_load_wait(&self, wait: Duration) {
+        let _ = self.load_wait.set(wait);
+    }
+
+    /// The budget, and each model's loads, unloads by the budget and resident bytes.
+    pub fn memory(&self) -> MemoryReport {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let models = self
+            .read()
+            .iter()
+            .map(|(name, entry)| {
+                let c = counts.get(name).copied().unwrap_or_default();
+                ModelMemory {
+                    name: name.clone(),
+                    loads: c.loads,
+                    evictions: c.evictions,
+                    resident_bytes: entry.resident_bytes(),
+                }
+            })
+            .collect();
+        MemoryReport { budget: self.budget.get().copied(), models }
     }
 
     /// A registry over a repository folder laid out as Triton's.
@@ -109,7 +239,7 @@ impl Registry {
         reason: Option<String>,
     ) {
         let retry_later = !versions.values().any(|s| matches!(s, VersionState::Ready(_)));
-        let entry = ModelEntry { versions, reason, default_version, retry_later };
+        let entry = ModelEntry { versions, reason, default_version, retry_later, ..Default::default() };
         self.write().insert(name.to_string(), entry);
     }
 
@@ -139,13 +269,21 @@ impl Registry {
             return Ok(());
         }
         for name in names {
-            let entry = match self.source.definition(&name).await {
-                Ok(Some(definition)) => self.load_selected(&name, definition, None).await,
+            match self.source.definition(&name).await {
+                Ok(Some(definition)) if definition.config.lazy && !definition.versions.is_empty() => {
+                    self.write().insert(name, ModelEntry::lazy(&definition));
+                }
+                Ok(Some(definition)) => {
+                    // a failure is in the model's entry (and logged)
+                    let _ = self.install(&name, definition, None).await;
+                }
                 Ok(None) => continue,
-                Err(e) => ModelEntry { reason: Some(e.to_string()), ..Default::default() },
-            };
-            log_entry(&name, &entry);
-            self.write().insert(name, entry);
+                Err(e) => {
+                    let entry = ModelEntry { reason: Some(e.to_string()), ..Default::default() };
+                    log_entry(&name, &entry);
+                    self.write().insert(name, entry);
+                }
+            }
         }
         Ok(())
     }
@@ -158,6 +296,21 @@ impl Registry {
 
     /// [`Self::load`] with `change` applied to the model's config (until it is loaded again).
     pub async fn load_changed(self: &Arc<Self>, name: &str, change: Option<&ConfigChange>) -> Result<(), RuntimeError> {
+        self.load_with(name, change, false).await
+    }
+
+    /// Follows a change of the model in the source: loads it again, except a lazy model that
+    /// serves nothing now, which stays to be loaded by its first request.
+    pub async fn refresh(self: &Arc<Self>, name: &str) -> Result<(), RuntimeError> {
+        self.load_with(name, None, true).await
+    }
+
+    async fn load_with(
+        self: &Arc<Self>,
+        name: &str,
+        change: Option<&ConfigChange>,
+        lazy_stays: bool,
+    ) -> Result<(), RuntimeError> {
         let _guard = self.changes.lock().await;
         if let Some(placer) = self.placer.get() {
             if change.is_some() {
@@ -167,27 +320,191 @@ impl Registry {
             }
             return placer.place(name).await;
         }
-        let definition = match self.source.definition(name).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(RuntimeError::ModelNotFound(name.to_string())),
-            Err(source) => return Err(RuntimeError::SourceFailed { model: name.to_string(), source }),
-        };
-        let entry = self.load_selected(name, definition, change).await;
-        if let Some(reason) = entry_failure(&entry) {
-            let mut models = self.write();
-            if models.get(name).is_some_and(serves) {
-                tracing::warn!(model = name, %reason, "load failed; previous versions keep serving");
-            } else {
-                // A model serving nothing takes the outcome: the versions that loaded in place
-                // of the failed ones serve, and the failed ones are listed with why.
-                log_entry(name, &entry);
-                models.insert(name.to_string(), entry);
-            }
+        let definition = self.definition(name).await?;
+        if lazy_stays && definition.config.lazy && !self.read().get(name).is_some_and(serves) {
+            self.write().insert(name.to_string(), ModelEntry::lazy(&definition));
+            return Ok(());
+        }
+        self.install(name, definition, change).await
+    }
+
+    async fn definition(&self, name: &str) -> Result<ModelDefinition, RuntimeError> {
+        match self.source.definition(name).await {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err(RuntimeError::ModelNotFound(name.to_string())),
+            Err(source) => Err(RuntimeError::SourceFailed { model: name.to_string(), source }),
+        }
+    }
+
+    /// Loads the selected versions of `definition` and serves them (called with `changes`
+    /// held). Under a memory budget, room is made first; a model that cannot fit is refused.
+    async fn install(
+        self: &Arc<Self>,
+        name: &str,
+        definition: ModelDefinition,
+        change: Option<&ConfigChange>,
+    ) -> Result<(), RuntimeError> {
+        let pinned = definition.config.pinned;
+        if let Err(reason) = self.make_room(name, self.estimate(name, &definition)) {
+            self.refuse(name, &reason);
             return Err(RuntimeError::LoadFailed(name.to_string(), reason));
         }
-        log_entry(name, &entry);
-        self.write().insert(name.to_string(), entry);
-        Ok(())
+        let mut entry = self.load_selected(name, definition, change).await;
+        entry.pinned = pinned;
+        let failure = entry_failure(&entry);
+        {
+            let mut models = self.write();
+            match &failure {
+                Some(reason) if models.get(name).is_some_and(serves) => {
+                    tracing::warn!(model = name, %reason, "load failed; previous versions keep serving");
+                }
+                // A model serving nothing takes the outcome: the versions that loaded in place
+                // of the failed ones serve, and the failed ones are listed with why.
+                _ => {
+                    log_entry(name, &entry);
+                    if serves(&entry) {
+                        self.count(name, |c| c.loads += 1);
+                    }
+                    models.insert(name.to_string(), entry);
+                }
+            }
+        }
+        if let Err(reason) = self.make_room(name, 0) {
+            tracing::warn!(model = name, %reason, "the loaded models hold more than the memory budget");
+        }
+        match failure {
+            Some(reason) => Err(RuntimeError::LoadFailed(name.to_string(), reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records why a model could not be loaded, unless it still serves.
+    fn refuse(&self, name: &str, reason: &str) {
+        tracing::warn!(model = name, %reason, "not loaded");
+        let mut models = self.write();
+        let entry = models.entry(name.to_string()).or_default();
+        if !serves(entry) {
+            entry.versions.clear();
+            entry.reason = Some(reason.to_string());
+        }
+    }
+
+    /// Bytes a load of the model is expected to take: its files, or what it took last time.
+    fn estimate(&self, name: &str, definition: &ModelDefinition) -> u64 {
+        let files: u64 = definition.versions.iter().filter_map(|(_, b)| b.as_ref().ok()).map(|b| b.len() as u64).sum();
+        let last = self.read().get(name).map_or(0, |e| e.last_bytes.max(e.resident_bytes()));
+        files.max(last)
+    }
+
+    /// Under a memory budget: unloads the least recently used unpinned models (other than
+    /// `name`) until `need` more bytes fit. Nothing is unloaded when they could not fit even
+    /// then (the pinned models and `name` hold too much); the error says so.
+    fn make_room(&self, name: &str, need: u64) -> Result<(), String> {
+        let Some(&budget) = self.budget.get() else { return Ok(()) };
+        let kept: u64 = {
+            let models = self.read();
+            models.iter().filter(|(n, e)| *n == name || e.pinned).map(|(_, e)| e.resident_bytes()).sum()
+        };
+        if kept.saturating_add(need) > budget {
+            return Err(format!(
+                "model '{name}' needs about {}, and the memory budget of {} leaves {} beside the pinned models",
+                size_text(need),
+                size_text(budget),
+                size_text(budget.saturating_sub(kept))
+            ));
+        }
+        loop {
+            let (used, victim) = {
+                let models = self.read();
+                let used: u64 = models.values().map(ModelEntry::resident_bytes).sum();
+                let victim = models
+                    .iter()
+                    .filter(|(n, e)| *n != name && !e.pinned)
+                    .filter_map(|(n, e)| e.last_used().map(|t| (t, n.clone())))
+                    .min()
+                    .map(|(_, n)| n);
+                (used, victim)
+            };
+            if used.saturating_add(need) <= budget {
+                return Ok(());
+            }
+            match victim {
+                Some(victim) => self.evict(&victim),
+                None => {
+                    return Err(format!(
+                        "the loaded models hold {} of a budget of {}",
+                        size_text(used),
+                        size_text(budget)
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Unloads a model to make room; its next request loads it again.
+    fn evict(&self, name: &str) {
+        let (bytes, versions) = {
+            let mut models = self.write();
+            let Some(entry) = models.get_mut(name) else { return };
+            let bytes = entry.resident_bytes();
+            entry.last_bytes = bytes;
+            entry.on_demand = true;
+            entry.reason = Some(EVICTED.into());
+            (bytes, std::mem::take(&mut entry.versions))
+        };
+        self.count(name, |c| c.evictions += 1);
+        tracing::info!(model = name, bytes, "unloaded to stay within the memory budget");
+        // in-flight requests keep their version; its threads stop (and give the memory back)
+        // when the last one ends
+        drop(versions);
+    }
+
+    fn count(&self, name: &str, add: impl FnOnce(&mut LoadCounts)) {
+        add(self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default());
+    }
+
+    /// The model version to serve a request, loading the model first when it loads on demand
+    /// (lazy, or unloaded by the memory budget): the request waits for the load up to the
+    /// load wait, then gets [`RuntimeError::Loading`] while the load goes on. Marks the version
+    /// used.
+    pub async fn model(self: &Arc<Self>, name: &str, version: Option<u64>) -> Result<Arc<LoadedModel>, RuntimeError> {
+        let found = match self.resolve(name, version) {
+            Err(_) if self.loads_on_demand(name) => self.load_on_demand(name, version).await?,
+            other => other?,
+        };
+        found.touch();
+        Ok(found)
+    }
+
+    fn loads_on_demand(&self, name: &str) -> bool {
+        self.read().get(name).is_some_and(|e| e.on_demand && !serves(e))
+    }
+
+    async fn load_on_demand(
+        self: &Arc<Self>,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<Arc<LoadedModel>, RuntimeError> {
+        let (this, owned) = (self.clone(), name.to_string());
+        // its own task: a request that gives up does not stop the load
+        let loading = tokio::spawn(async move {
+            let _guard = this.changes.lock().await;
+            // another request may have loaded it meanwhile (or someone unloaded it)
+            if this.loads_on_demand(&owned) {
+                let definition = this.definition(&owned).await?;
+                this.install(&owned, definition, None).await?;
+            }
+            // resolved under the lock: no other load can unload it before the request has it
+            this.resolve(&owned, version)
+        });
+        let wait = self.load_wait.get().copied().unwrap_or(ON_DEMAND_WAIT);
+        match tokio::time::timeout(wait, loading).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(stopped)) => {
+                Err(RuntimeError::LoadFailed(name.to_string(), format!("the loader stopped: {stopped}")))
+            }
+            Err(_) => Err(RuntimeError::Loading(name.to_string())),
+        }
     }
 
     /// Makes a model known but not serving, with the reason (a model with no versions yet).
@@ -260,7 +577,7 @@ impl Registry {
                 Some(next) => definition = next,
                 None => {
                     tried.retain(|v, s| selected.contains(v) || matches!(s, VersionState::Unavailable(_)));
-                    return ModelEntry { versions: tried, reason: None, default_version, retry_later: false };
+                    return ModelEntry { versions: tried, default_version, ..Default::default() };
                 }
             }
         }
@@ -292,6 +609,7 @@ impl Registry {
         entry.versions.clear();
         entry.reason = Some("unloaded".into());
         entry.retry_later = false;
+        entry.on_demand = false;
         tracing::info!(model = name, "unloaded");
         Ok(())
     }
@@ -409,9 +727,14 @@ impl Registry {
         let versions = versions
             .into_iter()
             .map(|(v, bytes)| {
-                let loaded = bytes
-                    .map_err(LoadError::from)
-                    .and_then(|b| self.load_version(name, v, &b, &config, labels.clone()));
+                let loaded = bytes.map_err(LoadError::from).and_then(|b| {
+                    let before = crate::memory::resident_bytes();
+                    let mut model = self.load_version(name, v, &b, &config, labels.clone())?;
+                    crate::memory::release_free_memory();
+                    let grown = crate::memory::resident_bytes().zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
+                    model.resident_bytes = (self.measure)(b.len() as u64, grown).max(1);
+                    Ok(model)
+                });
                 let state = match loaded {
                     Ok(m) => VersionState::Ready(Arc::new(m)),
                     Err(e) => VersionState::Unavailable(e.to_string()),
@@ -419,7 +742,7 @@ impl Registry {
                 (v, state)
             })
             .collect();
-        ModelEntry { versions, reason: None, default_version, retry_later: false }
+        ModelEntry { versions, default_version, ..Default::default() }
     }
 
     fn load_version(
@@ -512,6 +835,15 @@ fn entry_failure(entry: &ModelEntry) -> Option<String> {
 /// Whether some version of the entry answers requests.
 fn serves(entry: &ModelEntry) -> bool {
     entry.versions.values().any(|s| matches!(s, VersionState::Ready(_)))
+}
+
+/// Bytes in the largest binary unit that keeps a number of at least 1, one decimal.
+fn size_text(bytes: u64) -> String {
+    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    match units.iter().find(|(_, scale)| bytes >= *scale) {
+        Some((unit, scale)) => format!("{:.1} {unit}", bytes as f64 / *scale as f64),
+        None => format!("{bytes} bytes"),
+    }
 }
 
 fn not_ready_reason(entry: &ModelEntry) -> String {
@@ -612,5 +944,162 @@ mod tests {
         registry.load_all().await.unwrap();
         assert_eq!(states(&registry), vec![(1, false), (2, false)]);
         assert_eq!(*source.reported.lock().unwrap(), vec![(2, false), (1, false)]);
+    }
+
+    /// Models of exactly the given file sizes (the iris model padded with a field ONNX does
+    /// not define, which the parser skips), each with its config.
+    struct Sized {
+        models: BTreeMap<String, (String, Vec<u8>)>,
+    }
+
+    impl Sized {
+        fn new(models: &[(&str, usize, &str)]) -> Arc<Self> {
+            let iris = std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../examples/models/iris-logreg/1")
+                    .join(crate::source::MODEL_FILE),
+            )
+            .unwrap();
+            let models = models
+                .iter()
+                .map(|(name, size, config)| {
+                    let mut bytes = iris.clone();
+                    // field 1000, length-delimited: a 2-byte tag, a 3-byte length, the padding
+                    let pad = size - iris.len() - 5;
+                    bytes.extend_from_slice(&[0xc2, 0x3e]);
+                    bytes.extend_from_slice(&varint3(pad));
+                    bytes.resize(bytes.len() + pad, 0);
+                    assert_eq!(bytes.len(), *size);
+                    (name.to_string(), (config.to_string(), bytes))
+                })
+                .collect();
+            Arc::new(Sized { models })
+        }
+    }
+
+    /// `n` as a varint of exactly three bytes.
+    fn varint3(n: usize) -> [u8; 3] {
+        assert!(n < 1 << 21);
+        [(n & 0x7f) as u8 | 0x80, ((n >> 7) & 0x7f) as u8 | 0x80, (n >> 14) as u8]
+    }
+
+    impl ModelSource for Sized {
+        fn names(&self) -> SourceFuture<'_, Result<Vec<String>, SourceError>> {
+            Box::pin(async { Ok(self.models.keys().cloned().collect()) })
+        }
+
+        fn definition<'a>(&'a self, name: &'a str) -> SourceFuture<'a, Result<Option<ModelDefinition>, SourceError>> {
+            Box::pin(async move {
+                Ok(self.models.get(name).map(|(config, bytes)| ModelDefinition {
+                    config: ModelConfig::parse(config, "config.toml").unwrap(),
+                    labels: None,
+                    default_version: None,
+                    versions: vec![(1, Ok(bytes.clone()))],
+                }))
+            })
+        }
+
+        fn loaded<'a>(&'a self, _: &'a str, _: Vec<(u64, Result<(), String>)>) -> SourceFuture<'a, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    /// A registry over `models` whose versions count their file sizes exactly.
+    fn budgeted(models: &[(&str, usize, &str)], budget: u64) -> Arc<Registry> {
+        let mut registry = Registry::new(Sized::new(models), Arc::new(MetricsRegistry::default()));
+        registry.measure = |file, _| file;
+        registry.set_memory_budget(budget);
+        Arc::new(registry)
+    }
+
+    fn loaded(registry: &Registry) -> Vec<String> {
+        registry.memory().models.into_iter().filter(|m| m.resident_bytes > 0).map(|m| m.name).collect()
+    }
+
+    fn counts(registry: &Registry, name: &str) -> (u64, u64) {
+        let m = registry.memory().models.into_iter().find(|m| m.name == name).unwrap();
+        (m.loads, m.evictions)
+    }
+
+    const K: usize = 1 << 10;
+
+    fn refused(result: Result<Arc<LoadedModel>, RuntimeError>) -> RuntimeError {
+        match result {
+            Ok(m) => panic!("{} was served", m.name),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn loads_past_the_budget_unload_the_least_recently_used_models() {
+        let registry = budgeted(&[("a", 10 * K, ""), ("b", 10 * K, ""), ("c", 10 * K, "")], 25 * K as u64);
+        registry.load_all().await.unwrap();
+        assert_eq!(loaded(&registry), ["b", "c"], "a, loaded first, made room for c");
+        assert_eq!(counts(&registry, "a"), (1, 1));
+        let index = registry.index();
+        assert!(index[0].reason.contains("memory budget"), "{index:?}");
+
+        registry.model("b", None).await.unwrap();
+        let a = registry.model("a", None).await.unwrap();
+        assert_eq!(a.resident_bytes, 10 * K as u64);
+        assert_eq!(loaded(&registry), ["a", "b"], "c was the least recently used");
+        assert_eq!(counts(&registry, "a"), (2, 1));
+        assert_eq!(counts(&registry, "c"), (1, 1));
+        assert_eq!(registry.memory().budget, Some(25 * K as u64));
+    }
+
+    #[tokio::test]
+    async fn pinned_models_stay_and_a_model_that_cannot_fit_unloads_nothing() {
+        let models =
+            [("a", 10 * K, "pinned = true"), ("b", 10 * K, ""), ("c", 10 * K, ""), ("huge", 40 * K, "lazy = true")];
+        let registry = budgeted(&models, 25 * K as u64);
+        registry.load_all().await.unwrap();
+        assert_eq!(loaded(&registry), ["a", "c"], "b made room for c; a is pinned");
+        registry.model("b", None).await.unwrap();
+        assert_eq!(loaded(&registry), ["a", "b"]);
+
+        let err = refused(registry.model("huge", None).await);
+        assert!(matches!(err, RuntimeError::LoadFailed(..)), "{err}");
+        let expected = "model 'huge' needs about 40.0 KiB, and the memory budget of 25.0 KiB leaves 15.0 KiB \
+                        beside the pinned models";
+        assert!(err.to_string().ends_with(expected), "{err}");
+        assert_eq!(loaded(&registry), ["a", "b"], "nothing was unloaded for it");
+        assert_eq!(counts(&registry, "huge"), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_lazy_model_loads_on_its_first_request_and_an_unloaded_one_does_not() {
+        let registry = budgeted(&[("lazy", 10 * K, "lazy = true"), ("eager", 10 * K, "")], 1 << 30);
+        registry.load_all().await.unwrap();
+        assert_eq!(loaded(&registry), ["eager"]);
+        assert!(matches!(registry.resolve("lazy", None), Err(RuntimeError::NotReady(_, r)) if r.contains("lazy")));
+        registry.model("lazy", None).await.unwrap();
+        assert_eq!(counts(&registry, "lazy"), (1, 0));
+
+        registry.unload("lazy").await.unwrap();
+        let err = refused(registry.model("lazy", None).await);
+        assert!(matches!(err, RuntimeError::NotReady(_, ref r) if r == "unloaded"), "{err}");
+        // a change in the source keeps a lazy model that serves nothing unloaded
+        registry.refresh("lazy").await.unwrap();
+        assert_eq!(loaded(&registry), ["eager"]);
+        registry.load("lazy").await.unwrap();
+        assert_eq!(loaded(&registry), ["eager", "lazy"]);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_waits_too_long_is_told_to_retry_while_the_load_goes_on() {
+        let registry = budgeted(&[("lazy", 10 * K, "lazy = true")], 1 << 30);
+        registry.set_load_wait(Duration::ZERO);
+        registry.load_all().await.unwrap();
+        let err = refused(registry.model("lazy", None).await);
+        assert!(matches!(err, RuntimeError::Loading(_)), "{err}");
+        for _ in 0..500 {
+            if registry.resolve("lazy", None).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        registry.model("lazy", None).await.unwrap();
+        assert_eq!(counts(&registry, "lazy"), (1, 0), "loaded once");
     }
 }

@@ -12,7 +12,7 @@ use lectern_backends::{Backend, BackendError, Session};
 use lectern_core::{BatchingMode, Tensor};
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -181,6 +181,8 @@ struct Shared {
     load: Load,
     /// Cleared when a batch's outputs could not be split by rows: the model does not batch.
     batchable: AtomicBool,
+    /// Instance threads still running; the last one to stop releases the freed memory.
+    running: AtomicUsize,
 }
 
 impl Shared {
@@ -322,6 +324,7 @@ impl Worker {
             metrics,
             load: Load::default(),
             batchable: AtomicBool::new(true),
+            running: AtomicUsize::new(0),
         });
         let worker = Worker { shared: shared.clone() };
         // Each instance warms up on its own thread: the engine keeps scratch space per thread.
@@ -330,18 +333,30 @@ impl Worker {
         let instances = shared.config.instances.max(1);
         for ix in 0..instances {
             let mut session = backend.session().map_err(WorkerError::Session)?;
-            let (shared, backend, warmup, warmed) = (shared.clone(), backend.clone(), warmup.clone(), warmed.clone());
-            std::thread::Builder::new()
-                .name(format!("model-{label}-{ix}"))
-                .spawn(move || {
+            shared.running.fetch_add(1, Relaxed);
+            let spawned = {
+                let (shared, backend, warmup, warmed) =
+                    (shared.clone(), backend.clone(), warmup.clone(), warmed.clone());
+                std::thread::Builder::new().name(format!("model-{label}-{ix}")).spawn(move || {
                     let result = warm_up(&mut session, &warmup);
                     let ok = result.is_ok();
                     let _ = warmed.send(result);
                     if ok {
                         run_instance(&shared, session, &*backend);
+                    } else {
+                        drop(session);
+                    }
+                    drop(backend);
+                    // the version is gone (or never started): hand its memory back
+                    if shared.running.fetch_sub(1, Relaxed) == 1 {
+                        crate::memory::release_free_memory();
                     }
                 })
-                .map_err(WorkerError::Thread)?;
+            };
+            if let Err(e) = spawned {
+                shared.running.fetch_sub(1, Relaxed);
+                return Err(WorkerError::Thread(e));
+            }
         }
         for _ in 0..instances {
             // a thread that died without answering counts as a failed warmup

@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 << 30;
 /// Default time a client has to send a whole request head: 10 s.
 pub const DEFAULT_HEADER_READ_TIMEOUT_S: f64 = 10.0;
+/// Default time a request waits for a model that loads on demand: 30 s.
+pub const DEFAULT_MODEL_LOAD_WAIT_S: f64 = 30.0;
 /// Default time a connection with no request in flight stays open: 60 s.
 pub const DEFAULT_IDLE_TIMEOUT_S: f64 = 60.0;
 /// File descriptors kept out of the default connection cap (database, models, logs).
@@ -38,6 +40,15 @@ pub struct ServeArgs {
     /// address; port 0 picks a free port [default: off]
     #[arg(long, env = "LECTERN_GRPC_LISTEN", value_name = "ADDRESS")]
     pub grpc_listen: Option<String>,
+    /// Memory the loaded models may hold together (e.g. 2GiB, 512MiB): a load that would go
+    /// over it first unloads the least recently used unpinned models, which load again on
+    /// their next request [default: no budget]
+    #[arg(long, env = "LECTERN_MEMORY_BUDGET", value_name = "SIZE")]
+    pub memory_budget: Option<String>,
+    /// Seconds a request waits for a model that loads on demand (lazy, or unloaded by the
+    /// memory budget) before it gets 503 + Retry-After [default: 30]
+    #[arg(long, env = "LECTERN_MODEL_LOAD_WAIT_S", value_name = "SECONDS")]
+    pub model_load_wait_s: Option<f64>,
     /// Data folder for Lectern's own state [default: ./lectern-data]
     #[arg(long, env = "LECTERN_DATA")]
     pub data: Option<PathBuf>,
@@ -165,6 +176,8 @@ struct FileServer {
     max_connections: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    memory_budget: Option<String>,
+    model_load_wait_s: Option<f64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -239,6 +252,10 @@ pub struct ServeSettings {
     pub idle_timeout: Duration,
     /// Connections served at once; `None`: from the open-files limit at start-up.
     pub max_connections: Option<usize>,
+    /// Bytes the loaded models may hold together, when set.
+    pub memory_budget: Option<u64>,
+    /// How long a request waits for a model that loads on demand.
+    pub model_load_wait: Duration,
     /// Database URL (`sqlite://` or `postgres://`).
     pub database: String,
     /// Object store URL (`file://` or `s3://`).
@@ -324,6 +341,17 @@ impl ServeSettings {
                 args.idle_timeout_s.or(file.server.idle_timeout_s).unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
             )?,
             max_connections: args.max_connections.or(file.server.max_connections),
+            memory_budget: match args.memory_budget.or(file.server.memory_budget) {
+                Some(text) => Some(
+                    parse_size(&text)
+                        .with_context(|| format!("memory_budget: cannot read '{text}' (e.g. 2GiB, 512MiB)"))?,
+                ),
+                None => None,
+            },
+            model_load_wait: seconds(
+                "model_load_wait_s",
+                args.model_load_wait_s.or(file.server.model_load_wait_s).unwrap_or(DEFAULT_MODEL_LOAD_WAIT_S),
+            )?,
             auth: AuthConfig::default(),
             cluster: match args.nats.or(file.cluster.nats) {
                 None => None,
@@ -378,6 +406,24 @@ impl ServeSettings {
             .unwrap_or_else(|| format!("file://{}", settings.data.join("objects").display()));
         Ok(settings)
     }
+}
+
+/// `8GiB`, `512MiB`, `2G`, `1000000` (bytes).
+pub fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse()?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => anyhow::bail!("unknown unit '{other}'"),
+    };
+    anyhow::ensure!(number.is_finite() && number > 0.0, "the size must be positive");
+    Ok((number * scale as f64) as u64)
 }
 
 /// A positive, finite number of seconds.
@@ -438,6 +484,17 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("8GiB").unwrap(), 8 << 30);
+        assert_eq!(parse_size("512 MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {

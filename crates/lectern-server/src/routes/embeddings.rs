@@ -92,7 +92,7 @@ pub async fn create(
         }
     };
     let (name, version) = model_and_version(&request.model)?;
-    let model = state.registry.resolve(name, version)?;
+    let model = state.registry.model(name, version).await?;
     let matryoshka = model.matryoshka;
     let embedded = embed(model, texts, request.truncate == Some(false)).await?;
     let width = dimensions(request.dimensions, embedded.dimension, matryoshka, name)?;

@@ -56,6 +56,8 @@ struct ResponseSchema {
         (status = 404, description = "No such model.", body = ErrorBody),
         (status = 408, description = "The request's `timeout` passed while it was queued.", body = ErrorBody),
         (status = 413, description = "The body is larger than `--max-body-bytes`.", body = ErrorBody),
+        (status = 503, description = "The model's queue is full (`queue_full`), or it loads on demand and was not \
+            ready within `--model-load-wait-s` (`model_loading`); `Retry-After` says when to retry.", body = ErrorBody),
     ))]
 pub async fn infer(state: State<Arc<AppState>>, params: Params, request: Request) -> Result<Response, ApiError> {
     infer_on(state, params, request).await
@@ -74,6 +76,8 @@ pub async fn infer(state: State<Arc<AppState>>, params: Params, request: Request
         (status = 404, description = "No such model or version.", body = ErrorBody),
         (status = 408, description = "The request's `timeout` passed while it was queued.", body = ErrorBody),
         (status = 413, description = "The body is larger than `--max-body-bytes`.", body = ErrorBody),
+        (status = 503, description = "The model's queue is full (`queue_full`), or it loads on demand and was not \
+            ready within `--model-load-wait-s` (`model_loading`); `Retry-After` says when to retry.", body = ErrorBody),
     ))]
 pub async fn infer_version(
     state: State<Arc<AppState>>,
@@ -99,7 +103,7 @@ async fn run(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let loaded = state.registry.resolve(model, version)?;
+    let loaded = state.registry.model(model, version).await?;
     let json_len = header_length(headers)?;
     let bytes = read_decoded_body(body, headers, state.settings.max_body_bytes).await?;
     let request = decode_request(&bytes, json_len)?;

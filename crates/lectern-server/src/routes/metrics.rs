@@ -33,6 +33,11 @@ pub async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         models.retain(|((model, _), _)| !model.starts_with(prefix));
     }
     let mut out = inference_metrics(&models);
+    let mut memory = state.registry.memory();
+    if let Some(prefix) = state.projects.as_deref() {
+        memory.models.retain(|m| !m.name.starts_with(prefix));
+    }
+    write_memory(&mut out, &memory);
     if let Some(gateway) = &state.cluster {
         write_cluster(&mut out, &gateway.status());
     }
@@ -85,6 +90,39 @@ pub fn inference_metrics(models: &[((String, String), Arc<lectern_runtime::Model
         );
     }
     out
+}
+
+/// Model loads, unloads by the memory budget, the bytes each model holds, and the budget.
+fn write_memory(out: &mut String, memory: &lectern_runtime::MemoryReport) {
+    type Field = fn(&lectern_runtime::ModelMemory) -> u64;
+    let families: [(&str, &str, &str, Field); 3] = [
+        (
+            "lectern_model_loads_total",
+            "Times a model was loaded (at start-up, on request or on demand).",
+            "counter",
+            |m| m.loads,
+        ),
+        ("lectern_model_evictions_total", "Times the memory budget unloaded a model.", "counter", |m| m.evictions),
+        ("lectern_model_resident_bytes", "Bytes a model's loaded versions hold.", "gauge", |m| m.resident_bytes),
+    ];
+    for (name, help, kind, field) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for m in &memory.models {
+            let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", escape(&m.name), field(m));
+        }
+    }
+    if let Some(budget) = memory.budget {
+        let name = "lectern_memory_budget_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Bytes the loaded models may hold together.\n# TYPE {name} gauge\n{name} {budget}"
+        );
+    }
+    if let Some(rss) = lectern_runtime::memory::resident_bytes() {
+        let name = "lectern_process_resident_bytes";
+        let _ =
+            writeln!(out, "# HELP {name} Bytes of the server resident in memory.\n# TYPE {name} gauge\n{name} {rss}");
+    }
 }
 
 /// A gateway's view of its cluster: live workers, their load, and ignored messages.

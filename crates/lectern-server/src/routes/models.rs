@@ -69,17 +69,18 @@ pub async fn metadata(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
-    Ok(Json(model_metadata(&state, &model, None)?))
+    Ok(Json(model_metadata(&state, &model, None).await?))
 }
 
 /// A model's metadata: of `version`, or of the newest ready version with every version served.
-pub fn model_metadata(state: &AppState, model: &str, version: Option<u64>) -> Result<ModelMetadata, ApiError> {
+/// A model that loads on demand is loaded first.
+pub async fn model_metadata(state: &AppState, model: &str, version: Option<u64>) -> Result<ModelMetadata, ApiError> {
     if let Some(v) = version {
-        let loaded = state.registry.resolve(model, Some(v))?;
+        let loaded = state.registry.model(model, Some(v)).await?;
         return Ok(describe(&loaded, vec![v.to_string()]));
     }
+    let newest = state.registry.model(model, None).await?;
     let ready = state.registry.ready_versions(model)?;
-    let newest = state.registry.resolve(model, None)?;
     Ok(describe(&newest, ready.iter().map(|m| m.version.to_string()).collect()))
 }
 
@@ -97,7 +98,7 @@ pub async fn version_metadata(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<ModelMetadata>, ApiError> {
     let v = parse_version(&model, &version)?;
-    Ok(Json(model_metadata(&state, &model, Some(v))?))
+    Ok(Json(model_metadata(&state, &model, Some(v)).await?))
 }
 
 /// `GET /v2/models/{model}/ready`
@@ -112,7 +113,7 @@ pub async fn ready(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelReady>, ApiError> {
-    state.registry.resolve(&model, None)?;
+    state.registry.model(&model, None).await?;
     Ok(Json(ModelReady { name: model, version: None, ready: true }))
 }
 
@@ -130,7 +131,7 @@ pub async fn version_ready(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<ModelReady>, ApiError> {
     let v = parse_version(&model, &version)?;
-    state.registry.resolve(&model, Some(v))?;
+    state.registry.model(&model, Some(v)).await?;
     Ok(Json(ModelReady { name: model, version: Some(v.to_string()), ready: true }))
 }
 
@@ -181,9 +182,10 @@ pub struct ModelConfiguration {
     pub default_model_filename: &'static str,
 }
 
-/// Triton's configuration of `version` of `model`, or of its newest ready version.
-pub fn model_config(state: &AppState, model: &str, version: Option<u64>) -> Result<ModelConfiguration, ApiError> {
-    let loaded = state.registry.resolve(model, version)?;
+/// Triton's configuration of `version` of `model`, or of its newest ready version (a model
+/// that loads on demand is loaded first).
+pub async fn model_config(state: &AppState, model: &str, version: Option<u64>) -> Result<ModelConfiguration, ApiError> {
+    let loaded = state.registry.model(model, version).await?;
     Ok(configuration(&loaded))
 }
 
@@ -248,7 +250,7 @@ pub async fn config(
     State(state): State<Arc<AppState>>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelConfiguration>, ApiError> {
-    Ok(Json(model_config(&state, &model, None)?))
+    Ok(Json(model_config(&state, &model, None).await?))
 }
 
 /// `GET /v2/models/{model}/versions/{version}/config`
@@ -265,5 +267,5 @@ pub async fn version_config(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<ModelConfiguration>, ApiError> {
     let v = parse_version(&model, &version)?;
-    Ok(Json(model_config(&state, &model, Some(v))?))
+    Ok(Json(model_config(&state, &model, Some(v)).await?))
 }

@@ -164,6 +164,16 @@ async fn open_models(settings: &ServeSettings) -> anyhow::Result<(Arc<Manager>, 
     objects.check().await.context("cannot use the object store")?;
     let source = Arc::new(StoreSource::new(store.clone(), objects.clone()));
     let registry = Arc::new(Registry::new(source.clone(), Arc::new(MetricsRegistry::default())));
+    if let Some(bytes) = settings.memory_budget {
+        anyhow::ensure!(
+            settings.cluster.is_none(),
+            "--memory-budget applies to the models a server loads itself; in a cluster the workers \
+             load them (give each `lectern worker` its --memory)"
+        );
+        tracing::info!(bytes, "memory budget");
+        registry.set_memory_budget(bytes);
+    }
+    registry.set_load_wait(settings.model_load_wait);
     let folder = settings.models.is_dir().then(|| settings.models.clone());
     if folder.is_none() {
         tracing::warn!(folder = %settings.models.display(), "the model folder does not exist; serving the models in the store");

@@ -74,9 +74,8 @@ fn settings(args: &WorkerArgs) -> anyhow::Result<WorkerSettings> {
         labels.insert(k.to_string(), v.to_string());
     }
     let memory_bytes = match &args.memory {
-        Some(text) => {
-            parse_size(text).with_context(|| format!("--memory: cannot read '{text}' (e.g. 8GiB, 512MiB)"))?
-        }
+        Some(text) => crate::settings::parse_size(text)
+            .with_context(|| format!("--memory: cannot read '{text}' (e.g. 8GiB, 512MiB)"))?,
         None => machine_memory(),
     };
     Ok(WorkerSettings {
@@ -164,24 +163,6 @@ fn host_name() -> String {
     }
 }
 
-/// `8GiB`, `512MiB`, `2G`, `1000000` (bytes).
-fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse()?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => anyhow::bail!("unknown unit '{other}'"),
-    };
-    anyhow::ensure!(number.is_finite() && number > 0.0, "the size must be positive");
-    Ok((number * scale as f64) as u64)
-}
-
 /// Total memory from /proc/meminfo; 4 GiB where it cannot be read.
 fn machine_memory() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -191,20 +172,4 @@ fn machine_memory() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(4 << 30)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(parse_size("8GiB").unwrap(), 8 << 30);
-        assert_eq!(parse_size("512 MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
-        assert_eq!(parse_size("1000").unwrap(), 1000);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("3 parsecs").is_err());
-    }
 }
