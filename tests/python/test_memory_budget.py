@@ -185,7 +185,7 @@ def test_a_model_larger_than_the_budget_is_refused_and_unloads_nothing(tmp_path,
 @pytest.mark.parametrize("args, message", [
     (["--memory-budget", "lots"], "memory_budget: cannot read 'lots' (e.g. 2GiB, 512MiB)"),
     (["--memory-budget", "0"], "memory_budget: cannot read '0'"),
-    (["--model-load-wait-s", "-1"], "model_load_wait_s must be a positive number of seconds"),
+    (["--model-load-wait-s=-1"], "model_load_wait_s must be a positive number of seconds"),
     (["--memory-budget", "1GiB", "--nats", "nats://127.0.0.1:4222"],
      "--memory-budget applies to the models a server loads itself"),
 ])

@@ -146,6 +146,14 @@ impl LoadedModel {
         }
     }
 
+    /// Stops a version served here and waits, at most `timeout`, for its threads to end.
+    pub fn stop(self, timeout: Duration) {
+        if let Runner::Local { backend, worker } = self.runner {
+            drop(backend);
+            worker.stop(timeout);
+        }
+    }
+
     /// Whether requests run in another process.
     pub fn is_remote(&self) -> bool {
         matches!(self.runner, Runner::Remote { .. })

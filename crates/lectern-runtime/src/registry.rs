@@ -727,14 +727,8 @@ impl Registry {
         let versions = versions
             .into_iter()
             .map(|(v, bytes)| {
-                let loaded = bytes.map_err(LoadError::from).and_then(|b| {
-                    let before = crate::memory::resident_bytes();
-                    let mut model = self.load_version(name, v, &b, &config, labels.clone())?;
-                    crate::memory::release_free_memory();
-                    let grown = crate::memory::resident_bytes().zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
-                    model.resident_bytes = (self.measure)(b.len() as u64, grown).max(1);
-                    Ok(model)
-                });
+                let loaded =
+                    bytes.map_err(LoadError::from).and_then(|b| self.load_measured(name, v, &b, &config, labels.clone()));
                 let state = match loaded {
                     Ok(m) => VersionState::Ready(Arc::new(m)),
                     Err(e) => VersionState::Unavailable(e.to_string()),
@@ -743,6 +737,37 @@ impl Registry {
             })
             .collect();
         ModelEntry { versions, default_version, ..Default::default() }
+    }
+
+    /// [`Self::load_version`], counting the memory the version takes. Under a budget, the first
+    /// load of each engine is made twice and the first copy stopped: it pays the engine's
+    /// one-time set-up (a part of the server's base, not of the model).
+    fn load_measured(
+        &self,
+        name: &str,
+        version: u64,
+        bytes: &[u8],
+        config: &Arc<ModelConfig>,
+        labels: Option<Vec<String>>,
+    ) -> Result<LoadedModel, LoadError> {
+        static PRIMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        if self.budget.get().is_some() {
+            let mut primed = PRIMED.lock().unwrap_or_else(|e| e.into_inner());
+            if !primed.contains(&config.engine) {
+                primed.push(config.engine.clone());
+                drop(primed);
+                if let Ok(first) = self.load_version(name, version, bytes, config, labels.clone()) {
+                    first.stop(Duration::from_secs(5));
+                }
+            }
+        }
+        crate::memory::release_free_memory();
+        let before = crate::memory::resident_bytes();
+        let mut model = self.load_version(name, version, bytes, config, labels)?;
+        crate::memory::release_free_memory();
+        let grown = crate::memory::resident_bytes().zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
+        model.resident_bytes = (self.measure)(bytes.len() as u64, grown).max(1);
+        Ok(model)
     }
 
     fn load_version(

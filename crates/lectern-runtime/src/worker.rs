@@ -385,6 +385,19 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Closes the queue and waits, at most `timeout`, for the instances to stop (they finish
+    /// what is queued first).
+    pub fn stop(self, timeout: Duration) {
+        let shared = self.shared.clone();
+        drop(self);
+        let deadline = Instant::now() + timeout;
+        while shared.running.load(Relaxed) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
