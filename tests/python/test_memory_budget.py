@@ -75,11 +75,13 @@ def models(tmp_path):
 
 
 def test_loads_past_the_budget_unload_the_least_recently_used_and_requests_load_them_again(tmp_path, models):
-    weights = {f"m{i}": matmul_model(models, f"m{i}", 4, seed=i) for i in range(5)}
+    weights = {f"m{i}": matmul_model(models, f"m{i}", 4, seed=i) for i in range(7)}
     shutil.copytree(EXAMPLE_MODELS / "iris-logreg", models / "iris-logreg")
     (models / "iris-logreg" / "config.toml").write_text("pinned = true\n")
-    budget = 14 * MIB
-    srv = start(tmp_path, models, ["--memory-budget", "14MiB"])
+    # seven models hold at least 7 x 4 MiB, more than the budget; a load needs 4 x 4 MiB the
+    # first time, later what it took (about 20 MiB), less than the budget
+    budget = 24 * MIB
+    srv = start(tmp_path, models, ["--memory-budget", "24MiB"])
     try:
         x = np.linspace(-1, 1, WIDTH, dtype=np.float32).reshape(1, WIDTH)
         for round_ in range(3):
@@ -94,13 +96,13 @@ def test_loads_past_the_budget_unload_the_least_recently_used_and_requests_load_
         ok(srv.post("/v2/models/iris-logreg/infer", json={"inputs": [json_input("X", iris_x()[:1], "FP32")]}))
         held = memory(srv)
         assert held["iris-logreg"][1] == 0, "a pinned model is never unloaded"
-        assert all(held[m][1] >= 2 for m in weights), held
+        assert all(held[m][1] >= 1 for m in weights), held
         assert all(held[m][0] == held[m][1] + (held[m][2] > 0) for m in weights), held
         samples = scrape(srv)
         assert metric_value(samples, "lectern_memory_budget_bytes") == budget
         assert metric_value(samples, "lectern_process_resident_bytes") > 0
         evicted = [m for m in weights if held[m][2] == 0]
-        assert evicted
+        assert evicted, held
         reasons = index_reasons(srv)
         for m in evicted:
             assert reasons[m] == "unloaded to stay within the memory budget: the next request loads it again"
@@ -171,7 +173,7 @@ def test_a_model_larger_than_the_budget_is_refused_and_unloads_nothing(tmp_path,
     matmul_model(models, "huge", 8, "lazy = true\n")
     srv = start(tmp_path, models, ["--memory-budget", "6MiB"])
     try:
-        message = assert_error(infer(srv, "huge"), 400, "model 'huge' needs about 8.0 MiB",
+        message = assert_error(infer(srv, "huge"), 400, "model 'huge' needs about 32.0 MiB",
                                "the memory budget of 6.0 MiB leaves")
         assert "beside the pinned models" in message
         assert infer(srv, "huge").json()["code"] == "model_load_failed"

@@ -28,6 +28,25 @@ pub fn release_free_memory() {
     }
 }
 
+/// Runs `work`, sampling the resident size every millisecond meanwhile; its result and the
+/// largest size seen (`None` where it cannot be read).
+pub fn peak_during<T>(work: impl FnOnce() -> T) -> (T, Option<u64>) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = resident_bytes();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(resident_bytes());
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            peak.max(resident_bytes())
+        });
+        let result = work();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (result, sampler.join().unwrap_or(None))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +65,17 @@ mod tests {
         let after = resident_bytes().unwrap();
         assert!(after < grown - (16 << 20), "after release: {after}, grown: {grown}");
         drop(kept);
+    }
+
+    #[test]
+    fn the_peak_of_a_piece_of_work_is_seen() {
+        let Some(base) = resident_bytes() else { return };
+        let (sum, peak) = peak_during(|| {
+            let block = vec![1u8; 64 << 20];
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            block.iter().map(|b| *b as u64).sum::<u64>()
+        });
+        assert_eq!(sum, 64 << 20);
+        assert!(peak.unwrap() >= base + (60 << 20), "peak {peak:?}, base {base}");
     }
 }

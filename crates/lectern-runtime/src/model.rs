@@ -30,6 +30,9 @@ pub struct LoadedModel {
     /// Memory the version took when it loaded (the larger of its file's size and the growth
     /// of the process's resident memory across the load); 0 for a version served elsewhere.
     pub resident_bytes: u64,
+    /// How much the process's resident memory grew at the peak of the version's load (what a
+    /// load of it again needs free).
+    pub load_peak_bytes: u64,
     /// When a request last used it, on the process's use clock (see [`LoadedModel::touch`]).
     last_used: AtomicU64,
     runner: Runner,
@@ -96,6 +99,7 @@ impl LoadedModel {
             metrics,
             config: None,
             resident_bytes: 0,
+            load_peak_bytes: 0,
             last_used: AtomicU64::new(tick()),
             runner: Runner::Local { backend, worker },
         }
@@ -116,6 +120,7 @@ impl LoadedModel {
             metrics,
             config: None,
             resident_bytes: 0,
+            load_peak_bytes: 0,
             last_used: AtomicU64::new(tick()),
             runner: Runner::Remote { platform, text, remote },
         }

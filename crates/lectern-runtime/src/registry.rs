@@ -18,6 +18,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+/// What a model's first load is expected to take at its peak, in multiples of its files' size
+/// (the engine parses, converts and optimises the graph, holding several copies of the
+/// weights for a while); later loads expect what the previous one took.
+const FIRST_LOAD_FACTOR: u64 = 4;
+/// How long a load waits for the versions unloaded to make room for it to stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a request waits, by default, for a model that loads on demand; then it is told
 /// to retry (the load goes on).
 pub const ON_DEMAND_WAIT: Duration = Duration::from_secs(30);
@@ -48,9 +55,9 @@ struct ModelEntry {
     on_demand: bool,
     /// Never unloaded to make room (its config's `pinned`).
     pinned: bool,
-    /// The bytes its versions took when it was last unloaded by the budget (the estimate of
-    /// its next load).
-    last_bytes: u64,
+    /// What its versions' loads took at their peak, when the budget last unloaded it (the
+    /// estimate of its next load).
+    last_load_bytes: u64,
 }
 
 impl ModelEntry {
@@ -71,6 +78,17 @@ impl ModelEntry {
             .values()
             .map(|s| match s {
                 VersionState::Ready(m) => m.resident_bytes,
+                VersionState::Unavailable(_) => 0,
+            })
+            .sum()
+    }
+
+    /// What the loads of its versions took at their peak.
+    fn load_bytes(&self) -> u64 {
+        self.versions
+            .values()
+            .map(|s| match s {
+                VersionState::Ready(m) => m.load_peak_bytes,
                 VersionState::Unavailable(_) => 0,
             })
             .sum()
@@ -154,6 +172,8 @@ pub struct Registry {
     /// A version's resident bytes from its file's size and the growth of the process's
     /// resident memory across its load.
     measure: fn(u64, u64) -> u64,
+    /// A first load's expected peak in multiples of the files' size ([`FIRST_LOAD_FACTOR`]).
+    first_load_factor: u64,
 }
 
 /// The larger of a version's file size and the process's growth across its load: concurrent
@@ -175,6 +195,7 @@ impl Registry {
             load_wait: OnceLock::new(),
             counts: Mutex::default(),
             measure: file_or_growth,
+            first_load_factor: FIRST_LOAD_FACTOR,
         }
     }
 
@@ -345,9 +366,12 @@ impl Registry {
         change: Option<&ConfigChange>,
     ) -> Result<(), RuntimeError> {
         let pinned = definition.config.pinned;
-        if let Err(reason) = self.make_room(name, self.estimate(name, &definition)) {
-            self.refuse(name, &reason);
-            return Err(RuntimeError::LoadFailed(name.to_string(), reason));
+        match self.make_room(name, self.estimate(name, &definition)) {
+            Ok(evicted) => wait_stopped(evicted).await,
+            Err(reason) => {
+                self.refuse(name, &reason);
+                return Err(RuntimeError::LoadFailed(name.to_string(), reason));
+            }
         }
         let mut entry = self.load_selected(name, definition, change).await;
         entry.pinned = pinned;
@@ -369,7 +393,7 @@ impl Registry {
                 }
             }
         }
-        if let Err(reason) = self.make_room(name, 0) {
+        if let Err(reason) = self.make_room(name, 0).map(drop) {
             tracing::warn!(model = name, %reason, "the loaded models hold more than the memory budget");
         }
         match failure {
@@ -389,18 +413,23 @@ impl Registry {
         }
     }
 
-    /// Bytes a load of the model is expected to take: its files, or what it took last time.
+    /// Bytes a load of the model is expected to need at its peak (its files read, and what the
+    /// engine holds while it loads): what its previous load took, or [`FIRST_LOAD_FACTOR`] times
+    /// its files' size.
     fn estimate(&self, name: &str, definition: &ModelDefinition) -> u64 {
         let files: u64 = definition.versions.iter().filter_map(|(_, b)| b.as_ref().ok()).map(|b| b.len() as u64).sum();
-        let last = self.read().get(name).map_or(0, |e| e.last_bytes.max(e.resident_bytes()));
-        files.max(last)
+        match self.read().get(name).map_or(0, |e| e.last_load_bytes.max(e.load_bytes())) {
+            0 => files.saturating_mul(self.first_load_factor),
+            last => last.max(files),
+        }
     }
 
     /// Under a memory budget: unloads the least recently used unpinned models (other than
-    /// `name`) until `need` more bytes fit. Nothing is unloaded when they could not fit even
-    /// then (the pinned models and `name` hold too much); the error says so.
-    fn make_room(&self, name: &str, need: u64) -> Result<(), String> {
-        let Some(&budget) = self.budget.get() else { return Ok(()) };
+    /// `name`) until `need` more bytes fit; the versions unloaded. Nothing is unloaded when they
+    /// could not fit even then (the pinned models and `name` hold too much); the error says so.
+    fn make_room(&self, name: &str, need: u64) -> Result<Vec<Arc<LoadedModel>>, String> {
+        let mut evicted = Vec::new();
+        let Some(&budget) = self.budget.get() else { return Ok(evicted) };
         let kept: u64 = {
             let models = self.read();
             models.iter().filter(|(n, e)| *n == name || e.pinned).map(|(_, e)| e.resident_bytes()).sum()
@@ -426,10 +455,10 @@ impl Registry {
                 (used, victim)
             };
             if used.saturating_add(need) <= budget {
-                return Ok(());
+                return Ok(evicted);
             }
             match victim {
-                Some(victim) => self.evict(&victim),
+                Some(victim) => evicted.extend(self.evict(&victim)),
                 None => {
                     return Err(format!(
                         "the loaded models hold {} of a budget of {}",
@@ -441,13 +470,14 @@ impl Registry {
         }
     }
 
-    /// Unloads a model to make room; its next request loads it again.
-    fn evict(&self, name: &str) {
+    /// Unloads a model to make room (its next request loads it again); its versions that were
+    /// loaded.
+    fn evict(&self, name: &str) -> Vec<Arc<LoadedModel>> {
         let (bytes, versions) = {
             let mut models = self.write();
-            let Some(entry) = models.get_mut(name) else { return };
+            let Some(entry) = models.get_mut(name) else { return Vec::new() };
             let bytes = entry.resident_bytes();
-            entry.last_bytes = bytes;
+            entry.last_load_bytes = entry.load_bytes();
             entry.on_demand = true;
             entry.reason = Some(EVICTED.into());
             (bytes, std::mem::take(&mut entry.versions))
@@ -456,7 +486,13 @@ impl Registry {
         tracing::info!(model = name, bytes, "unloaded to stay within the memory budget");
         // in-flight requests keep their version; its threads stop (and give the memory back)
         // when the last one ends
-        drop(versions);
+        versions
+            .into_values()
+            .filter_map(|s| match s {
+                VersionState::Ready(m) => Some(m),
+                VersionState::Unavailable(_) => None,
+            })
+            .collect()
     }
 
     fn count(&self, name: &str, add: impl FnOnce(&mut LoadCounts)) {
@@ -727,8 +763,9 @@ impl Registry {
         let versions = versions
             .into_iter()
             .map(|(v, bytes)| {
-                let loaded =
-                    bytes.map_err(LoadError::from).and_then(|b| self.load_measured(name, v, &b, &config, labels.clone()));
+                let loaded = bytes
+                    .map_err(LoadError::from)
+                    .and_then(|b| self.load_measured(name, v, &b, &config, labels.clone()));
                 let state = match loaded {
                     Ok(m) => VersionState::Ready(Arc::new(m)),
                     Err(e) => VersionState::Unavailable(e.to_string()),
@@ -763,10 +800,22 @@ impl Registry {
         }
         crate::memory::release_free_memory();
         let before = crate::memory::resident_bytes();
-        let mut model = self.load_version(name, version, bytes, config, labels)?;
+        let (loaded, peak) = crate::memory::peak_during(|| self.load_version(name, version, bytes, config, labels));
+        let mut model = loaded?;
         crate::memory::release_free_memory();
-        let grown = crate::memory::resident_bytes().zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
-        model.resident_bytes = (self.measure)(bytes.len() as u64, grown).max(1);
+        let growth = |to: Option<u64>| to.zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
+        let file = bytes.len() as u64;
+        model.resident_bytes = (self.measure)(file, growth(crate::memory::resident_bytes())).max(1);
+        // the file's bytes are held across the load, before the growth is measured
+        model.load_peak_bytes = file + (self.measure)(file, growth(peak)).max(model.resident_bytes);
+        tracing::debug!(
+            model = name,
+            version,
+            file,
+            resident = model.resident_bytes,
+            peak = model.load_peak_bytes,
+            "memory of a load"
+        );
         Ok(model)
     }
 
@@ -860,6 +909,29 @@ fn entry_failure(entry: &ModelEntry) -> Option<String> {
 /// Whether some version of the entry answers requests.
 fn serves(entry: &ModelEntry) -> bool {
     entry.versions.values().any(|s| matches!(s, VersionState::Ready(_)))
+}
+
+/// Waits, at most [`STOP_WAIT`] in all, for the requests still using `versions` to end and for
+/// their threads to stop, so that a load after them finds their memory free.
+async fn wait_stopped(versions: Vec<Arc<LoadedModel>>) {
+    let deadline = tokio::time::Instant::now() + STOP_WAIT;
+    for mut model in versions {
+        loop {
+            match Arc::try_unwrap(model) {
+                Ok(alone) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let _ = tokio::task::spawn_blocking(move || alone.stop(left)).await;
+                    break;
+                }
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    model = shared;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                // still in use: it stops when its last request ends
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 /// Bytes in the largest binary unit that keeps a number of at least 1, one decimal.
@@ -1033,6 +1105,7 @@ mod tests {
     fn budgeted(models: &[(&str, usize, &str)], budget: u64) -> Arc<Registry> {
         let mut registry = Registry::new(Sized::new(models), Arc::new(MetricsRegistry::default()));
         registry.measure = |file, _| file;
+        registry.first_load_factor = 1;
         registry.set_memory_budget(budget);
         Arc::new(registry)
     }
@@ -1057,35 +1130,44 @@ mod tests {
 
     #[tokio::test]
     async fn loads_past_the_budget_unload_the_least_recently_used_models() {
-        let registry = budgeted(&[("a", 10 * K, ""), ("b", 10 * K, ""), ("c", 10 * K, "")], 25 * K as u64);
+        let models = [("a", 10 * K, ""), ("b", 10 * K, ""), ("c", 10 * K, ""), ("d", 10 * K, "")];
+        let registry = budgeted(&models, 30 * K as u64);
         registry.load_all().await.unwrap();
-        assert_eq!(loaded(&registry), ["b", "c"], "a, loaded first, made room for c");
+        assert_eq!(loaded(&registry), ["b", "c", "d"], "a, loaded first, made room for d");
         assert_eq!(counts(&registry, "a"), (1, 1));
         let index = registry.index();
         assert!(index[0].reason.contains("memory budget"), "{index:?}");
 
         registry.model("b", None).await.unwrap();
+        registry.model("c", None).await.unwrap();
+        // a's load took its file and as much again (the measure of these tests): 20 KiB
         let a = registry.model("a", None).await.unwrap();
-        assert_eq!(a.resident_bytes, 10 * K as u64);
-        assert_eq!(loaded(&registry), ["a", "b"], "c was the least recently used");
+        assert_eq!((a.resident_bytes, a.load_peak_bytes), (10 * K as u64, 20 * K as u64));
+        assert_eq!(loaded(&registry), ["a", "c"], "d, then b, were the least recently used");
         assert_eq!(counts(&registry, "a"), (2, 1));
-        assert_eq!(counts(&registry, "c"), (1, 1));
-        assert_eq!(registry.memory().budget, Some(25 * K as u64));
+        assert_eq!(counts(&registry, "b"), (1, 1));
+        assert_eq!(counts(&registry, "d"), (1, 1));
+        assert_eq!(registry.memory().budget, Some(30 * K as u64));
     }
 
     #[tokio::test]
     async fn pinned_models_stay_and_a_model_that_cannot_fit_unloads_nothing() {
-        let models =
-            [("a", 10 * K, "pinned = true"), ("b", 10 * K, ""), ("c", 10 * K, ""), ("huge", 40 * K, "lazy = true")];
-        let registry = budgeted(&models, 25 * K as u64);
+        let models = [
+            ("a", 10 * K, "pinned = true"),
+            ("b", 10 * K, ""),
+            ("c", 10 * K, ""),
+            ("d", 10 * K, ""),
+            ("huge", 40 * K, "lazy = true"),
+        ];
+        let registry = budgeted(&models, 30 * K as u64);
         registry.load_all().await.unwrap();
-        assert_eq!(loaded(&registry), ["a", "c"], "b made room for c; a is pinned");
+        assert_eq!(loaded(&registry), ["a", "c", "d"], "b made room for d; a is pinned");
         registry.model("b", None).await.unwrap();
-        assert_eq!(loaded(&registry), ["a", "b"]);
+        assert_eq!(loaded(&registry), ["a", "b"], "b's load needs 20 KiB: c and d made room");
 
         let err = refused(registry.model("huge", None).await);
         assert!(matches!(err, RuntimeError::LoadFailed(..)), "{err}");
-        let expected = "model 'huge' needs about 40.0 KiB, and the memory budget of 25.0 KiB leaves 15.0 KiB \
+        let expected = "model 'huge' needs about 40.0 KiB, and the memory budget of 30.0 KiB leaves 20.0 KiB \
                         beside the pinned models";
         assert!(err.to_string().ends_with(expected), "{err}");
         assert_eq!(loaded(&registry), ["a", "b"], "nothing was unloaded for it");
@@ -1126,5 +1208,22 @@ mod tests {
         }
         registry.model("lazy", None).await.unwrap();
         assert_eq!(counts(&registry, "lazy"), (1, 0), "loaded once");
+    }
+
+    #[tokio::test]
+    async fn a_first_load_makes_room_for_its_expected_peak_and_a_later_one_for_what_it_took() {
+        let mut registry = Registry::new(
+            Sized::new(&[("a", 10 * K, "lazy = true"), ("b", 10 * K, "lazy = true")]),
+            Default::default(),
+        );
+        registry.measure = |file, _| file;
+        registry.set_memory_budget(45 * K as u64);
+        let registry = Arc::new(registry);
+        registry.load_all().await.unwrap();
+        registry.model("a", None).await.unwrap();
+        registry.model("b", None).await.unwrap();
+        assert_eq!(loaded(&registry), ["b"], "b's first load expected 4 x 10 KiB: a made room");
+        registry.model("a", None).await.unwrap();
+        assert_eq!(loaded(&registry), ["a", "b"], "a's load needs what it took last time: 20 KiB");
     }
 }

@@ -395,6 +395,8 @@ impl Worker {
         while shared.running.load(Relaxed) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
+        // the last instance releases too, but may not have yet
+        crate::memory::release_free_memory();
     }
 }
 
