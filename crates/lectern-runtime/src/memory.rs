@@ -31,18 +31,28 @@ pub fn release_free_memory() {
 /// Runs `work`, sampling the resident size every millisecond meanwhile; its result and the
 /// largest size seen (`None` where it cannot be read).
 pub fn peak_during<T>(work: impl FnOnce() -> T) -> (T, Option<u64>) {
-    let done = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    /// Stops the sampler when the work ends, also by a panic (the scope waits for it).
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Relaxed);
+        }
+    }
+    let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
             let mut peak = resident_bytes();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            while !done.load(Relaxed) {
                 peak = peak.max(resident_bytes());
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             peak.max(resident_bytes())
         });
-        let result = work();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = {
+            let _done = Done(&done);
+            work()
+        };
         (result, sampler.join().unwrap_or(None))
     })
 }
@@ -77,5 +87,11 @@ mod tests {
         });
         assert_eq!(sum, 64 << 20);
         assert!(peak.unwrap() >= base + (60 << 20), "peak {peak:?}, base {base}");
+    }
+
+    #[test]
+    fn a_panic_in_the_work_stops_the_sampler() {
+        let caught = std::panic::catch_unwind(|| peak_during(|| panic!("the engine failed")));
+        assert!(caught.is_err());
     }
 }

@@ -58,6 +58,8 @@ struct ModelEntry {
     /// What its versions' loads took at their peak, when the budget last unloaded it (the
     /// estimate of its next load).
     last_load_bytes: u64,
+    /// The config override it was loaded with (a load on demand applies it again).
+    change: Option<ConfigChange>,
 }
 
 impl ModelEntry {
@@ -342,11 +344,30 @@ impl Registry {
             return placer.place(name).await;
         }
         let definition = self.definition(name).await?;
-        if lazy_stays && definition.config.lazy && !self.read().get(name).is_some_and(serves) {
-            self.write().insert(name.to_string(), ModelEntry::lazy(&definition));
+        if lazy_stays && self.stays_on_demand(name, &definition) {
             return Ok(());
         }
         self.install(name, definition, change).await
+    }
+
+    /// After a change: a model serving nothing that is lazy or loads on demand (the budget
+    /// unloaded it, or its load on demand failed) stays to be loaded by its next request; true
+    /// when it does. The change ends a config override.
+    fn stays_on_demand(&self, name: &str, definition: &ModelDefinition) -> bool {
+        let mut models = self.write();
+        let current = models.get(name);
+        if current.is_some_and(serves) || !(definition.config.lazy || current.is_some_and(|e| e.on_demand)) {
+            return false;
+        }
+        let mut entry = ModelEntry::lazy(definition);
+        if let Some(current) = current {
+            entry.last_load_bytes = current.last_load_bytes;
+            if current.on_demand && !definition.config.lazy {
+                entry.reason = current.reason.clone();
+            }
+        }
+        models.insert(name.to_string(), entry);
+        true
     }
 
     async fn definition(&self, name: &str) -> Result<ModelDefinition, RuntimeError> {
@@ -366,15 +387,15 @@ impl Registry {
         change: Option<&ConfigChange>,
     ) -> Result<(), RuntimeError> {
         let pinned = definition.config.pinned;
-        match self.make_room(name, self.estimate(name, &definition)) {
-            Ok(evicted) => wait_stopped(evicted).await,
-            Err(reason) => {
-                self.refuse(name, &reason);
-                return Err(RuntimeError::LoadFailed(name.to_string(), reason));
-            }
+        let (evicted, fits) = self.make_room(name, self.estimate(name, &definition));
+        wait_stopped(evicted).await;
+        if let Err(reason) = fits {
+            self.refuse(name, &reason);
+            return Err(RuntimeError::LoadFailed(name.to_string(), reason));
         }
         let mut entry = self.load_selected(name, definition, change).await;
         entry.pinned = pinned;
+        entry.change = change.cloned();
         let failure = entry_failure(&entry);
         {
             let mut models = self.write();
@@ -385,6 +406,11 @@ impl Registry {
                 // A model serving nothing takes the outcome: the versions that loaded in place
                 // of the failed ones serve, and the failed ones are listed with why.
                 _ => {
+                    if let Some(previous) = models.get(name) {
+                        // a load on demand that failed is tried again by the next request
+                        entry.on_demand = failure.is_some() && previous.on_demand;
+                        entry.last_load_bytes = previous.last_load_bytes;
+                    }
                     log_entry(name, &entry);
                     if serves(&entry) {
                         self.count(name, |c| c.loads += 1);
@@ -393,7 +419,9 @@ impl Registry {
                 }
             }
         }
-        if let Err(reason) = self.make_room(name, 0).map(drop) {
+        let (evicted, fits) = self.make_room(name, 0);
+        wait_stopped(evicted).await;
+        if let Err(reason) = fits {
             tracing::warn!(model = name, %reason, "the loaded models hold more than the memory budget");
         }
         match failure {
@@ -425,22 +453,24 @@ impl Registry {
     }
 
     /// Under a memory budget: unloads the least recently used unpinned models (other than
-    /// `name`) until `need` more bytes fit; the versions unloaded. Nothing is unloaded when they
-    /// could not fit even then (the pinned models and `name` hold too much); the error says so.
-    fn make_room(&self, name: &str, need: u64) -> Result<Vec<Arc<LoadedModel>>, String> {
+    /// `name`) until `need` more bytes fit; the versions unloaded, and whether they fit. For a
+    /// load (`need` > 0), nothing is unloaded when it could not fit even then (the pinned models
+    /// and `name` hold too much).
+    fn make_room(&self, name: &str, need: u64) -> (Vec<Arc<LoadedModel>>, Result<(), String>) {
         let mut evicted = Vec::new();
-        let Some(&budget) = self.budget.get() else { return Ok(evicted) };
+        let Some(&budget) = self.budget.get() else { return (evicted, Ok(())) };
         let kept: u64 = {
             let models = self.read();
             models.iter().filter(|(n, e)| *n == name || e.pinned).map(|(_, e)| e.resident_bytes()).sum()
         };
-        if kept.saturating_add(need) > budget {
-            return Err(format!(
+        if need > 0 && kept.saturating_add(need) > budget {
+            let refusal = format!(
                 "model '{name}' needs about {}, and the memory budget of {} leaves {} beside the pinned models",
                 size_text(need),
                 size_text(budget),
                 size_text(budget.saturating_sub(kept))
-            ));
+            );
+            return (evicted, Err(refusal));
         }
         loop {
             let (used, victim) = {
@@ -455,16 +485,14 @@ impl Registry {
                 (used, victim)
             };
             if used.saturating_add(need) <= budget {
-                return Ok(evicted);
+                return (evicted, Ok(()));
             }
             match victim {
                 Some(victim) => evicted.extend(self.evict(&victim)),
                 None => {
-                    return Err(format!(
-                        "the loaded models hold {} of a budget of {}",
-                        size_text(used),
-                        size_text(budget)
-                    ))
+                    let over =
+                        format!("the loaded models hold {} of a budget of {}", size_text(used), size_text(budget));
+                    return (evicted, Err(over));
                 }
             }
         }
@@ -528,7 +556,8 @@ impl Registry {
             // another request may have loaded it meanwhile (or someone unloaded it)
             if this.loads_on_demand(&owned) {
                 let definition = this.definition(&owned).await?;
-                this.install(&owned, definition, None).await?;
+                let change = this.read().get(&owned).and_then(|e| e.change.clone());
+                this.install(&owned, definition, change.as_ref()).await?;
             }
             // resolved under the lock: no other load can unload it before the request has it
             this.resolve(&owned, version)
@@ -1225,5 +1254,23 @@ mod tests {
         assert_eq!(loaded(&registry), ["b"], "b's first load expected 4 x 10 KiB: a made room");
         registry.model("a", None).await.unwrap();
         assert_eq!(loaded(&registry), ["a", "b"], "a's load needs what it took last time: 20 KiB");
+    }
+
+    #[tokio::test]
+    async fn an_evicted_model_keeps_its_override_and_a_change_leaves_it_to_its_next_request() {
+        let registry = budgeted(&[("a", 10 * K, ""), ("b", 10 * K, "")], 1 << 30);
+        registry.load_all().await.unwrap();
+        let change = ConfigChange { max_batch_size: Some(3), ..Default::default() };
+        registry.load_changed("a", Some(&change)).await.unwrap();
+        drop(registry.evict("a"));
+        assert_eq!(registry.model("a", None).await.unwrap().max_batch_size, 3, "reloaded with its override");
+
+        drop(registry.evict("a"));
+        registry.refresh("a").await.unwrap();
+        assert_eq!(loaded(&registry), ["b"], "a change does not load an evicted model");
+        assert!(registry.index()[0].reason.contains("memory budget"));
+        let a = registry.model("a", None).await.unwrap();
+        assert_eq!(a.max_batch_size, 64, "the change ended the override");
+        assert_eq!(counts(&registry, "a"), (4, 2));
     }
 }

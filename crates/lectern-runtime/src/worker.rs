@@ -338,6 +338,7 @@ impl Worker {
                 let (shared, backend, warmup, warmed) =
                     (shared.clone(), backend.clone(), warmup.clone(), warmed.clone());
                 std::thread::Builder::new().name(format!("model-{label}-{ix}")).spawn(move || {
+                    let stopped = Stopped(shared.clone());
                     let result = warm_up(&mut session, &warmup);
                     let ok = result.is_ok();
                     let _ = warmed.send(result);
@@ -347,10 +348,7 @@ impl Worker {
                         drop(session);
                     }
                     drop(backend);
-                    // the version is gone (or never started): hand its memory back
-                    if shared.running.fetch_sub(1, Relaxed) == 1 {
-                        crate::memory::release_free_memory();
-                    }
+                    drop(stopped);
                 })
             };
             if let Err(e) = spawned {
@@ -397,6 +395,18 @@ impl Worker {
         }
         // the last instance releases too, but may not have yet
         crate::memory::release_free_memory();
+    }
+}
+
+/// Counts an instance thread out when it ends (also by a panic); the last one hands the
+/// version's memory back.
+struct Stopped(Arc<Shared>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Relaxed) == 1 {
+            crate::memory::release_free_memory();
+        }
     }
 }
 

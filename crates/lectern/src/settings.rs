@@ -423,7 +423,9 @@ pub fn parse_size(text: &str) -> anyhow::Result<u64> {
         other => anyhow::bail!("unknown unit '{other}'"),
     };
     anyhow::ensure!(number.is_finite() && number > 0.0, "the size must be positive");
-    Ok((number * scale as f64) as u64)
+    let bytes = (number * scale as f64) as u64;
+    anyhow::ensure!(bytes > 0, "the size must be at least one byte");
+    Ok(bytes)
 }
 
 /// A positive, finite number of seconds.

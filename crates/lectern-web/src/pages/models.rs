@@ -177,7 +177,7 @@ pub async fn try_it(
 
 /// Runs the model on the form's inputs; the outputs as a table.
 async fn infer(state: &AppState, name: &str, form: &Posted) -> Result<Table, PageError> {
-    let loaded = state.registry.resolve(name, None)?;
+    let loaded = state.registry.model(name, None).await?;
     let mut inputs = Vec::new();
     for input in &loaded.signature.inputs {
         let text = form.text(&format!("input.{}", input.name));

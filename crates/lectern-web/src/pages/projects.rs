@@ -264,10 +264,12 @@ async fn predict(
     data: &lectern_train::Dataset,
     form: &Posted,
 ) -> Result<String, PageError> {
-    let loaded = state
-        .registry
-        .resolve(model, None)
-        .map_err(|_| PageError::bad("train the project first: it has no model yet"))?;
+    let loaded = state.registry.model(model, None).await.map_err(|e| match e {
+        lectern_runtime::RuntimeError::ModelNotFound(_) => {
+            PageError::bad("train the project first: it has no model yet")
+        }
+        other => other.into(),
+    })?;
     let features = &data.columns[..data.columns.len().saturating_sub(1)];
     let mut values = Vec::with_capacity(features.len());
     for column in features {
