@@ -176,6 +176,12 @@ pub struct Registry {
     measure: fn(u64, u64) -> u64,
     /// A first load's expected peak in multiples of the files' size ([`FIRST_LOAD_FACTOR`]).
     first_load_factor: u64,
+    /// Whether making room also looks at the process's resident memory (off in unit tests,
+    /// whose sizes are exact).
+    watch_rss: bool,
+    /// The process's resident memory with no model loaded: taken before the first load under
+    /// the budget, plus each engine's one-time set-up.
+    base_rss: Mutex<Option<u64>>,
 }
 
 /// The larger of a version's file size and the process's growth across its load: concurrent
@@ -198,6 +204,8 @@ impl Registry {
             counts: Mutex::default(),
             measure: file_or_growth,
             first_load_factor: FIRST_LOAD_FACTOR,
+            watch_rss: true,
+            base_rss: Mutex::new(None),
         }
     }
 
@@ -387,9 +395,7 @@ impl Registry {
         change: Option<&ConfigChange>,
     ) -> Result<(), RuntimeError> {
         let pinned = definition.config.pinned;
-        let (evicted, fits) = self.make_room(name, self.estimate(name, &definition));
-        wait_stopped(evicted).await;
-        if let Err(reason) = fits {
+        if let Err(reason) = self.make_room(name, self.estimate(name, &definition)).await {
             self.refuse(name, &reason);
             return Err(RuntimeError::LoadFailed(name.to_string(), reason));
         }
@@ -419,9 +425,7 @@ impl Registry {
                 }
             }
         }
-        let (evicted, fits) = self.make_room(name, 0);
-        wait_stopped(evicted).await;
-        if let Err(reason) = fits {
+        if let Err(reason) = self.make_room(name, 0).await {
             tracing::warn!(model = name, %reason, "the loaded models hold more than the memory budget");
         }
         match failure {
@@ -453,49 +457,70 @@ impl Registry {
     }
 
     /// Under a memory budget: unloads the least recently used unpinned models (other than
-    /// `name`) until `need` more bytes fit; the versions unloaded, and whether they fit. For a
-    /// load (`need` > 0), nothing is unloaded when it could not fit even then (the pinned models
-    /// and `name` hold too much).
-    fn make_room(&self, name: &str, need: u64) -> (Vec<Arc<LoadedModel>>, Result<(), String>) {
-        let mut evicted = Vec::new();
-        let Some(&budget) = self.budget.get() else { return (evicted, Ok(())) };
+    /// `name`), waiting for each to stop, until `need` more bytes fit, counting the larger of
+    /// what the loaded models hold and how much the process grew over its base. For a load
+    /// (`need` > 0), nothing is unloaded when it could not fit even then (the pinned models and
+    /// `name` hold too much). With nothing left to unload, growth that is not the models'
+    /// (connections, caches) does not refuse a load that fits.
+    async fn make_room(&self, name: &str, need: u64) -> Result<(), String> {
+        let Some(&budget) = self.budget.get() else { return Ok(()) };
         let kept: u64 = {
             let models = self.read();
             models.iter().filter(|(n, e)| *n == name || e.pinned).map(|(_, e)| e.resident_bytes()).sum()
         };
         if need > 0 && kept.saturating_add(need) > budget {
-            let refusal = format!(
+            return Err(format!(
                 "model '{name}' needs about {}, and the memory budget of {} leaves {} beside the pinned models",
                 size_text(need),
                 size_text(budget),
                 size_text(budget.saturating_sub(kept))
-            );
-            return (evicted, Err(refusal));
+            ));
         }
         loop {
-            let (used, victim) = {
+            let (held, victim) = {
                 let models = self.read();
-                let used: u64 = models.values().map(ModelEntry::resident_bytes).sum();
+                let held: u64 = models.values().map(ModelEntry::resident_bytes).sum();
                 let victim = models
                     .iter()
                     .filter(|(n, e)| *n != name && !e.pinned)
                     .filter_map(|(n, e)| e.last_used().map(|t| (t, n.clone())))
                     .min()
                     .map(|(_, n)| n);
-                (used, victim)
+                (held, victim)
             };
+            let used = held.max(self.growth().await.unwrap_or(0));
             if used.saturating_add(need) <= budget {
-                return (evicted, Ok(()));
+                return Ok(());
             }
             match victim {
-                Some(victim) => evicted.extend(self.evict(&victim)),
+                Some(victim) => wait_stopped(self.evict(&victim)).await,
+                None if held.saturating_add(need) <= budget => return Ok(()),
                 None => {
-                    let over =
-                        format!("the loaded models hold {} of a budget of {}", size_text(used), size_text(budget));
-                    return (evicted, Err(over));
+                    return Err(format!(
+                        "the loaded models hold {} of a budget of {}",
+                        size_text(held),
+                        size_text(budget)
+                    ))
                 }
             }
         }
+    }
+
+    /// How much the process's resident memory grew over its base (taken now when not yet),
+    /// after the freed memory is handed back; `None` when not watched or unknown.
+    async fn growth(&self) -> Option<u64> {
+        if !self.watch_rss {
+            return None;
+        }
+        let rss = tokio::task::spawn_blocking(|| {
+            crate::memory::release_free_memory();
+            crate::memory::resident_bytes()
+        })
+        .await
+        .ok()
+        .flatten()?;
+        let base = *self.base_rss.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(rss);
+        Some(rss.saturating_sub(base))
     }
 
     /// Unloads a model to make room (its next request loads it again); its versions that were
@@ -822,8 +847,14 @@ impl Registry {
             if !primed.contains(&config.engine) {
                 primed.push(config.engine.clone());
                 drop(primed);
+                crate::memory::release_free_memory();
+                let before = crate::memory::resident_bytes();
                 if let Ok(first) = self.load_version(name, version, bytes, config, labels.clone()) {
                     first.stop(Duration::from_secs(5));
+                }
+                let set_up = crate::memory::resident_bytes().zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
+                if let Some(base) = self.base_rss.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    *base += set_up;
                 }
             }
         }
@@ -1135,6 +1166,7 @@ mod tests {
         let mut registry = Registry::new(Sized::new(models), Arc::new(MetricsRegistry::default()));
         registry.measure = |file, _| file;
         registry.first_load_factor = 1;
+        registry.watch_rss = false;
         registry.set_memory_budget(budget);
         Arc::new(registry)
     }
@@ -1246,6 +1278,7 @@ mod tests {
             Default::default(),
         );
         registry.measure = |file, _| file;
+        registry.watch_rss = false;
         registry.set_memory_budget(45 * K as u64);
         let registry = Arc::new(registry);
         registry.load_all().await.unwrap();
