@@ -831,8 +831,7 @@ impl Registry {
     }
 
     /// [`Self::load_version`], counting the memory the version takes. Under a budget, the first
-    /// load of each engine is made twice and the first copy stopped: it pays the engine's
-    /// one-time set-up (a part of the server's base, not of the model).
+    /// load of each engine is made twice (see [`Self::prime_engine`]).
     fn load_measured(
         &self,
         name: &str,
@@ -841,22 +840,12 @@ impl Registry {
         config: &Arc<ModelConfig>,
         labels: Option<Vec<String>>,
     ) -> Result<LoadedModel, LoadError> {
-        static PRIMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
         if self.budget.get().is_some() {
-            let mut primed = PRIMED.lock().unwrap_or_else(|e| e.into_inner());
-            if !primed.contains(&config.engine) {
-                primed.push(config.engine.clone());
-                drop(primed);
-                crate::memory::release_free_memory();
-                let before = crate::memory::resident_bytes();
+            self.prime_engine(&config.engine, || {
                 if let Ok(first) = self.load_version(name, version, bytes, config, labels.clone()) {
                     first.stop(Duration::from_secs(5));
                 }
-                let set_up = crate::memory::resident_bytes().zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
-                if let Some(base) = self.base_rss.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                    *base += set_up;
-                }
-            }
+            });
         }
         crate::memory::release_free_memory();
         let before = crate::memory::resident_bytes();
@@ -877,6 +866,27 @@ impl Registry {
             "memory of a load"
         );
         Ok(model)
+    }
+
+    /// Runs `load_once` (a load whose copy is stopped at once) the first time `engine` loads in
+    /// this process: it pays the engine's one-time set-up, which is added to the server's base,
+    /// not counted to the model.
+    fn prime_engine(&self, engine: &str, load_once: impl FnOnce()) {
+        static PRIMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        {
+            let mut primed = PRIMED.lock().unwrap_or_else(|e| e.into_inner());
+            if primed.iter().any(|e| e == engine) {
+                return;
+            }
+            primed.push(engine.to_string());
+        }
+        crate::memory::release_free_memory();
+        let before = crate::memory::resident_bytes();
+        load_once();
+        let set_up = crate::memory::resident_bytes().zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
+        if let Some(base) = self.base_rss.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            *base += set_up;
+        }
     }
 
     fn load_version(
