@@ -28,6 +28,12 @@ pub fn release_free_memory() {
     }
 }
 
+/// [`resident_bytes`] once the freed memory is handed back: what the process really holds.
+pub fn trimmed_resident_bytes() -> Option<u64> {
+    release_free_memory();
+    resident_bytes()
+}
+
 /// Runs `work`, sampling the resident size every millisecond meanwhile; its result and the
 /// largest size seen (`None` where it cannot be read).
 pub fn peak_during<T>(work: impl FnOnce() -> T) -> (T, Option<u64>) {

@@ -512,13 +512,7 @@ impl Registry {
         if !self.watch_rss {
             return None;
         }
-        let rss = tokio::task::spawn_blocking(|| {
-            crate::memory::release_free_memory();
-            crate::memory::resident_bytes()
-        })
-        .await
-        .ok()
-        .flatten()?;
+        let rss = tokio::task::spawn_blocking(crate::memory::trimmed_resident_bytes).await.ok().flatten()?;
         let base = *self.base_rss.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(rss);
         Some(rss.saturating_sub(base))
     }
@@ -847,14 +841,12 @@ impl Registry {
                 }
             });
         }
-        crate::memory::release_free_memory();
-        let before = crate::memory::resident_bytes();
+        let before = crate::memory::trimmed_resident_bytes();
         let (loaded, peak) = crate::memory::peak_during(|| self.load_version(name, version, bytes, config, labels));
         let mut model = loaded?;
-        crate::memory::release_free_memory();
         let growth = |to: Option<u64>| to.zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
         let file = bytes.len() as u64;
-        model.resident_bytes = (self.measure)(file, growth(crate::memory::resident_bytes())).max(1);
+        model.resident_bytes = (self.measure)(file, growth(crate::memory::trimmed_resident_bytes())).max(1);
         // the file's bytes are held across the load, before the growth is measured
         model.load_peak_bytes = file + (self.measure)(file, growth(peak)).max(model.resident_bytes);
         tracing::debug!(
@@ -880,8 +872,7 @@ impl Registry {
             }
             primed.push(engine.to_string());
         }
-        crate::memory::release_free_memory();
-        let before = crate::memory::resident_bytes();
+        let before = crate::memory::trimmed_resident_bytes();
         load_once();
         let set_up = crate::memory::resident_bytes().zip(before).map_or(0, |(a, b)| a.saturating_sub(b));
         if let Some(base) = self.base_rss.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
