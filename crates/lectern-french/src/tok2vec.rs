@@ -1,0 +1,319 @@
+//! thinc's forward pass for spaCy's `Tok2Vec.v2` (MultiHashEmbed + MaxoutWindowEncoder) and the
+//! `Tagger.v2` output layer, from the weights in a thinc model file.
+
+use std::path::Path;
+
+use rmpv::Value;
+
+use crate::features::FEATURES;
+use crate::hash::hash_key;
+use crate::msgpack::{self, bad};
+use crate::FrenchError;
+
+/// A hashed embedding table (thinc HashEmbed) for one feature column.
+struct HashEmbed {
+    table: Vec<f32>,
+    rows: usize,
+    seed: u32,
+    column: usize,
+}
+
+/// A dense layer computing `nO * nP` values, reduced by max over the `nP` pieces (thinc Maxout).
+/// A Softmax output layer is the same with one piece.
+pub struct Maxout {
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    outputs: usize,
+    pieces: usize,
+    inputs: usize,
+}
+
+struct LayerNorm {
+    gain: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// A tok2vec network, optionally ending in the tagger's linear output layer.
+pub struct Network {
+    embeds: Vec<HashEmbed>,
+    width: usize,
+    reduce: (Maxout, LayerNorm),
+    blocks: Vec<(Maxout, LayerNorm)>,
+    output: Option<Maxout>,
+}
+
+/// The decoded layers of a model file, in thinc's walk order.
+#[derive(Default)]
+struct Layers {
+    embeds: Vec<HashEmbed>,
+    maxouts: Vec<Maxout>,
+    norms: Vec<LayerNorm>,
+    softmax: Option<Maxout>,
+}
+
+impl Network {
+    /// Loads a tok2vec (`tok2vec/model`) or a full tagger with its own tok2vec (`senter/model`).
+    pub fn load(path: &Path) -> Result<Network, FrenchError> {
+        let layers = read_layers(path)?;
+        Network::assemble(layers, path)
+    }
+
+    /// Loads only the output layer of a tagger that listens to a shared tok2vec.
+    pub fn load_output(path: &Path) -> Result<Maxout, FrenchError> {
+        read_layers(path)?.softmax.ok_or_else(|| bad(path, "no softmax layer"))
+    }
+
+    fn assemble(layers: Layers, path: &Path) -> Result<Network, FrenchError> {
+        let Layers { mut embeds, maxouts, norms, softmax } = layers;
+        if embeds.is_empty() || maxouts.is_empty() || maxouts.len() != norms.len() {
+            return Err(bad(path, "expected hashembed, maxout and layernorm layers"));
+        }
+        embeds.sort_by_key(|e| e.column);
+        if embeds.iter().any(|e| e.column >= FEATURES) {
+            return Err(bad(path, "a hashembed reads an unknown feature column"));
+        }
+        let width = embeds[0].table.len() / embeds[0].rows.max(1);
+        if embeds.iter().any(|e| e.table.len() != e.rows * width || width == 0) {
+            return Err(bad(path, "hashembed tables differ in width"));
+        }
+        let mut pairs = maxouts.into_iter().zip(norms);
+        let reduce = pairs.next().ok_or_else(|| bad(path, "no maxout layer"))?;
+        let blocks: Vec<_> = pairs.collect();
+        let concat = width * embeds.len();
+        check_layer(&reduce.0, concat, path)?;
+        for (m, n) in &blocks {
+            check_layer(m, reduce.0.outputs * 3, path)?;
+            if n.gain.len() != m.outputs || m.outputs != reduce.0.outputs {
+                return Err(bad(path, "layer widths do not agree"));
+            }
+        }
+        if let Some(out) = &softmax {
+            check_layer(out, reduce.0.outputs, path)?;
+        }
+        Ok(Network { embeds, width, reduce, blocks, output: softmax })
+    }
+
+    /// Number of feature columns the network reads.
+    pub fn columns(&self) -> usize {
+        self.embeds.len()
+    }
+
+    /// The hidden width of the encoder's output.
+    pub fn hidden(&self) -> usize {
+        self.reduce.0.outputs
+    }
+
+    /// Runs the tok2vec over one doc; `features[t * FEATURES + c]` is token t's column c.
+    /// Returns `tokens x hidden` values.
+    pub fn encode(&self, features: &[u64], tokens: usize) -> Vec<f32> {
+        let columns = self.columns();
+        let concat = self.width * columns;
+        let hidden = self.hidden();
+        let mut embedded = vec![0f32; tokens * concat];
+        for t in 0..tokens {
+            for (c, embed) in self.embeds.iter().enumerate() {
+                let key = features.get(t * FEATURES + embed.column).copied().unwrap_or(0);
+                let out = &mut embedded[t * concat + c * self.width..][..self.width];
+                embed.add_rows(key, out);
+            }
+        }
+        let mut x = vec![0f32; tokens * hidden];
+        for t in 0..tokens {
+            let out = &mut x[t * hidden..(t + 1) * hidden];
+            self.reduce.0.forward(&embedded[t * concat..(t + 1) * concat], out);
+            self.reduce.1.forward(out);
+        }
+        let mut window = vec![0f32; 3 * hidden];
+        let mut delta = vec![0f32; hidden];
+        for (maxout, norm) in &self.blocks {
+            let before = x.clone();
+            for t in 0..tokens {
+                fill_window(&before, t, tokens, hidden, &mut window);
+                maxout.forward(&window, &mut delta);
+                norm.forward(&mut delta);
+                for (v, d) in x[t * hidden..(t + 1) * hidden].iter_mut().zip(&delta) {
+                    *v += d;
+                }
+            }
+        }
+        x
+    }
+
+    /// The best output class of each token (argmax of the output layer's scores).
+    pub fn classify(&self, features: &[u64], tokens: usize) -> Vec<usize> {
+        let hidden = self.encode(features, tokens);
+        match &self.output {
+            Some(out) => out.argmax_rows(&hidden, self.hidden()),
+            None => vec![0; tokens],
+        }
+    }
+}
+
+impl Maxout {
+    /// Argmax over the outputs for each row of `rows` (each `inputs` wide).
+    pub fn argmax_rows(&self, rows: &[f32], inputs: usize) -> Vec<usize> {
+        let mut scores = vec![0f32; self.outputs];
+        rows.chunks_exact(inputs.max(1))
+            .map(|row| {
+                self.forward(row, &mut scores);
+                argmax(&scores)
+            })
+            .collect()
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    fn forward(&self, input: &[f32], out: &mut [f32]) {
+        for (o, slot) in out.iter_mut().enumerate().take(self.outputs) {
+            let mut best = f32::NEG_INFINITY;
+            for p in 0..self.pieces {
+                let row = o * self.pieces + p;
+                let w = &self.weights[row * self.inputs..(row + 1) * self.inputs];
+                let v = dot(w, input) + self.bias[row];
+                if v > best {
+                    best = v;
+                }
+            }
+            *slot = best;
+        }
+    }
+}
+
+impl LayerNorm {
+    /// thinc LayerNorm: `(x - mean) / sqrt(var + 1e-8) * G + b`.
+    fn forward(&self, x: &mut [f32]) {
+        let n = x.len() as f32;
+        let mean = x.iter().sum::<f32>() / n;
+        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n + 1e-8;
+        let scale = 1.0 / var.sqrt();
+        for ((v, g), b) in x.iter_mut().zip(&self.gain).zip(&self.bias) {
+            *v = (*v - mean) * scale * g + b;
+        }
+    }
+}
+
+impl HashEmbed {
+    /// Adds the four hashed rows of `key` to `out`.
+    fn add_rows(&self, key: u64, out: &mut [f32]) {
+        let width = out.len();
+        for h in hash_key(key, self.seed) {
+            let row = h as usize % self.rows;
+            let values = &self.table[row * width..(row + 1) * width];
+            for (o, v) in out.iter_mut().zip(values) {
+                *o += v;
+            }
+        }
+    }
+}
+
+/// `[x[t-1], x[t], x[t+1]]` with zeros past the doc's ends (thinc expand_window, size 1).
+fn fill_window(x: &[f32], t: usize, tokens: usize, hidden: usize, window: &mut [f32]) {
+    window.fill(0.0);
+    if t > 0 {
+        window[..hidden].copy_from_slice(&x[(t - 1) * hidden..t * hidden]);
+    }
+    window[hidden..2 * hidden].copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
+    if t + 1 < tokens {
+        window[2 * hidden..].copy_from_slice(&x[(t + 1) * hidden..(t + 2) * hidden]);
+    }
+}
+
+/// Dot product with eight partial sums, so that it vectorizes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks_a = a.chunks_exact(8);
+    let chunks_b = b.chunks_exact(8);
+    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for i in 0..8 {
+            acc[i] += ca[i] * cb[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn check_layer(layer: &Maxout, inputs: usize, path: &Path) -> Result<(), FrenchError> {
+    if layer.inputs != inputs {
+        return Err(bad(path, format!("a layer takes {} inputs, expected {inputs}", layer.inputs)));
+    }
+    Ok(())
+}
+
+/// Walks the model file's `nodes`/`attrs`/`params` lists and decodes the layers we know.
+fn read_layers(path: &Path) -> Result<Layers, FrenchError> {
+    let value = msgpack::read_file(path)?;
+    let list = |name: &str| match msgpack::get(&value, name) {
+        Some(Value::Array(items)) => Ok(items),
+        _ => Err(bad(path, format!("no {name} list"))),
+    };
+    let (nodes, attrs, params) = (list("nodes")?, list("attrs")?, list("params")?);
+    if nodes.len() != params.len() || nodes.len() != attrs.len() {
+        return Err(bad(path, "nodes, attrs and params differ in length"));
+    }
+    let mut layers = Layers::default();
+    for ((node, attr), param) in nodes.iter().zip(attrs).zip(params) {
+        let name = msgpack::get(node, "name").and_then(msgpack::as_str).unwrap_or("");
+        let array = |key: &str| match msgpack::get(param, key) {
+            Some(v) => msgpack::array(v, path, &format!("{name}.{key}")),
+            None => Err(bad(path, format!("{name} has no {key}"))),
+        };
+        match name {
+            "hashembed" => {
+                let table = array("E")?;
+                let [rows, _] = table.shape[..] else {
+                    return Err(bad(path, "hashembed E is not 2-d"));
+                };
+                layers.embeds.push(HashEmbed {
+                    table: table.data,
+                    rows: rows.max(1),
+                    seed: attr_int(attr, "seed", path)? as u32,
+                    column: attr_int(attr, "column", path)? as usize,
+                });
+            }
+            "maxout" => layers.maxouts.push(dense(array("W")?, array("b")?, path)?),
+            "softmax" => layers.softmax = Some(dense(array("W")?, array("b")?, path)?),
+            "layernorm" => {
+                let (gain, bias) = (array("G")?.data, array("b")?.data);
+                if gain.len() != bias.len() {
+                    return Err(bad(path, "layernorm G and b differ"));
+                }
+                layers.norms.push(LayerNorm { gain, bias });
+            }
+            _ => {}
+        }
+    }
+    Ok(layers)
+}
+
+/// A Maxout (`W: nO x nP x nI`) or Softmax (`W: nO x nI`) layer.
+fn dense(w: msgpack::Array, b: msgpack::Array, path: &Path) -> Result<Maxout, FrenchError> {
+    let (outputs, pieces, inputs) = match w.shape[..] {
+        [o, p, i] => (o, p, i),
+        [o, i] => (o, 1, i),
+        _ => return Err(bad(path, "dense weights are not 2-d or 3-d")),
+    };
+    if b.data.len() != outputs * pieces || pieces == 0 {
+        return Err(bad(path, "dense bias does not match its weights"));
+    }
+    Ok(Maxout { weights: w.data, bias: b.data, outputs, pieces, inputs })
+}
+
+/// An attribute of a node: thinc stores each as msgpack bytes.
+fn attr_int(attrs: &Value, name: &str, path: &Path) -> Result<u64, FrenchError> {
+    let Some(Value::Binary(bytes)) = msgpack::get(attrs, name) else {
+        return Err(bad(path, format!("no {name} attribute")));
+    };
+    msgpack::decode(bytes, path)?.as_u64().ok_or_else(|| bad(path, format!("{name} is not an integer")))
+}
