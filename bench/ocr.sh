@@ -27,8 +27,8 @@
 # the example has one. Without that config file the bench measures the peer alone and says so.
 #
 # Environment: BENCH_WARMUP (5), BENCH_CONCURRENCY ("1 2"), BENCH_PEER_WORKERS (1),
-# BENCH_OCR_DATABASE (Lectern's --database), BENCH_JSON (write the numbers there too),
-# PYTHON (the python that creates the venv, default python3).
+# BENCH_OCR_DATABASE (Lectern's --database), BENCH_OCR_CONFIG (another Lectern config file),
+# BENCH_JSON (write the numbers there too), PYTHON (the python that creates the venv, python3).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,7 +42,7 @@ PEER_WORKERS="${BENCH_PEER_WORKERS:-1}"
 VENV="$ROOT/bench/.venv-ocr"
 PY="$VENV/bin/python"
 EXAMPLE="$ROOT/examples/vocabulary-junior"
-CONFIG="$EXAMPLE/lectern.toml"
+CONFIG="${BENCH_OCR_CONFIG:-$EXAMPLE/lectern.toml}"
 export OMP_THREAD_LIMIT=1
 
 log() { echo "ocr bench: $*" >&2; }
@@ -68,18 +68,26 @@ free_port() {
     "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-wait_http() { # URL PID NAME LOGFILE: wait until URL answers 200 (up to 120 s)
-    local i
-    for i in $(seq 1200); do
-        if ! kill -0 "$2" 2>/dev/null; then
-            log "$3 exited; its log:"; tail -n 30 "$4" >&2; return 1
-        fi
-        if "$PY" -c 'import sys, requests; sys.exit(requests.get(sys.argv[1], timeout=2).status_code != 200)' "$1" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "$3 did not answer $1 within 120 s; its log:"; tail -n 30 "$4" >&2; return 1
+wait_http() { # URL PID NAME LOGFILE: wait until URL answers 200 (up to 180 s) while PID lives
+    if "$PY" - "$1" "$2" <<'EOF'; then return 0; fi
+import os, sys, time
+import requests
+url, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 180
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit(2)
+    try:
+        if requests.get(url, timeout=2).status_code == 200:
+            sys.exit(0)
+    except requests.RequestException:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+EOF
+    log "$3 did not come up ($1); its log:"; tail -n 30 "$4" >&2; return 1
 }
 
 setup_venv() {
@@ -149,7 +157,7 @@ else
     bench_args+=(--lectern "$LECTERN_URL")
 fi
 
-log "$(getconf _NPROCESSORS_ONLN) cores, $(uname -m); tesseract $(tesseract --version 2>&1 | head -n 1 | awk '{print $2}')"
+log "$(getconf _NPROCESSORS_ONLN) cores, $(uname -m); tesseract $(tesseract --version 2>&1 | head -n 1 | awk '{print $2}'); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # shellcheck disable=SC2086  # CONCURRENCY is a list
 "$PY" "$ROOT/bench/ocr_bench.py" "${bench_args[@]}" --seconds "$SECONDS_PER_CASE" \
     --warmup "$WARMUP" --concurrency $CONCURRENCY ${BENCH_JSON:+--json "$BENCH_JSON"}

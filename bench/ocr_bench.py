@@ -54,7 +54,11 @@ def check_answers(name: str, url: str, pages: list, pngs: list) -> dict:
         body = resp.json()
         expected = ocr_pages.page_text(lines)
         n = len(ocr_pages.split_words(expected))
-        matched += ocr_pages.word_accuracy(expected, [body.get("text", "")]) * n
+        # The answer's text; its words joined when it has no text.
+        text = body.get("text")
+        if text is None:
+            text = " ".join(w.get("word", "") for w in body.get("words", []))
+        matched += ocr_pages.word_accuracy(expected, [text]) * n
         total += n
         words_per_page.append([w.get("word", "") for w in body.get("words", [])])
     return {"accuracy": matched / total, "words": words_per_page}

@@ -158,18 +158,22 @@ def split_words(text: str) -> list[str]:
     return [w for w in (normalize_word(t) for t in text.split()) if w]
 
 
-def word_accuracy(expected_text: str, words: list[str]) -> float:
+def word_accuracy(expected_text: str, words: list[str], *, ignore_case: bool = False) -> float:
     """Share of the words of `expected_text` matched, in order, by `words` (0.0 to 1.0).
 
     Both sides are normalised with normalize_word (and `words` are split on whitespace too, so
     a whole OCR line or text may be passed as one item); the two word lists are aligned with
     difflib.SequenceMatcher (autojunk off) and the matched blocks are counted. Case matters:
-    "Le" read as "le" is a miss, as a capital is part of reading the sentence right.
+    "Le" read as "le" is a miss, as a capital is part of reading the sentence right
+    (ignore_case=True compares casefolded words).
     """
     expected = split_words(expected_text)
     if not expected:
         return 1.0
     got = [w for item in words for w in split_words(item)]
+    if ignore_case:
+        expected = [w.casefold() for w in expected]
+        got = [w.casefold() for w in got]
     matcher = difflib.SequenceMatcher(None, expected, got, autojunk=False)
     matched = sum(block.size for block in matcher.get_matching_blocks())
     return matched / len(expected)
