@@ -6,11 +6,21 @@ bench/ocr.sh render the same pages from the same sentences, so their numbers com
 - SENTENCES: French sentences in the style of children's books (accents, elisions l'/qu'/j'/d',
   hyphenated words, capitals, punctuation, a few numbers).
 - render_page(lines, ...): black text on white with Debian's DejaVu fonts (package
-  fonts-dejavu-core), optionally degraded (Gaussian noise, blur, rotation in [-5°, +5°]),
-  deterministic from the seed; returns PNG or JPEG bytes.
+  fonts-dejavu-core), optionally degraded like a phone photo (rotation in [-5°, +5°], Gaussian
+  blur of 0.9 px, Gaussian noise of sigma 12 grey levels), deterministic from the seed; returns
+  PNG or JPEG bytes.
 - word_accuracy(expected_text, words): share of the expected words found, in order, among the
   words read (difflib alignment on normalised words).
-- page_sets(): the deterministic pages (lists of lines) the tests and the bench use.
+- page_sets(): the deterministic pages the tests and the bench use: 10 pages of 4 sentences,
+  each sentence cut into lines of at most 32 characters (short lines in large type, as in a
+  children's book; long lines turned by 5° overlap the next one and Tesseract's page layout
+  then splits them into columns).
+
+Measured with the Tesseract CLI (5.3.0, Debian's fra.traineddata, `--psm 3`,
+OMP_THREAD_LIMIT=1) on page_sets() at the defaults (DejaVuSans 34 px, seed = page index), word
+accuracy, case-sensitive: clean 99.7% (317/318 words; PNG or JPEG), degraded 94.7% (other seeds:
+93.4-95.0%); DejaVuSerif: 99.7% and 97.8%. The misses are mostly case (« Vois », « Saute ») and
+« Il » read as « 1 ».
 
 Needs Pillow (tests/requirements.txt) and numpy for the noise.
 """
@@ -108,9 +118,10 @@ def render_page(
     """Render `lines` (one text line each, no wrapping) black on white; return PNG/JPEG bytes.
 
     font: "sans" (DejaVuSans), "serif" (DejaVuSerif) or a path to a TrueType file.
-    degrade=True: Gaussian noise (sigma NOISE_SIGMA grey levels), Gaussian blur (BLUR_RADIUS px)
-    and a rotation by a random angle in [-MAX_ROTATION, +MAX_ROTATION] degrees (canvas expanded,
-    white fill), all drawn from `seed`. The same arguments always give the same bytes.
+    degrade=True: a rotation by a random angle in [-MAX_ROTATION, +MAX_ROTATION] degrees (canvas
+    expanded, white fill), then a Gaussian blur (BLUR_RADIUS px), then Gaussian noise (sigma
+    NOISE_SIGMA grey levels), all drawn from `seed`. The same arguments always give the same
+    bytes.
     """
     face = _font(font, font_size)
     step = int(round(font_size * line_spacing))
@@ -127,11 +138,11 @@ def render_page(
         angle = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
         # As a photo of a page: the page turned under the camera, then the lens blur, then the
         # sensor noise.
-        img = img.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=255)
+        img = img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
         img = img.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
         noise = np.random.default_rng(seed).normal(0.0, NOISE_SIGMA, (img.height, img.width))
         arr = np.asarray(img, dtype=np.float32) + noise
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
     out = io.BytesIO()
     fmt = fmt.upper()
