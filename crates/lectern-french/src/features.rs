@@ -18,6 +18,65 @@ pub fn push_features(text: &str, norm: &str, space_after: bool, out: &mut Vec<u6
     out.push(u64::from(is_space(text)));
 }
 
+/// spaCy's `BASE_NORMS` (spacy/lang/norm_exceptions.py, MIT): the lexeme NORM of these texts
+/// (quotes, dashes, ellipsis, currency signs) instead of the lowercase form. spaCy adds them to
+/// every language's vocabulary; they are not in the model files.
+const BASE_NORMS: [(&str, &str); 45] = [
+    ("'s", "'s"),
+    ("'S", "'s"),
+    ("’s", "'s"),
+    ("’S", "'s"),
+    ("’", "'"),
+    ("‘", "'"),
+    ("´", "'"),
+    ("`", "'"),
+    ("”", "\""),
+    ("“", "\""),
+    ("''", "\""),
+    ("``", "\""),
+    ("´´", "\""),
+    ("„", "\""),
+    ("»", "\""),
+    ("«", "\""),
+    ("‘‘", "\""),
+    ("’’", "\""),
+    ("？", "?"),
+    ("！", "!"),
+    ("，", ","),
+    ("；", ";"),
+    ("：", ":"),
+    ("。", "."),
+    ("।", "."),
+    ("…", "..."),
+    ("—", "-"),
+    ("–", "-"),
+    ("--", "-"),
+    ("---", "-"),
+    ("——", "-"),
+    ("€", "$"),
+    ("£", "$"),
+    ("¥", "$"),
+    ("฿", "$"),
+    ("US$", "$"),
+    ("C$", "$"),
+    ("A$", "$"),
+    ("₺", "$"),
+    ("₹", "$"),
+    ("৳", "$"),
+    ("₩", "$"),
+    ("Mex$", "$"),
+    ("₣", "$"),
+    ("E£", "$"),
+];
+
+/// The NORM of a token without an exception NORM: a base norm, else the lowercase text.
+pub fn lexeme_norm(text: &str) -> std::borrow::Cow<'_, str> {
+    match BASE_NORMS.iter().find(|(k, _)| *k == text) {
+        Some((_, norm)) => std::borrow::Cow::Borrowed(norm),
+        None => std::borrow::Cow::Owned(text.to_lowercase()),
+    }
+}
+
 /// Python's `str.isspace` on a whole string.
 pub fn is_space(text: &str) -> bool {
     !text.is_empty() && text.chars().all(crate::tokenizer::is_py_space)
@@ -32,7 +91,7 @@ pub fn word_shape(text: &str) -> String {
     let mut last = None;
     let mut run = 0;
     for c in text.chars() {
-        let s = if c.is_alphabetic() {
+        let s = if is_py_alpha(c) {
             if c.is_uppercase() {
                 'X'
             } else {
@@ -56,6 +115,15 @@ pub fn word_shape(text: &str) -> String {
     shape
 }
 
+/// Python's `str.isalpha` for one character: a letter, which excludes the letter numbers
+/// (Roman numerals and the like) that Rust counts as alphabetic.
+pub fn is_py_alpha(c: char) -> bool {
+    c.is_alphabetic()
+        && !matches!(c, '\u{16ee}'..='\u{16f0}' | '\u{2160}'..='\u{2188}' | '\u{3007}'
+            | '\u{3021}'..='\u{3029}' | '\u{3038}'..='\u{303a}' | '\u{10140}'..='\u{10174}'
+            | '\u{10341}' | '\u{1034a}' | '\u{103d1}'..='\u{103d5}' | '\u{12400}'..='\u{1246e}')
+}
+
 /// Python's `str.isdigit` for one character, close enough: numeric characters other than
 /// letter numbers (Roman numerals) and vulgar fractions.
 fn is_py_digit(c: char) -> bool {
@@ -77,6 +145,7 @@ mod tests {
         assert_eq!(word_shape("3,5"), "d,d");
         assert_eq!(word_shape("ÉCOLE"), "XXXX");
         assert_eq!(word_shape(&"a".repeat(100)), "LONG");
+        assert_eq!(word_shape("Ⅻ²½"), "Ⅻd½");
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Lemmatizer {
 
 /// Python's `str.isalpha`: non-empty and every character a letter.
 fn is_py_alpha(text: &str) -> bool {
-    !text.is_empty() && text.chars().all(char::is_alphabetic)
+    !text.is_empty() && text.chars().all(crate::features::is_py_alpha)
 }
 
 type Entries = Vec<(Value, Value)>;

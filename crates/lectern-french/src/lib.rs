@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::features::{is_space, push_features, FEATURES};
+use crate::features::{is_space, lexeme_norm, push_features, FEATURES};
 use crate::lemmatizer::Lemmatizer;
 use crate::tok2vec::{Maxout, Network};
 use crate::tokenizer::{RawToken, Tokenizer};
@@ -101,6 +101,9 @@ impl French {
         let morph_path = required(dir, "morphologizer/model")?;
         let morphologizer = Network::load_output(&morph_path)?;
         let label_pos = labels::read_pos(&required(dir, "morphologizer/cfg")?)?;
+        if morphologizer.inputs() != tok2vec.hidden() {
+            return Err(msgpack::bad(&morph_path, "input width differs from tok2vec's"));
+        }
         if label_pos.len() != morphologizer.outputs() {
             return Err(msgpack::bad(&morph_path, "output size differs from the labels in cfg"));
         }
@@ -117,9 +120,11 @@ impl French {
             return Vec::new();
         }
         let features = doc_features(text, &raw);
-        let hidden = self.tok2vec.encode(&features, raw.len());
-        let classes = self.morphologizer.argmax_rows(&hidden, self.tok2vec.hidden());
-        let starts = self.senter.classify(&features, raw.len());
+        let classes = in_chunks(&features, |f, n| {
+            let hidden = self.tok2vec.encode(f, n);
+            self.morphologizer.argmax_rows(&hidden)
+        });
+        let starts = in_chunks(&features, |f, n| self.senter.classify(f, n));
         let tokens: Vec<Token> = raw.iter().zip(&classes).map(|(t, &class)| self.token(text, t, class)).collect();
         group_sentences(text, tokens, &starts)
     }
@@ -146,19 +151,38 @@ impl French {
     }
 }
 
+/// Tokens per forward pass; long texts are run in overlapping chunks to bound memory.
+const CHUNK: usize = 2048;
+/// Tokens of context on each side of a chunk. Each encoder layer sees one token on each
+/// side and there are at most four, so with this margin chunking changes nothing.
+const MARGIN: usize = 16;
+
+/// Runs `classify` (features of n tokens -> one class per token) over all tokens in chunks
+/// with `MARGIN` tokens of context, keeping each chunk's middle.
+fn in_chunks(features: &[u64], classify: impl Fn(&[u64], usize) -> Vec<usize>) -> Vec<usize> {
+    let tokens = features.len() / FEATURES;
+    let mut classes = Vec::with_capacity(tokens);
+    let mut start = 0;
+    while start < tokens {
+        let end = (start + CHUNK).min(tokens);
+        let (from, to) = (start.saturating_sub(MARGIN), (end + MARGIN).min(tokens));
+        let got = classify(&features[from * FEATURES..to * FEATURES], to - from);
+        classes.extend(got.iter().skip(start - from).take(end - start));
+        start = end;
+    }
+    classes.resize(tokens, 0);
+    classes
+}
+
 fn doc_features(text: &str, raw: &[RawToken]) -> Vec<u64> {
     let mut features = Vec::with_capacity(raw.len() * FEATURES);
     for t in raw {
         let word = &text[t.start..t.end];
-        let lower;
         let norm = match &t.norm {
-            Some(n) => n.as_str(),
-            None => {
-                lower = word.to_lowercase();
-                lower.as_str()
-            }
+            Some(n) => std::borrow::Cow::Borrowed(n.as_str()),
+            None => lexeme_norm(word),
         };
-        push_features(word, norm, t.space_after, &mut features);
+        push_features(word, &norm, t.space_after, &mut features);
     }
     features
 }

@@ -21,7 +21,8 @@ struct HashEmbed {
 /// A dense layer computing `nO * nP` values, reduced by max over the `nP` pieces (thinc Maxout).
 /// A Softmax output layer is the same with one piece.
 pub struct Maxout {
-    weights: Vec<f32>,
+    /// The weights transposed: `inputs x (outputs * pieces)`.
+    weights_t: Vec<f32>,
     bias: Vec<f32>,
     outputs: usize,
     pieces: usize,
@@ -118,20 +119,20 @@ impl Network {
             }
         }
         let mut x = vec![0f32; tokens * hidden];
-        for t in 0..tokens {
-            let out = &mut x[t * hidden..(t + 1) * hidden];
-            self.reduce.0.forward(&embedded[t * concat..(t + 1) * concat], out);
-            self.reduce.1.forward(out);
+        self.reduce.0.forward_rows(&embedded, &mut x);
+        for row in x.chunks_exact_mut(hidden) {
+            self.reduce.1.forward(row);
         }
-        let mut window = vec![0f32; 3 * hidden];
-        let mut delta = vec![0f32; hidden];
+        let mut windows = vec![0f32; tokens * 3 * hidden];
+        let mut delta = vec![0f32; tokens * hidden];
         for (maxout, norm) in &self.blocks {
-            let before = x.clone();
-            for t in 0..tokens {
-                fill_window(&before, t, tokens, hidden, &mut window);
-                maxout.forward(&window, &mut delta);
-                norm.forward(&mut delta);
-                for (v, d) in x[t * hidden..(t + 1) * hidden].iter_mut().zip(&delta) {
+            for (t, window) in windows.chunks_exact_mut(3 * hidden).enumerate() {
+                fill_window(&x, t, tokens, hidden, window);
+            }
+            maxout.forward_rows(&windows, &mut delta);
+            for (row, d) in x.chunks_exact_mut(hidden).zip(delta.chunks_exact_mut(hidden)) {
+                norm.forward(d);
+                for (v, d) in row.iter_mut().zip(d.iter()) {
                     *v += d;
                 }
             }
@@ -143,7 +144,7 @@ impl Network {
     pub fn classify(&self, features: &[u64], tokens: usize) -> Vec<usize> {
         let hidden = self.encode(features, tokens);
         match &self.output {
-            Some(out) => out.argmax_rows(&hidden, self.hidden()),
+            Some(out) => out.argmax_rows(&hidden),
             None => vec![0; tokens],
         }
     }
@@ -151,32 +152,83 @@ impl Network {
 
 impl Maxout {
     /// Argmax over the outputs for each row of `rows` (each `inputs` wide).
-    pub fn argmax_rows(&self, rows: &[f32], inputs: usize) -> Vec<usize> {
-        let mut scores = vec![0f32; self.outputs];
-        rows.chunks_exact(inputs.max(1))
-            .map(|row| {
-                self.forward(row, &mut scores);
-                argmax(&scores)
-            })
-            .collect()
+    pub fn argmax_rows(&self, rows: &[f32]) -> Vec<usize> {
+        let count = rows.len() / self.inputs.max(1);
+        let mut scores = vec![0f32; count * self.outputs];
+        self.forward_rows(rows, &mut scores);
+        scores.chunks_exact(self.outputs.max(1)).map(argmax).collect()
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.inputs
     }
 
     pub fn outputs(&self) -> usize {
         self.outputs
     }
 
-    fn forward(&self, input: &[f32], out: &mut [f32]) {
-        for (o, slot) in out.iter_mut().enumerate().take(self.outputs) {
-            let mut best = f32::NEG_INFINITY;
-            for p in 0..self.pieces {
-                let row = o * self.pieces + p;
-                let w = &self.weights[row * self.inputs..(row + 1) * self.inputs];
-                let v = dot(w, input) + self.bias[row];
-                if v > best {
-                    best = v;
+    /// Runs the layer on each row of `input` (`inputs` wide) into `out` (`outputs` wide),
+    /// four rows at a time so that each weight row is read once per four tokens.
+    fn forward_rows(&self, input: &[f32], out: &mut [f32]) {
+        let rows = input.len() / self.inputs.max(1);
+        let width = self.outputs * self.pieces;
+        let mut scores = vec![0f32; 4 * width];
+        let mut first = 0;
+        while first < rows {
+            let count = (rows - first).min(4);
+            let block = &input[first * self.inputs..(first + count) * self.inputs];
+            self.scores(block, count, &mut scores);
+            for r in 0..count {
+                let out_row = &mut out[(first + r) * self.outputs..(first + r + 1) * self.outputs];
+                let row_scores = &scores[r * width..(r + 1) * width];
+                for (slot, pieces) in out_row.iter_mut().zip(row_scores.chunks_exact(self.pieces)) {
+                    *slot = pieces.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 }
             }
-            *slot = best;
+            first += count;
+        }
+    }
+
+    /// Affine scores of `count` (at most 4) input rows into `scores[r * nO * nP + k]`: for
+    /// each group of eight outputs, four accumulators run over the transposed weights.
+    // Index loops here keep the accumulators in registers (the hot loop of the port).
+    #[allow(clippy::needless_range_loop)]
+    fn scores(&self, block: &[f32], count: usize, scores: &mut [f32]) {
+        let n = self.inputs;
+        let width = self.outputs * self.pieces;
+        let row = |r: usize| &block[r.min(count - 1) * n..(r.min(count - 1) + 1) * n];
+        let x = [row(0), row(1), row(2), row(3)];
+        let mut k = 0;
+        while k + 8 <= width {
+            let mut acc = [[0f32; 8]; 4];
+            for r in 0..4 {
+                acc[r].copy_from_slice(&self.bias[k..k + 8]);
+            }
+            for i in 0..n {
+                let w: &[f32; 8] = match self.weights_t[i * width + k..i * width + k + 8].try_into() {
+                    Ok(w) => w,
+                    Err(_) => continue,
+                };
+                let xs = [x[0][i], x[1][i], x[2][i], x[3][i]];
+                for r in 0..4 {
+                    for j in 0..8 {
+                        acc[r][j] += xs[r] * w[j];
+                    }
+                }
+            }
+            for (r, lanes) in acc.iter().enumerate().take(count) {
+                scores[r * width + k..r * width + k + 8].copy_from_slice(lanes);
+            }
+            k += 8;
+        }
+        for k in k..width {
+            for r in 0..count {
+                let mut v = self.bias[k];
+                for i in 0..n {
+                    v += x[r][i] * self.weights_t[i * width + k];
+                }
+                scores[r * width + k] = v;
+            }
         }
     }
 }
@@ -218,20 +270,6 @@ fn fill_window(x: &[f32], t: usize, tokens: usize, hidden: usize, window: &mut [
     if t + 1 < tokens {
         window[2 * hidden..].copy_from_slice(&x[(t + 1) * hidden..(t + 2) * hidden]);
     }
-}
-
-/// Dot product with eight partial sums, so that it vectorizes.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks_a = a.chunks_exact(8);
-    let chunks_b = b.chunks_exact(8);
-    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
-    for (ca, cb) in chunks_a.zip(chunks_b) {
-        for i in 0..8 {
-            acc[i] += ca[i] * cb[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 fn argmax(values: &[f32]) -> usize {
@@ -307,7 +345,14 @@ fn dense(w: msgpack::Array, b: msgpack::Array, path: &Path) -> Result<Maxout, Fr
     if b.data.len() != outputs * pieces || pieces == 0 {
         return Err(bad(path, "dense bias does not match its weights"));
     }
-    Ok(Maxout { weights: w.data, bias: b.data, outputs, pieces, inputs })
+    let width = outputs * pieces;
+    let mut weights_t = vec![0f32; w.data.len()];
+    for (k, row) in w.data.chunks_exact(inputs.max(1)).enumerate() {
+        for (i, v) in row.iter().enumerate() {
+            weights_t[i * width + k] = *v;
+        }
+    }
+    Ok(Maxout { weights_t, bias: b.data, outputs, pieces, inputs })
 }
 
 /// An attribute of a node: thinc stores each as msgpack bytes.
