@@ -126,6 +126,11 @@ start_peer() {
 LECTERN_URL=""
 start_lectern() {
     local port; port="$(free_port)"
+    if [ -f "$EXAMPLE/setup.py" ] && [ -z "$(ls -A "$EXAMPLE/models" 2>/dev/null)" ]; then
+        log "the example's models folder is empty: setup.py copy-models"
+        "$PY" "$EXAMPLE/setup.py" copy-models >"$WORK/copy-models.log" 2>&1 \
+            || { log "setup.py copy-models failed:"; tail -n 30 "$WORK/copy-models.log" >&2; exit 1; }
+    fi
     local args=(serve --config "$CONFIG" --listen "127.0.0.1:$port" --data "$WORK/lectern-data")
     if [ -n "${BENCH_OCR_DATABASE:-}" ]; then args+=(--database "$BENCH_OCR_DATABASE"); fi
     mkdir -p "$WORK/lectern-data"
