@@ -1,19 +1,19 @@
 //! The token features spaCy's tok2vec reads: NORM, PREFIX, SUFFIX, SHAPE, SPACY, IS_SPACE.
 
-use crate::hash::hash_string;
+use crate::symbols::string_id;
 
 /// Feature columns per token, in the order of the tok2vec's `extract_features`.
 pub const FEATURES: usize = 6;
 
-/// Appends one token's six features: string hashes of the norm, first character, last three
+/// Appends one token's six features: string ids (hashes) of the norm, first character, last three
 /// characters and shape, then the trailing-space and is-space flags.
 pub fn push_features(text: &str, norm: &str, space_after: bool, out: &mut Vec<u64>) {
     let prefix_end = text.char_indices().nth(1).map_or(text.len(), |(i, _)| i);
     let suffix_start = text.char_indices().rev().nth(2).map_or(0, |(i, _)| i);
-    out.push(hash_string(norm));
-    out.push(hash_string(&text[..prefix_end]));
-    out.push(hash_string(&text[suffix_start..]));
-    out.push(hash_string(&word_shape(text)));
+    out.push(string_id(norm));
+    out.push(string_id(&text[..prefix_end]));
+    out.push(string_id(&text[suffix_start..]));
+    out.push(string_id(&word_shape(text)));
     out.push(u64::from(space_after));
     out.push(u64::from(is_space(text)));
 }
@@ -135,6 +135,7 @@ fn is_py_digit(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash::hash_string;
 
     #[test]
     fn shapes_match_spacy() {

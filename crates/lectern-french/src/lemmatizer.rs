@@ -6,21 +6,12 @@ use std::path::Path;
 
 use rmpv::Value;
 
-use crate::hash::hash_string;
+use crate::symbols::string_id;
 use crate::msgpack::{self, bad};
 use crate::FrenchError;
 
-/// Strings that spaCy stores under their symbol id instead of their hash (`get_string_id`);
-/// these three are the ones fr_core_news_sm's tables use.
-const SYMBOL_IDS: [(&str, u64); 3] = [("aux", 405), ("det", 415), ("possessive", 441)];
-
 /// The POS values the rule lemmatizer handles; others use the lookup table.
 const RULE_POS: [&str; 11] = ["noun", "verb", "adj", "adp", "adv", "aux", "cconj", "det", "pron", "punct", "sconj"];
-
-/// spaCy's `get_string_id`.
-fn string_id(text: &str) -> u64 {
-    SYMBOL_IDS.iter().find(|(s, _)| *s == text).map(|(_, id)| *id).unwrap_or_else(|| hash_string(text))
-}
 
 #[derive(Default)]
 struct PosTables {

@@ -18,6 +18,7 @@ mod hash;
 mod labels;
 mod lemmatizer;
 mod msgpack;
+mod symbols;
 mod tok2vec;
 mod tokenizer;
 
