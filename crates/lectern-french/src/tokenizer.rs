@@ -152,6 +152,7 @@ impl Tokenizer {
     /// token becomes its trailing space instead of a token.
     fn tokenize_affixes(&self, text: &str, with_specials: bool) -> Vec<RawToken> {
         let mut tokens = Vec::new();
+        let mut cache = SpanCache::default();
         let mut chars = text.char_indices();
         let Some((_, first)) = chars.next() else {
             return tokens;
@@ -163,7 +164,7 @@ impl Tokenizer {
                 continue;
             }
             if start < i {
-                self.tokenize_span(text, start, i, with_specials, &mut tokens);
+                self.tokenize_cached(text, start, i, with_specials, &mut cache, &mut tokens);
             }
             if c == ' ' {
                 if let Some(last) = tokens.last_mut() {
@@ -176,9 +177,46 @@ impl Tokenizer {
             in_ws = !in_ws;
         }
         if start < text.len() {
-            self.tokenize_span(text, start, text.len(), with_specials, &mut tokens);
+            self.tokenize_cached(text, start, text.len(), with_specials, &mut cache, &mut tokens);
         }
         tokens
+    }
+
+    /// `tokenize_span` through a cache of the spans already seen in this text (spaCy keeps a
+    /// similar cache); a span's tokens do not depend on where it is.
+    fn tokenize_cached<'t>(
+        &self,
+        text: &'t str,
+        start: usize,
+        end: usize,
+        with_specials: bool,
+        cache: &mut SpanCache<'t>,
+        out: &mut Vec<RawToken>,
+    ) {
+        let span = &text[start..end];
+        if let Some(cached) = cache.spans.get(span) {
+            out.extend(cached.iter().map(|t| RawToken {
+                start: t.start + start,
+                end: t.end + start,
+                norm: t.norm.clone(),
+                space_after: false,
+            }));
+            return;
+        }
+        let from = out.len();
+        self.tokenize_span(text, start, end, with_specials, out);
+        if cache.spans.len() < SpanCache::MAX {
+            let relative = out[from..]
+                .iter()
+                .map(|t| RawToken {
+                    start: t.start - start,
+                    end: t.end - start,
+                    norm: t.norm.clone(),
+                    space_after: false,
+                })
+                .collect();
+            cache.spans.insert(span, relative);
+        }
     }
 
     /// Pushes the special case for `text[start..end]`, if there is one.
@@ -355,6 +393,16 @@ impl Tokenizer {
         result.extend_from_slice(&tokens[i..]);
         *tokens = result;
     }
+}
+
+/// Tokens of spans already tokenized, with offsets relative to the span.
+#[derive(Default)]
+struct SpanCache<'t> {
+    spans: HashMap<&'t str, Vec<RawToken>>,
+}
+
+impl SpanCache<'_> {
+    const MAX: usize = 50_000;
 }
 
 fn plain(start: usize, end: usize) -> RawToken {
