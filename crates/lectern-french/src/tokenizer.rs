@@ -137,8 +137,10 @@ impl Tokenizer {
         self.token_match.as_ref().is_some_and(|r| r.is_match(text))
     }
 
+    /// The URL pattern needs a host with a dot (a name or an IPv4 address), so text without a
+    /// dot is never a URL; checking that first skips the backtracking regex for most words.
     fn is_url_match(&self, text: &str) -> bool {
-        self.url_match.as_ref().is_some_and(|r| r.is_match(text).unwrap_or(false))
+        text.contains('.') && self.url_match.as_ref().is_some_and(|r| r.is_match(text).unwrap_or(false))
     }
 
     /// Tokenizes `text` as spaCy's `Tokenizer.__call__` does.
