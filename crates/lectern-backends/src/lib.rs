@@ -6,6 +6,9 @@
 
 #[cfg(feature = "encoder")]
 pub mod encoder;
+#[cfg(feature = "french")]
+pub mod french;
+pub mod ocr;
 pub mod onnx;
 #[cfg(feature = "ort")]
 pub mod ort;
@@ -40,7 +43,15 @@ pub enum BackendError {
     /// An input's elements cannot be given to the engine (e.g. BYTES that are not UTF-8).
     #[error("input '{input}': {message}")]
     BadInput { input: String, message: String },
+    /// Something this build or this machine lacks (a cargo feature, a system package); the
+    /// message names what to install. A server refuses to start with such a model.
+    #[error("{MISSING}{0}")]
+    Missing(String),
 }
+
+/// How the reason of a load that failed for [`BackendError::Missing`] begins (the registry
+/// refuses to start a server with such a model).
+pub const MISSING: &str = "cannot load model, this build or machine lacks something: ";
 
 /// What a text encoder tells the APIs built on it (`/v1/embeddings`, collections).
 #[derive(Debug, Clone, PartialEq)]
@@ -92,13 +103,30 @@ pub const ENGINES: &[&str] = &[
     "tract",
     #[cfg(feature = "ort")]
     "ort",
+    #[cfg(feature = "ocr")]
+    "tesseract",
+    #[cfg(feature = "french")]
+    "french",
 ];
 
 /// Loads a model: a text encoder's bundle (a tar of a sentence-transformers folder, see
 /// [`encoder::bundle`]) on candle, whatever `engine` says; else an ONNX model on the named
 /// engine: `"tract"` (pure Rust, the default) or `"ort"` (ONNX Runtime, in builds with the `ort`
-/// cargo feature).
+/// cargo feature); `"tesseract"` reads images (OCR, its file is the version's `model.toml`, see
+/// [`ocr`]) and `"french"` analyses French text (its file is a bundle of a spaCy model folder).
 pub fn load_backend(engine: &str, bytes: &[u8]) -> Result<Arc<dyn Backend>, BackendError> {
+    match engine {
+        "tesseract" => return Ok(Arc::new(ocr::OcrBackend::from_bytes(bytes)?)),
+        #[cfg(feature = "french")]
+        "french" => return Ok(Arc::new(french::FrenchBackend::from_bundle(bytes)?)),
+        #[cfg(not(feature = "french"))]
+        "french" => {
+            return Err(BackendError::Missing(
+                "engine 'french' is not in this build: build Lectern with the cargo feature `french`".into(),
+            ))
+        }
+        _ => {}
+    }
     #[cfg(feature = "encoder")]
     if encoder::bundle::is_bundle(bytes) {
         return Ok(Arc::new(encoder::EncoderBackend::from_bundle(bytes)?));

@@ -63,6 +63,9 @@ pub const DEFAULT_MAX_QUEUE_DELAY_US: u64 = 1000;
 /// Default batch size for models whose inputs all have a free first dimension.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 64;
 
+/// Engines a model's config may name (a build may lack some: see lectern-backends' `ENGINES`).
+pub const ENGINE_NAMES: [&str; 4] = ["tract", "ort", "tesseract", "french"];
+
 /// The parsed `config.toml` of one model.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +97,7 @@ pub struct ModelConfig {
     /// Parallel copies of the model (default: one per core, at most 4).
     #[serde(default)]
     pub instances: Option<usize>,
-    /// Inference engine: `tract` (default) or `ort`.
+    /// Inference engine: `tract` (default), `ort`, `tesseract` (OCR) or `french` (text analysis).
     #[serde(default = "default_engine")]
     pub engine: String,
     /// Inputs, when the model file lacks names, datatypes or shapes.
@@ -291,8 +294,8 @@ impl ModelConfig {
         if self.instances == Some(0) {
             return Err("'instances' must be at least 1".into());
         }
-        if !matches!(self.engine.as_str(), "tract" | "ort") {
-            return Err(format!("engine '{}' is not known (expected 'tract' or 'ort')", self.engine));
+        if !ENGINE_NAMES.contains(&self.engine.as_str()) {
+            return Err(format!("engine '{}' is not known (expected one of {})", self.engine, ENGINE_NAMES.join(", ")));
         }
         for w in &self.warmup {
             if !(1..=4096).contains(&w.batch_size) || !(1..=100).contains(&w.count) {

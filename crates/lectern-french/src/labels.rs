@@ -39,10 +39,8 @@ struct Cfg {
 }
 
 /// The UPOS of each label, in the model's output order ("" when a label has no POS).
-pub fn read_pos(path: &Path) -> Result<Vec<String>, FrenchError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| FrenchError::Read { path: path.to_path_buf(), source })?;
-    let cfg: Cfg = serde_json::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+pub fn read_pos(bytes: &[u8], path: &Path) -> Result<Vec<String>, FrenchError> {
+    let cfg: Cfg = serde_json::from_slice(bytes).map_err(|e| bad(path, e.to_string()))?;
     Ok(cfg.labels_morph.0.iter().map(|l| pos_of(l)).collect())
 }
 

@@ -26,8 +26,8 @@ pub struct Lemmatizer {
 }
 
 impl Lemmatizer {
-    pub fn load(path: &Path) -> Result<Lemmatizer, FrenchError> {
-        let value = msgpack::read_file(path)?;
+    pub fn load(bytes: &[u8], path: &Path) -> Result<Lemmatizer, FrenchError> {
+        let value = msgpack::decode(bytes, path)?;
         let table = |name: &str| match msgpack::get(&value, name) {
             Some(Value::Map(entries)) => Ok(entries),
             _ => Err(bad(path, format!("no {name} table"))),

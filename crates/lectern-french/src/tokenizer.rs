@@ -63,8 +63,8 @@ fn compile_fancy(pattern: &str, path: &Path, what: &str) -> Result<FancyRegex, F
 }
 
 impl Tokenizer {
-    pub fn load(path: &Path) -> Result<Tokenizer, FrenchError> {
-        let value = msgpack::read_file(path)?;
+    pub fn load(bytes: &[u8], path: &Path) -> Result<Tokenizer, FrenchError> {
+        let value = msgpack::decode(bytes, path)?;
         let text = |name: &str| {
             msgpack::get(&value, name).and_then(msgpack::as_str).ok_or_else(|| bad(path, format!("no {name} pattern")))
         };

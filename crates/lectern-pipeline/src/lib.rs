@@ -8,6 +8,7 @@ pub mod llm;
 mod plan;
 mod run;
 mod spec;
+mod words;
 
 pub use catalog::{Catalog, Resource};
 pub use plan::{Pipeline, Step, StepKind};

@@ -37,6 +37,9 @@ impl Pipeline {
         for step in &self.steps {
             match &step.kind {
                 StepKind::Model { model, .. } => names.push(model.as_str()),
+                StepKind::Ocr { ocr: model, .. } | StepKind::Analyze { analyze: model, .. } => {
+                    names.push(model.as_str())
+                }
                 StepKind::Route { models, default, .. } => {
                     names.extend(models.values().map(String::as_str));
                     names.extend(default.as_deref());
@@ -100,7 +103,26 @@ pub enum StepKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         exclude_ids: Option<String>,
     },
+    /// Read the words of a picture with an OCR model.
+    Ocr {
+        ocr: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        image: String,
+    },
+    /// Analyse a text (or an OCR step's page) with a text-analysis model.
+    Analyze {
+        analyze: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        text: String,
+    },
+    /// Look each word's lemma up in a collection: the exact lemma, else the nearest entry.
+    Lookup { lookup: String, words: String, min_score: f64 },
 }
+
+/// Least score of the nearest entry for a word a lookup step did not find exactly.
+pub const DEFAULT_MIN_SCORE: f64 = 0.75;
 
 /// Results of a search step when it does not say.
 pub const DEFAULT_K: u64 = 10;
@@ -223,9 +245,20 @@ impl Planner<'_> {
             spec.llm.is_some(),
             spec.output.is_some(),
             spec.search.is_some(),
+            spec.ocr.is_some(),
+            spec.analyze.is_some(),
+            spec.lookup.is_some(),
         ];
         if kinds.iter().filter(|&&k| k).count() != 1 {
-            return Err("set exactly one of model, route, llm, output or search".into());
+            return Err("set exactly one of model, route, llm, output, search, ocr, analyze or lookup".into());
+        }
+        if let Some(kind) = self.words_step(spec, &expression)? {
+            return Ok(Step { id: spec.id.clone(), when: spec.when.clone(), kind });
+        }
+        if spec.words.is_some() || spec.min_score.is_some() {
+            return Err(
+                "has keys that do not belong to its kind of step (words and min_score are a lookup step's)".into()
+            );
         }
         let search_keys = spec.text.is_some()
             || spec.vector.is_some()
@@ -274,7 +307,9 @@ impl Planner<'_> {
         let unused = match &kind {
             StepKind::Model { .. } => spec.route.is_some() || spec.models.is_some() || spec.default.is_some(),
             StepKind::Route { .. } => spec.version.is_some(),
-            StepKind::Search { .. } => false,
+            StepKind::Search { .. } | StepKind::Ocr { .. } | StepKind::Analyze { .. } | StepKind::Lookup { .. } => {
+                false
+            }
             StepKind::Llm { .. } | StepKind::Output { .. } => {
                 spec.inputs.is_some()
                     || spec.image.is_some()
@@ -288,6 +323,57 @@ impl Planner<'_> {
             return Err("has keys that do not belong to its kind of step".into());
         }
         Ok(Step { id: spec.id.clone(), when: spec.when.clone(), kind })
+    }
+
+    /// An `ocr`, `analyze` or `lookup` step (None for other kinds): only its own keys, its
+    /// model known and of the right kind, its expression checked.
+    fn words_step(&self, spec: &StepSpec, expression: &NameCheck<'_>) -> Result<Option<StepKind>, String> {
+        let (allowed, kind): (&[&str], StepKind) = if let Some(model) = &spec.ocr {
+            let image = spec.image.clone().ok_or("an ocr step needs an image field")?;
+            self.words_model(model, spec.version, "an OCR", "page")?;
+            (&["ocr", "version", "image"], StepKind::Ocr { ocr: model.clone(), version: spec.version, image })
+        } else if let Some(model) = &spec.analyze {
+            let text = spec.text.clone().ok_or("an analyze step needs a text expression")?;
+            expression(&text, &[]).map_err(|e| format!("text: {e}"))?;
+            self.words_model(model, spec.version, "a text-analysis", "analysis")?;
+            (&["analyze", "version", "text"], StepKind::Analyze { analyze: model.clone(), version: spec.version, text })
+        } else if let Some(collection) = &spec.lookup {
+            if !lectern_core::is_plain_name(collection) {
+                return Err(format!("'{collection}' is not a collection name"));
+            }
+            let words = spec.words.clone().ok_or("a lookup step needs a words expression")?;
+            expression(&words, &[]).map_err(|e| format!("words: {e}"))?;
+            let min_score = spec.min_score.unwrap_or(DEFAULT_MIN_SCORE);
+            if !(-1.0..=1.0).contains(&min_score) {
+                return Err(format!("min_score must be between -1 and 1, not {min_score}"));
+            }
+            (&["lookup", "words", "min_score"], StepKind::Lookup { lookup: collection.clone(), words, min_score })
+        } else {
+            return Ok(None);
+        };
+        if let Some(key) = spec.keys().into_iter().find(|k| !allowed.contains(k)) {
+            return Err(format!("has the key '{key}', which does not belong to its kind of step"));
+        }
+        Ok(Some(kind))
+    }
+
+    /// Checks that an `ocr` or `analyze` step's model exists and gives `output` (when it is
+    /// loaded now; a model not ready is checked when it serves).
+    fn words_model(&self, model: &str, version: Option<u64>, what: &str, output: &str) -> Result<(), String> {
+        match self.registry.resolve(model, version) {
+            Ok(loaded) if !loaded.signature.outputs.iter().any(|o| o.name == output) => {
+                Err(format!("model '{model}' is not {what} model (it has no '{output}' output)"))
+            }
+            Ok(_) => Ok(()),
+            Err(RuntimeError::ModelNotFound(_)) => Err(format!("unknown model '{model}'")),
+            Err(RuntimeError::VersionNotFound(..)) => {
+                Err(format!("model '{model}' has no version {}", version.unwrap_or(0)))
+            }
+            Err(e) => {
+                tracing::warn!(model, error = %e, "a pipeline names a model that is not ready; it is checked when it serves");
+                Ok(())
+            }
+        }
     }
 
     /// A search step: one of `text` and `vector`, `k` in range, every expression checked.

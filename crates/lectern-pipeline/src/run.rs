@@ -7,6 +7,7 @@ use crate::image::{decode_base64, image_row};
 use crate::llm::LlmClient;
 use crate::plan::{ModelInput, Pipeline, Planner, Step, StepKind};
 use crate::spec::{line_of, PipelineFile};
+use crate::words;
 use crate::PipelineError;
 use futures_util::{StreamExt, TryStreamExt};
 use lectern_core::{DataType, InferRequest, InferResponse, Tensor, TensorData};
@@ -302,7 +303,52 @@ impl Engine {
                 let results = searcher.search(search, Json::Object(query)).await.map_err(failed)?;
                 Ok(json!({ "collection": search, "results": results }))
             }
+            StepKind::Ocr { ocr, version, image } => {
+                let bytes =
+                    image_bytes(item, image).map_err(|m| PipelineError::Input(format!("step '{}': {m}", step.id)))?;
+                let page = self.bytes_model(step, ocr, *version, bytes, "page").await?;
+                words::ocr_result(ocr, &page).map_err(failed)
+            }
+            StepKind::Analyze { analyze, version, text } => {
+                let value = to_json(&self.evaluator.eval(text, item.scope).map_err(failed)?);
+                let (text, ocr_words) = words::analysis_input(&value).map_err(failed)?;
+                let analysis = self.bytes_model(step, analyze, *version, text.clone().into_bytes(), "analysis").await?;
+                words::analysis_result(analyze, &text, &analysis, &ocr_words).map_err(failed)
+            }
+            StepKind::Lookup { lookup, words, min_score } => {
+                let value = to_json(&self.evaluator.eval(words, item.scope).map_err(failed)?);
+                let wanted = words::wanted_words(&value).map_err(failed)?;
+                let searcher =
+                    self.searcher.get().ok_or_else(|| failed("collections are not available here".into()))?;
+                let found = lookup_words(searcher.as_ref(), lookup, &wanted, *min_score).await.map_err(failed)?;
+                Ok(json!({ "collection": lookup, "words": found }))
+            }
         }
+    }
+
+    /// Runs a model with one BYTES row (an image, a text) and gives the first row of `output`.
+    async fn bytes_model(
+        &self,
+        step: &Step,
+        model: &str,
+        version: Option<u64>,
+        row: Vec<u8>,
+        output: &str,
+    ) -> Result<Vec<u8>, PipelineError> {
+        let model_error = |source| PipelineError::Model { step: step.id.clone(), source };
+        let loaded = self.registry.model(model, version).await.map_err(model_error)?;
+        let failed = |message: String| PipelineError::Step { step: step.id.clone(), message };
+        let [info] = loaded.signature.inputs.as_slice() else {
+            return Err(failed(format!("model '{model}' does not have exactly one input")));
+        };
+        let tensor = Tensor { name: info.name.clone(), shape: vec![1], data: TensorData::Bytes(vec![row]) };
+        let request = InferRequest { inputs: vec![tensor], ..Default::default() };
+        let response = loaded.infer(request).await.map_err(model_error)?;
+        let first = response.outputs.into_iter().find(|o| o.tensor.name == output).and_then(|o| match o.tensor.data {
+            TensorData::Bytes(rows) => rows.into_iter().next(),
+            _ => None,
+        });
+        first.ok_or_else(|| failed(format!("model '{model}' gave no BYTES output '{output}'")))
     }
 
     async fn model_step(
@@ -326,6 +372,48 @@ impl Engine {
             loaded.infer(request).await.map_err(|source| PipelineError::Model { step: step.id.clone(), source })?;
         Ok(classification(&loaded, &response, top_k))
     }
+}
+
+/// Looks each word up in `collection`: one exact search for all the lemmas (metadata `lemma`),
+/// then, for each lemma not found, the nearest entry by meaning when its score is at least
+/// `min_score`. The words in order, each with how it was found.
+async fn lookup_words(
+    searcher: &dyn Searcher,
+    collection: &str,
+    wanted: &[words::Wanted],
+    min_score: f64,
+) -> Result<Vec<Json>, String> {
+    let mut exact = Vec::new();
+    for query in words::exact_queries(wanted, "lemma") {
+        if let Json::Array(results) = searcher.search(collection, query).await? {
+            exact.extend(results);
+        }
+    }
+    let exact = words::entries_by_key(&exact, "lemma");
+    let mut nearest: HashMap<&str, Option<Json>> = HashMap::new();
+    for w in wanted.iter().filter(|w| !exact.contains_key(&w.key)) {
+        if nearest.contains_key(w.key.as_str()) {
+            continue;
+        }
+        let results = searcher.search(collection, json!({ "text": w.key, "k": 1 })).await?;
+        let best = results.get(0).filter(|h| h.get("score").and_then(Json::as_f64).is_some_and(|s| s >= min_score));
+        nearest.insert(w.key.as_str(), best.cloned());
+    }
+    let answer = wanted
+        .iter()
+        .map(|w| {
+            let pos = w.token.get("pos").and_then(Json::as_str);
+            let found = match (exact.get(&w.key), nearest.get(w.key.as_str())) {
+                (Some(entries), _) => {
+                    words::best_entry(entries, pos, "pos").map_or(words::Found::Unknown, words::Found::Exact)
+                }
+                (None, Some(Some(hit))) => words::Found::Nearest(hit),
+                _ => words::Found::Unknown,
+            };
+            words::looked_up(w, found)
+        })
+        .collect();
+    Ok(answer)
 }
 
 /// What one run of the steps reads.
@@ -390,7 +478,7 @@ fn number(input: &Json, field: &str) -> Result<f64, String> {
     }
 }
 
-fn type_name(value: &Json) -> &'static str {
+pub(crate) fn type_name(value: &Json) -> &'static str {
     match value {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",

@@ -132,6 +132,50 @@ pub struct StepSpec {
     pub filter: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub exclude_ids: Option<String>,
+    // Words from a photo: an OCR model on `image`, an analysis model on `text`, a collection
+    // looked up for `words`.
+    #[serde(default)]
+    pub ocr: Option<String>,
+    #[serde(default)]
+    pub analyze: Option<String>,
+    #[serde(default)]
+    pub lookup: Option<String>,
+    #[serde(default)]
+    pub words: Option<String>,
+    #[serde(default)]
+    pub min_score: Option<f64>,
+}
+
+impl StepSpec {
+    /// The names of the optional keys the step sets (besides `id` and `when`).
+    pub fn keys(&self) -> Vec<&'static str> {
+        let set = [
+            ("model", self.model.is_some()),
+            ("version", self.version.is_some()),
+            ("inputs", self.inputs.is_some()),
+            ("image", self.image.is_some()),
+            ("top_k", self.top_k.is_some()),
+            ("route", self.route.is_some()),
+            ("models", self.models.is_some()),
+            ("default", self.default.is_some()),
+            ("llm", self.llm.is_some()),
+            ("topic", self.topic.is_some()),
+            ("prompt", self.prompt.is_some()),
+            ("output", self.output.is_some()),
+            ("search", self.search.is_some()),
+            ("text", self.text.is_some()),
+            ("vector", self.vector.is_some()),
+            ("k", self.k.is_some()),
+            ("filter", self.filter.is_some()),
+            ("exclude_ids", self.exclude_ids.is_some()),
+            ("ocr", self.ocr.is_some()),
+            ("analyze", self.analyze.is_some()),
+            ("lookup", self.lookup.is_some()),
+            ("words", self.words.is_some()),
+            ("min_score", self.min_score.is_some()),
+        ];
+        set.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect()
+    }
 }
 
 impl PipelineFile {

@@ -305,8 +305,13 @@ impl Registry {
                     self.write().insert(name, ModelEntry::lazy(&definition));
                 }
                 Ok(Some(definition)) => {
-                    // a failure is in the model's entry (and logged)
-                    let _ = self.install(&name, definition, None).await;
+                    // a failure is in the model's entry (and logged), unless the model needs
+                    // what this build or machine lacks: then the server does not start
+                    if let Err(RuntimeError::LoadFailed(model, reason)) = self.install(&name, definition, None).await {
+                        if reason.contains(lectern_backends::MISSING) {
+                            return Err(RuntimeError::LoadFailed(model, reason));
+                        }
+                    }
                 }
                 Ok(None) => continue,
                 Err(e) => {

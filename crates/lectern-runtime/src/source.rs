@@ -1,6 +1,7 @@
 //! Where the registry gets models from: a repository folder, or (in the binary) the store.
 
 use lectern_backends::encoder::bundle;
+use lectern_backends::french;
 use lectern_core::{Coded, ConfigError, ErrorCode, ModelConfig};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use std::pin::Pin;
 
 /// The file name of a version's model inside its folder.
 pub const MODEL_FILE: &str = "model.onnx";
+/// A version's file for engines that read settings rather than weights (`engine = "tesseract"`).
+pub const SETTINGS_FILE: &str = "model.toml";
 
 /// A boxed future, so that sources can be trait objects.
 pub type SourceFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -141,24 +144,39 @@ pub fn read_folder(folder: &Path) -> Result<ModelDefinition, SourceError> {
     Ok(ModelDefinition { config, labels, default_version: None, versions })
 }
 
-/// The model file of one version folder: its `model.onnx`, or a text encoder's folder packed
-/// into one bundle (see `lectern_backends::encoder::bundle`).
+/// The model file of one version folder: its `model.onnx`; or a text encoder's folder, or a
+/// spaCy French model's folder, packed into one bundle (see `lectern_backends::encoder::bundle`);
+/// or the `model.toml` that an engine without a model file reads (OCR's settings).
 pub fn read_version_file(folder: &Path, version: u64) -> Result<Vec<u8>, SourceError> {
     let version_folder = folder.join(version.to_string());
     let path = version_folder.join(MODEL_FILE);
-    if !path.is_file() && bundle::is_encoder_folder(&version_folder) {
-        return bundle::pack_folder(&version_folder).map_err(|source| SourceError::Io {
-            action: "pack the encoder folder",
-            path: version_folder,
-            source,
-        });
+    if path.is_file() {
+        return std::fs::read(&path).map_err(|source| SourceError::Io { action: "read", path, source });
+    }
+    let packed = if bundle::is_encoder_folder(&version_folder) {
+        Some(("pack the encoder folder", bundle::pack_folder(&version_folder)))
+    } else if french::is_model_folder(&version_folder) {
+        Some(("pack the spaCy model folder", french::pack_folder(&version_folder)))
+    } else {
+        None
+    };
+    if let Some((action, packed)) = packed {
+        return packed.map_err(|source| SourceError::Io { action, path: version_folder, source });
+    }
+    let settings = version_folder.join(SETTINGS_FILE);
+    if settings.is_file() {
+        return std::fs::read(&settings).map_err(|source| SourceError::Io { action: "read", path: settings, source });
     }
     std::fs::read(&path).map_err(|source| SourceError::Io { action: "read", path, source })
 }
 
-/// True when a version folder holds a model: a `model.onnx` or a text encoder's files.
+/// True when a version folder holds a model: a `model.onnx`, a text encoder's files, a spaCy
+/// French model's files, or an engine's `model.toml`.
 fn holds_model(version_folder: &Path) -> bool {
-    version_folder.join(MODEL_FILE).is_file() || bundle::is_encoder_folder(version_folder)
+    version_folder.join(MODEL_FILE).is_file()
+        || bundle::is_encoder_folder(version_folder)
+        || french::is_model_folder(version_folder)
+        || version_folder.join(SETTINGS_FILE).is_file()
 }
 
 /// Names of the model folders under `root`, sorted.
