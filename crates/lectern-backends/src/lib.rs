@@ -98,15 +98,12 @@ pub trait Session: Send {
 /// The engine a model runs on unless its config names another.
 pub const DEFAULT_ENGINE: &str = "tract";
 
-/// The engines this build can run, by the name a model's config gives them.
+/// The engines this build can run ONNX models on, by the name a model's config gives them (OCR and
+/// French analysis models name `tesseract` and `french`, see [`load_backend`]).
 pub const ENGINES: &[&str] = &[
     "tract",
     #[cfg(feature = "ort")]
     "ort",
-    #[cfg(feature = "ocr")]
-    "tesseract",
-    #[cfg(feature = "french")]
-    "french",
 ];
 
 /// Loads a model: a text encoder's bundle (a tar of a sentence-transformers folder, see

@@ -131,10 +131,10 @@ impl French {
         let (bytes, path) = file("morphologizer/cfg")?;
         let label_pos = labels::read_pos(bytes, path)?;
         if morphologizer.inputs() != tok2vec.hidden() {
-            return Err(msgpack::bad(&morph_path, "input width differs from tok2vec's"));
+            return Err(msgpack::bad(morph_path, "input width differs from tok2vec's"));
         }
         if label_pos.len() != morphologizer.outputs() {
-            return Err(msgpack::bad(&morph_path, "output size differs from the labels in cfg"));
+            return Err(msgpack::bad(morph_path, "output size differs from the labels in cfg"));
         }
         let (bytes, path) = file("senter/model")?;
         let senter = Network::load(bytes, path)?;

@@ -189,7 +189,10 @@ pub fn looked_up(wanted: &Wanted, found: Found<'_>) -> Json {
 /// Of the exact entries for a word, the one with its part of speech, else the first.
 pub fn best_entry<'a>(entries: &'a [Json], pos: Option<&str>, pos_field: &str) -> Option<&'a Json> {
     let has_pos = |e: &Json, p: &str| {
-        e.get("metadata").and_then(|m| m.get(pos_field)).and_then(Json::as_str).is_some_and(|q| q.eq_ignore_ascii_case(p))
+        e.get("metadata")
+            .and_then(|m| m.get(pos_field))
+            .and_then(Json::as_str)
+            .is_some_and(|q| q.eq_ignore_ascii_case(p))
     };
     pos.and_then(|p| entries.iter().find(|e| has_pos(e, p))).or(entries.first())
 }
@@ -239,7 +242,7 @@ mod tests {
         assert_eq!(keys, ["le", "école", "être", "beau"]);
         let queries = exact_queries(&wanted, "lemma");
         assert_eq!(queries.len(), 1);
-        assert_eq!(queries[0]["filter"]["lemma"]["$in"], json!(["beau", "le", "être", "école"]));
+        assert_eq!(queries[0]["filter"]["lemma"]["$in"], json!(["beau", "le", "école", "être"]));
     }
 
     #[test]
