@@ -15,7 +15,7 @@ pub const ANALYSIS_OUTPUT: &str = "analysis";
 /// The platform model metadata names.
 pub const PLATFORM: &str = "spacy";
 /// Longest text analysed in one row.
-pub const MAX_TEXT_BYTES: usize = 1 << 20;
+pub const MAX_TEXT_BYTES: usize = 256 << 10;
 
 pub struct FrenchBackend {
     french: Arc<French>,

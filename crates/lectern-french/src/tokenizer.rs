@@ -51,6 +51,9 @@ pub struct Tokenizer {
 }
 
 /// Python's `str.isspace` for one character.
+/// Longest whitespace-free span split into tokens as spaCy would (longer ones are one token).
+pub const MAX_SPAN_BYTES: usize = 256;
+
 pub fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
@@ -230,8 +233,14 @@ impl Tokenizer {
         true
     }
 
-    /// spaCy's `_tokenize` for one whitespace-delimited span.
+    /// spaCy's `_tokenize` for one whitespace-delimited span. A span longer than
+    /// [`MAX_SPAN_BYTES`] stays one token: stripping affixes costs time quadratic in the span's
+    /// length (seconds for 12 KB, in spaCy too), and no word is that long.
     fn tokenize_span(&self, text: &str, start: usize, end: usize, with_specials: bool, out: &mut Vec<RawToken>) {
+        if end - start > MAX_SPAN_BYTES {
+            out.push(plain(start, end));
+            return;
+        }
         if with_specials && self.push_special(text, start, end, out) {
             return;
         }

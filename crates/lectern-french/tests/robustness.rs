@@ -130,3 +130,18 @@ fn long_text_is_analyzed_whole() {
         assert_eq!(of(k), second, "repetition {k}");
     }
 }
+
+#[test]
+fn a_long_run_without_whitespace_is_one_token() {
+    let Some(french) = load_or_skip() else {
+        return;
+    };
+    // spaCy strips the elisions and commas one by one (seconds for 12 KB); here it is one token.
+    let run_of = format!("{}x,x,x.", "l'".repeat(50_000));
+    let sentences = run(&french, &format!("Le chat {run_of} dort."));
+    let tokens: Vec<&str> = sentences.iter().flat_map(|s| &s.tokens).map(|t| t.text.as_str()).collect();
+    assert_eq!(tokens, ["Le", "chat", run_of.as_str(), "dort", "."]);
+    // a word of ordinary length still has its elision split off
+    let short = run(&french, "l'école");
+    assert_eq!(short[0].tokens.len(), 2);
+}
