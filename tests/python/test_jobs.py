@@ -986,15 +986,17 @@ def test_cleanup_of_datasets_with_a_dry_run_first(start_server):
     srv = start_server(prepare=only_iris)
     for name in ("kids-ann-cats", "kids-bob-dogs", "keep-me"):
         upload_csv(srv, name, "a,b\n1,x\n2,y\n")
-    time.sleep(2.2)
+    # The new data set must stay younger than older_than until the wet run: a margin of seconds
+    # for a busy machine (under a load of 16 the runs took over 2 s).
+    time.sleep(8.2)
     upload_csv(srv, "kids-cy-new", "a,b\n1,x\n2,y\n")
-    cleanup_job(srv, "dry", target="datasets", match="kids-*", older_than="2s", dry_run=True)
+    cleanup_job(srv, "dry", target="datasets", match="kids-*", older_than="8s", dry_run=True)
     dry = succeeded(run_and_wait(srv, "dry"))
     assert dry["items"] == 2, dry
     names = {d["name"] for d in ok(srv.get("/v1/datasets"))["datasets"]}
     assert names == {"kids-ann-cats", "kids-bob-dogs", "keep-me", "kids-cy-new"}, "a dry run deleted something"
 
-    cleanup_job(srv, "wet", target="datasets", match="kids-*", older_than="2s")
+    cleanup_job(srv, "wet", target="datasets", match="kids-*", older_than="8s")
     wet = succeeded(run_and_wait(srv, "wet"))
     assert wet["items"] == 2 and "kids-ann-cats" in wet["detail"], wet
     names = {d["name"] for d in ok(srv.get("/v1/datasets"))["datasets"]}
@@ -1026,7 +1028,7 @@ def test_cleanup_of_training_jobs_and_job_runs(start_server):
     for _ in range(2):
         client.train(dataset="iris", target="species", model="tree-a", algorithm="decision_tree", params={"max_depth": 2})
     create(srv, name="tick", **TICK, every="200ms")
-    wait_until(lambda: len(runs(srv, "tick")) >= 3, "tick ran thrice")
+    wait_until(lambda: len(runs(srv, "tick")) >= 3, "tick ran thrice", timeout=90)
     ok(srv.post("/v1/jobs/tick/pause"))
     time.sleep(1.2)
     ticked = len(runs(srv, "tick"))

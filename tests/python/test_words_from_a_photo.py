@@ -181,6 +181,16 @@ def infer_json(srv, model: str, value: str, name: str = "image"):
     return srv.post(f"/v2/models/{model}/infer", json=body, timeout=120)
 
 
+def infer_binary(srv, image: bytes) -> requests.Response:
+    """A V2 request with the image as a binary tensor (the binary tensor extension), raw."""
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": len(image) + 4}}]}).encode()
+    body = header + struct.pack("<I", len(image)) + image
+    return srv.post("/v2/models/reader/infer", data=body, timeout=120,
+                    headers={"Inference-Header-Content-Length": str(len(header)),
+                             "Content-Type": "application/octet-stream"})
+
+
 def test_bad_images_are_refused_with_a_clear_400(reader_server):
     assert_error(infer_json(reader_server, "reader", "not an image at all"), 400, "PNG or JPEG")
     client = httpclient.InferenceServerClient(reader_server.host_port, network_timeout=120)
@@ -192,6 +202,9 @@ def test_bad_images_are_refused_with_a_clear_400(reader_server):
             client.infer("reader", [inp])
         assert "400" in str(raised.value) or words in str(raised.value), str(raised.value)
         assert words in str(raised.value), str(raised.value)
+    # a whole header and cut pixel data: refused when decoded, still the client's error
+    page = ocr_pages.render_page(["Bonjour les enfants"])
+    assert_error(infer_binary(reader_server, page[: len(page) // 2]), 400, "image")
     # still reads after refusing
     _, page = read_page(reader_server, ocr_pages.render_page(["Le chat dort."]))
     assert ocr_pages.word_accuracy("Le chat dort.", page_words(page)) == 1.0
@@ -333,6 +346,7 @@ def test_the_pipeline_answers_each_word_in_reading_order_with_its_entry(pipeline
     assert [w["word"] for w in words] == ["Le", "petit", "chat", "dort", "sur", "le", "zorglub"], words
     by_word = {w["word"]: w for w in words}
     assert by_word["chat"]["match"] == "exact" and by_word["chat"]["entry"]["id"] == "chat-noun"
+    assert by_word["chat"]["score"] is None, "an exact match has no similarity score"
     assert by_word["Le"]["entry"]["id"] == "le-det"
     petit = by_word["petit"]
     assert petit["match"] == "exact" and petit["entry"]["metadata"]["pos"] == petit["pos"]

@@ -49,22 +49,25 @@ impl Backend for FrenchBackend {
     fn check(&self, inputs: &[Tensor]) -> Result<(), BackendError> {
         texts(inputs).map(|_| ())
     }
+
+    fn default_max_batch_size(&self) -> Option<usize> {
+        Some(0)
+    }
 }
 
-/// The texts of the `text` input: each UTF-8 and at most [`MAX_TEXT_BYTES`] (empty is fine).
+/// The texts of the `text` input: each UTF-8, together at most [`MAX_TEXT_BYTES`] (empty is fine).
 fn texts(inputs: &[Tensor]) -> Result<Vec<&str>, BackendError> {
     let bad = |message: String| BackendError::BadInput { input: TEXT_INPUT.into(), message };
     let Some(Tensor { data: TensorData::Bytes(rows), .. }) = inputs.first() else {
         return Err(bad("must be BYTES".into()));
     };
+    let total: usize = rows.iter().map(Vec::len).sum();
+    if total > MAX_TEXT_BYTES {
+        return Err(bad(format!("the request's texts hold {total} bytes, more than {MAX_TEXT_BYTES}")));
+    }
     rows.iter()
         .enumerate()
-        .map(|(row, bytes)| {
-            if bytes.len() > MAX_TEXT_BYTES {
-                return Err(bad(format!("row {row} is longer than {MAX_TEXT_BYTES} bytes")));
-            }
-            std::str::from_utf8(bytes).map_err(|e| bad(format!("row {row} is not UTF-8 text ({e})")))
-        })
+        .map(|(row, bytes)| std::str::from_utf8(bytes).map_err(|e| bad(format!("row {row} is not UTF-8 text ({e})"))))
         .collect()
 }
 

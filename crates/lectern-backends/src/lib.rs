@@ -86,6 +86,11 @@ pub trait Backend: Send + Sync {
     fn check(&self, _inputs: &[Tensor]) -> Result<(), BackendError> {
         Ok(())
     }
+    /// The batch size when the model's config gives none; `None`: from the signature. Engines
+    /// that read one item at a time say 0, so that one client's bad item never fails another's.
+    fn default_max_batch_size(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// One instance of a model; not shared between threads.

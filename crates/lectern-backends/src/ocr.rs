@@ -54,12 +54,28 @@ impl Backend for OcrBackend {
         PLATFORM
     }
 
-    /// Each image is a PNG or JPEG within the size limit (read from its header only).
+    /// Each image is a PNG or JPEG within the size limit (read from its header only), and the
+    /// request's images together hold at most `max_pixels`.
     fn check(&self, inputs: &[Tensor]) -> Result<(), BackendError> {
+        let mut total = 0u64;
         for (row, bytes) in images(inputs)?.iter().enumerate() {
-            lectern_ocr::check_image(bytes, self.settings.max_pixels).map_err(|e| bad_row(row, &e))?;
+            let (w, h) = lectern_ocr::check_image(bytes, self.settings.max_pixels).map_err(|e| bad_row(row, &e))?;
+            total += u64::from(w) * u64::from(h);
+        }
+        if total > self.settings.max_pixels {
+            return Err(BackendError::BadInput {
+                input: IMAGE_INPUT.into(),
+                message: format!(
+                    "the request's images hold {total} pixels together, more than the {} this model reads in one request",
+                    self.settings.max_pixels
+                ),
+            });
         }
         Ok(())
+    }
+
+    fn default_max_batch_size(&self) -> Option<usize> {
+        Some(0)
     }
 }
 
@@ -113,6 +129,18 @@ mod tests {
             let bad =
                 vec![Tensor { name: "image".into(), shape: vec![1], data: TensorData::Bytes(vec![b"x".to_vec()]) }];
             assert!(backend.check(&bad).unwrap_err().to_string().contains("row 0 is not a PNG or JPEG"));
+            assert_eq!(backend.default_max_batch_size(), Some(0));
+            // each image fits, together they do not
+            let small = OcrBackend::from_bytes(b"languages = [\"fra\"]\nmax_pixels = 100").unwrap();
+            let mut png = Vec::new();
+            image::DynamicImage::new_luma8(10, 10)
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .unwrap();
+            let rows = |n: usize| {
+                vec![Tensor { name: "image".into(), shape: vec![n], data: TensorData::Bytes(vec![png.clone(); n]) }]
+            };
+            assert!(small.check(&rows(1)).is_ok());
+            assert!(small.check(&rows(2)).unwrap_err().to_string().contains("together"));
         } else {
             let message = loaded.err().expect("no OCR in this build").to_string();
             assert!(message.contains("cargo feature `ocr`"), "{message}");

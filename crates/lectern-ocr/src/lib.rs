@@ -10,7 +10,7 @@ mod page;
 mod settings;
 
 pub use page::{Line, Page, Word};
-pub use settings::{check_image, tessdata_dir, OcrSettings, DEFAULT_MAX_PIXELS, PAGE_SEG_MODES};
+pub use settings::{check_image, tessdata_dir, OcrSettings, DEFAULT_MAX_PIXELS, MAX_SIDE, PAGE_SEG_MODES};
 
 #[cfg(feature = "tesseract")]
 mod reader;

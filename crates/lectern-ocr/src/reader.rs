@@ -67,7 +67,20 @@ fn decode_gray(bytes: &[u8]) -> Result<Vec<u8>, OcrError> {
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     let picture = reader.decode().map_err(|e| OcrError::BadImage(format!("is not a readable image: {e}")))?;
-    Ok(picture.into_luma8().into_raw())
+    if !picture.color().has_alpha() {
+        return Ok(picture.into_luma8().into_raw());
+    }
+    // Transparent pixels are paper: laid over white (a screenshot's clear background would
+    // otherwise read as black).
+    let mut rgba = picture.into_rgba8();
+    for pixel in rgba.pixels_mut() {
+        let alpha = u16::from(pixel[3]);
+        for channel in &mut pixel.0[..3] {
+            *channel = ((u16::from(*channel) * alpha + 255 * (255 - alpha)) / 255) as u8;
+        }
+        pixel[3] = 255;
+    }
+    Ok(image::DynamicImage::ImageRgba8(rgba).into_luma8().into_raw())
 }
 
 /// Tells OpenMP (which Debian's libtesseract uses) to run this thread's work on this thread
@@ -112,6 +125,14 @@ mod tests {
         let mut bytes = Vec::new();
         picture.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).expect("encode");
         bytes
+    }
+
+    #[test]
+    fn transparent_pixels_are_white_paper() {
+        let clear = png(DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(4, 2, image::Rgba([0, 0, 0, 0]))));
+        assert_eq!(decode_gray(&clear).unwrap(), vec![255; 8]);
+        let ink = png(DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(4, 2, image::Rgba([0, 0, 0, 255]))));
+        assert_eq!(decode_gray(&ink).unwrap(), vec![0; 8]);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 /// Largest image read unless the settings say otherwise: 40 megapixels (a phone photo is 12).
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+/// Longest side of an image Tesseract reads.
+pub const MAX_SIDE: u32 = 32_767;
 /// Page-segmentation modes that recognise text (0 and 2 only analyse the layout).
 pub const PAGE_SEG_MODES: [u32; 12] = [1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
 /// Where Debian's packages put the language data.
@@ -148,6 +150,11 @@ pub fn check_image(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), OcrError
     if pixels == 0 {
         return Err(OcrError::BadImage("has no pixels".into()));
     }
+    if width.max(height) > MAX_SIDE {
+        return Err(OcrError::BadImage(format!(
+            "is {width}x{height} pixels; a side longer than {MAX_SIDE} pixels is not read"
+        )));
+    }
     Ok((width, height))
 }
 
@@ -187,5 +194,10 @@ mod tests {
         assert_eq!(check_image(&png, 200).unwrap(), (20, 10));
         assert!(check_image(&png, 199).unwrap_err().to_string().contains("megapixels"));
         assert!(check_image(&png[..30], 200).is_err());
+        let mut wide = Vec::new();
+        image::DynamicImage::new_luma8(MAX_SIDE + 1, 1)
+            .write_to(&mut Cursor::new(&mut wide), ImageFormat::Png)
+            .expect("encode");
+        assert!(check_image(&wide, 1 << 30).unwrap_err().to_string().contains("side longer"));
     }
 }

@@ -8,7 +8,9 @@ use serde_json::{json, Map, Value as Json};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most lemmas asked for in one exact search (a search gives at most 1000 results).
-const LEMMAS_PER_SEARCH: usize = 200;
+const LEMMAS_PER_SEARCH: usize = 100;
+/// Most words one lookup step looks up.
+pub const MAX_LOOKUP_WORDS: usize = 1000;
 
 /// An `ocr` step's result from the model's `page` output: `{"model", "text", "confidence",
 /// "lines": [{"text", "words": [..]}], "words": [every word in reading order]}`.
@@ -129,6 +131,9 @@ pub fn wanted_words(value: &Json) -> Result<Vec<Wanted>, String> {
         }
         let lemma = token.get("lemma").and_then(Json::as_str).filter(|l| !l.is_empty()).unwrap_or(text);
         wanted.push(Wanted { key: lemma.to_lowercase(), token });
+        if wanted.len() > MAX_LOOKUP_WORDS {
+            return Err(format!("it has more than {MAX_LOOKUP_WORDS} words to look up"));
+        }
     }
     Ok(wanted)
 }
@@ -163,8 +168,8 @@ pub enum Found<'a> {
 }
 
 /// One word of a `lookup` step's result: the token's text, lemma, part of speech, confidence
-/// and box, with `match` ("exact", "nearest" or "unknown"), `score` and `entry` (the
-/// collection item, or null).
+/// and box, with `match` ("exact", "nearest" or "unknown"), `score` (the nearest entry's
+/// similarity; null otherwise) and `entry` (the collection item, or null).
 pub fn looked_up(wanted: &Wanted, found: Found<'_>) -> Json {
     let field = |name: &str| wanted.token.get(name).cloned().unwrap_or(Json::Null);
     let (how, entry) = match found {
@@ -181,7 +186,8 @@ pub fn looked_up(wanted: &Wanted, found: Found<'_>) -> Json {
         "confidence": field("confidence"),
         "box": field("box"),
         "match": how,
-        "score": entry.and_then(|h| h.get("score").cloned()),
+        // the similarity of the entry nearest in meaning; an exact match has none
+        "score": entry.filter(|_| how == "nearest").and_then(|h| h.get("score").cloned()),
         "entry": entry_json,
     })
 }

@@ -214,6 +214,9 @@ impl LoadedModel {
         }
         let computed = match answer.await {
             Ok(Ok(tensors)) => tensors,
+            Ok(Err(JobError::Backend(e @ lectern_backends::BackendError::BadInput { .. }))) => {
+                return Err(RuntimeError::BadRequest(e.to_string()))
+            }
             Ok(Err(JobError::Backend(e))) => return Err(RuntimeError::Inference(self.label(), e.to_string())),
             Ok(Err(JobError::Expired)) => return Err(RuntimeError::DeadlineExpired(request.timeout_us)),
             Err(_) => return Err(RuntimeError::NotReady(self.label(), "it was unloaded".into())),

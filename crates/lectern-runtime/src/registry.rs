@@ -895,7 +895,10 @@ impl Registry {
     ) -> Result<LoadedModel, LoadError> {
         let backend = lectern_backends::load_backend(&config.engine, bytes)?;
         let signature = apply_declared(backend.signature().clone(), config);
-        let max_batch_size = config.max_batch_size.unwrap_or_else(|| default_max_batch_size(&signature));
+        let max_batch_size = config
+            .max_batch_size
+            .or(backend.default_max_batch_size())
+            .unwrap_or_else(|| default_max_batch_size(&signature));
         let metrics = self.metrics.model(name, &version.to_string());
         let scheduler = SchedulerConfig {
             capacity: config.queue_capacity,
