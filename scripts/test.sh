@@ -110,8 +110,8 @@ echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 # features of the default build, so only the lectern crates and ort itself are compiled again
 # (`-p lectern-backends` would unify features differently and rebuild tract, ~10x the time).
 # Both optional engines go into one second binary, so that the lectern crates are compiled
-# once more, not twice. OpenMP (Debian's libtesseract) would spread each page over every core.
-export OMP_THREAD_LIMIT=1
+# once more, not twice. (No OMP_THREAD_LIMIT here: the OCR engine keeps OpenMP on its own thread
+# itself, and scikit-learn's k-nearest-neighbours in the reference tests breaks under a limit of 1.)
 ORT_FEATURES=(--workspace --features lectern-backends/ort,lectern-backends/ocr --locked)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run "${ORT_FEATURES[@]}" --no-fail-fast -E 'package(lectern-backends) | package(lectern-ocr)'
