@@ -83,18 +83,22 @@ fn decode_gray(bytes: &[u8]) -> Result<Vec<u8>, OcrError> {
     Ok(image::DynamicImage::ImageRgba8(rgba).into_luma8().into_raw())
 }
 
-/// Tells OpenMP (which Debian's libtesseract uses) to run this thread's work on this thread
-/// only: Lectern runs one reader per instance thread, and OpenMP's own threads on top of those
-/// made OCR about 3x slower on a busy 2-core machine. Same as OMP_THREAD_LIMIT=1, per thread.
+/// Keeps OpenMP (which Debian's libtesseract uses) on the calling thread: Lectern runs one
+/// reader per instance thread, and OpenMP's own threads on top of those made OCR several times
+/// slower on a busy 2-core machine. With at most 0 active parallel levels every parallel region
+/// runs on the thread that meets it, whatever `num_threads` Tesseract asks for (the process has
+/// no other OpenMP user); the same as OMP_THREAD_LIMIT=1, which libgomp reads only at start-up.
 fn one_openmp_thread() {
-    type SetThreads = unsafe extern "C" fn(libc::c_int);
-    // SAFETY: dlsym with a NUL-terminated name; the symbol, when libgomp is loaded (it is
-    // libtesseract's dependency), is `void omp_set_num_threads(int)`.
-    unsafe {
-        let symbol = libc::dlsym(libc::RTLD_DEFAULT, c"omp_set_num_threads".as_ptr());
-        if !symbol.is_null() {
-            let set: SetThreads = std::mem::transmute::<*mut libc::c_void, SetThreads>(symbol);
-            set(1);
+    type SetInt = unsafe extern "C" fn(libc::c_int);
+    for (name, value) in [(c"omp_set_max_active_levels", 0), (c"omp_set_num_threads", 1)] {
+        // SAFETY: dlsym with a NUL-terminated name; both symbols, when libgomp is loaded (it is
+        // libtesseract's dependency), are `void f(int)`.
+        unsafe {
+            let symbol = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+            if !symbol.is_null() {
+                let set: SetInt = std::mem::transmute::<*mut libc::c_void, SetInt>(symbol);
+                set(value);
+            }
         }
     }
 }
