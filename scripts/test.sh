@@ -136,11 +136,11 @@ LECTERN_TEST_DATABASE=sqlite .venv/bin/python -m pytest tests/python -q ${PYTEST
 step "the end-to-end tests that touch the store again, with PostgreSQL as the store"
 # Left out: files whose servers use the store only to import the bundled models at start-up
 # (inference, batching, pipelines with the mock LLM, engines, TLS, caches, training), the
-# text reference's own check (no server), and the vocabulary-quiz example, which runs on
+# text reference's own check (no server), and the vocabulary examples (quiz and junior), which run on
 # PostgreSQL in the first pass already (it chooses its database itself); the deployment files
 # (no server), and the network-namespace cluster (its gateway keeps SQLite: PostgreSQL listens
 # on loopback, out of its namespace's reach).
-NOT_STORE=(test_batching test_bounded_caches test_example_vocabulary_quiz test_ort_engine
+NOT_STORE=(test_batching test_bounded_caches test_example_vocabulary_quiz test_example_vocabulary_junior test_ort_engine
            test_pipelines test_reference test_text_reference test_tls test_train_reference
            test_tritonclient test_deploy test_cluster_netns)
 IGNORES=()
