@@ -222,9 +222,13 @@ def test_a_blurred_photo_gives_low_confidences_and_another_language_no_error(rea
     assert ocr_pages.word_accuracy("The quick brown fox jumps over the dog.", page_words(english)) >= 0.6
 
 
-def test_without_language_data_or_feature_the_server_refuses_to_start(tmp_path):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_without_language_data_or_feature_the_server_refuses_to_start(tmp_path, lazy):
     models = tmp_path / "models"
     add_reader(models)
+    if lazy:
+        config = models / "reader" / "config.toml"
+        config.write_text(config.read_text() + "lazy = true\n")
     empty = tmp_path / "tessdata"
     empty.mkdir()
     binary, required = ocr_binary()

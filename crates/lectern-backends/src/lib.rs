@@ -147,6 +147,19 @@ pub fn load_backend(engine: &str, bytes: &[u8]) -> Result<Arc<dyn Backend>, Back
     }
 }
 
+/// Checks, without loading the model, that this build and machine have what `engine` needs for
+/// it: an OCR model's language data and the `ocr` feature, the `french` feature. Other engines
+/// (and other problems) answer when the model loads.
+pub fn check_available(engine: &str, bytes: &[u8]) -> Result<(), BackendError> {
+    match engine {
+        "tesseract" => ocr::check_available(bytes),
+        "french" if cfg!(not(feature = "french")) => Err(BackendError::Missing(
+            "engine 'french' is not in this build: build Lectern with the cargo feature `french`".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,15 @@ impl OcrBackend {
     }
 }
 
+/// What [`OcrBackend::from_bytes`] checks of the build and the machine: a settings file that
+/// does not parse is left to the load.
+pub fn check_available(bytes: &[u8]) -> Result<(), BackendError> {
+    match OcrBackend::from_bytes(bytes) {
+        Err(e @ BackendError::Missing(_)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl Backend for OcrBackend {
     fn signature(&self) -> &Signature {
         &self.signature

@@ -302,6 +302,13 @@ impl Registry {
         for name in names {
             match self.source.definition(&name).await {
                 Ok(Some(definition)) if definition.config.lazy && !definition.versions.is_empty() => {
+                    // a lazy model this build or machine cannot run refuses start-up too
+                    for (_, bytes) in &definition.versions {
+                        if let Ok(bytes) = bytes {
+                            lectern_backends::check_available(&definition.config.engine, bytes)
+                                .map_err(|e| RuntimeError::LoadFailed(name.clone(), e.to_string()))?;
+                        }
+                    }
                     self.write().insert(name, ModelEntry::lazy(&definition));
                 }
                 Ok(Some(definition)) => {
