@@ -5,9 +5,10 @@ use crate::expr::Evaluator;
 use crate::spec::{line_of, PipelineFile, PipelineSpec, StepSpec};
 use crate::PipelineError;
 use lectern_core::DataType;
-use lectern_runtime::{Registry, RuntimeError};
+use lectern_runtime::{LoadedModel, Registry, RuntimeError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// Entries of a classification result when a step does not say.
 pub const DEFAULT_TOP_K: usize = 3;
@@ -360,18 +361,26 @@ impl Planner<'_> {
     /// Checks that an `ocr` or `analyze` step's model exists and gives `output` (when it is
     /// loaded now; a model not ready is checked when it serves).
     fn words_model(&self, model: &str, version: Option<u64>, what: &str, output: &str) -> Result<(), String> {
-        match self.registry.resolve(model, version) {
-            Ok(loaded) if !loaded.signature.outputs.iter().any(|o| o.name == output) => {
+        match self.loaded_for_check(model, version)? {
+            Some(loaded) if !loaded.signature.outputs.iter().any(|o| o.name == output) => {
                 Err(format!("model '{model}' is not {what} model (it has no '{output}' output)"))
             }
-            Ok(_) => Ok(()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The model a step names, to check the step against; `None` when it is known but not
+    /// ready (it is checked when it serves); an error when it is unknown.
+    fn loaded_for_check(&self, model: &str, version: Option<u64>) -> Result<Option<Arc<LoadedModel>>, String> {
+        match self.registry.resolve(model, version) {
+            Ok(loaded) => Ok(Some(loaded)),
             Err(RuntimeError::ModelNotFound(_)) => Err(format!("unknown model '{model}'")),
             Err(RuntimeError::VersionNotFound(..)) => {
                 Err(format!("model '{model}' has no version {}", version.unwrap_or(0)))
             }
             Err(e) => {
                 tracing::warn!(model, error = %e, "a pipeline names a model that is not ready; it is checked when it serves");
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -455,17 +464,7 @@ impl Planner<'_> {
             (None, Some(field)) => ModelInput::Image(field.clone()),
             _ => return Err("a model step needs either a non-empty inputs list or an image field".into()),
         };
-        let loaded = match self.registry.resolve(model, version) {
-            Ok(loaded) => loaded,
-            Err(RuntimeError::ModelNotFound(_)) => return Err(format!("unknown model '{model}'")),
-            Err(RuntimeError::VersionNotFound(..)) => {
-                return Err(format!("model '{model}' has no version {}", version.unwrap_or(0)))
-            }
-            Err(e) => {
-                tracing::warn!(model, error = %e, "a pipeline names a model that is not ready; its input is checked when it serves");
-                return Ok(input);
-            }
-        };
+        let Some(loaded) = self.loaded_for_check(model, version)? else { return Ok(input) };
         let [only] = loaded.signature.inputs.as_slice() else {
             return Err(format!(
                 "model '{model}' has {} inputs; pipeline steps feed models with one input",
