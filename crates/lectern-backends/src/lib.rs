@@ -44,14 +44,14 @@ pub enum BackendError {
     #[error("input '{input}': {message}")]
     BadInput { input: String, message: String },
     /// Something this build or this machine lacks (a cargo feature, a system package); the
-    /// message names what to install. A server refuses to start with such a model.
-    #[error("{MISSING}{0}")]
+    /// message names what to install. A server refuses to start with such a model (see
+    /// [`check_available`]).
+    #[error("cannot load model, this build or machine lacks something: {0}")]
     Missing(String),
 }
 
-/// How the reason of a load that failed for [`BackendError::Missing`] begins (the registry
-/// refuses to start a server with such a model).
-pub const MISSING: &str = "cannot load model, this build or machine lacks something: ";
+/// What a build without the `french` feature says of a French analysis model.
+const FRENCH_NOT_BUILT: &str = "engine 'french' is not in this build: build Lectern with the cargo feature `french`";
 
 /// What a text encoder tells the APIs built on it (`/v1/embeddings`, collections).
 #[derive(Debug, Clone, PartialEq)]
@@ -122,11 +122,7 @@ pub fn load_backend(engine: &str, bytes: &[u8]) -> Result<Arc<dyn Backend>, Back
         #[cfg(feature = "french")]
         "french" => return Ok(Arc::new(french::FrenchBackend::from_bundle(bytes)?)),
         #[cfg(not(feature = "french"))]
-        "french" => {
-            return Err(BackendError::Missing(
-                "engine 'french' is not in this build: build Lectern with the cargo feature `french`".into(),
-            ))
-        }
+        "french" => return Err(BackendError::Missing(FRENCH_NOT_BUILT.into())),
         _ => {}
     }
     #[cfg(feature = "encoder")]
@@ -153,9 +149,7 @@ pub fn load_backend(engine: &str, bytes: &[u8]) -> Result<Arc<dyn Backend>, Back
 pub fn check_available(engine: &str, bytes: &[u8]) -> Result<(), BackendError> {
     match engine {
         "tesseract" => ocr::check_available(bytes),
-        "french" if cfg!(not(feature = "french")) => Err(BackendError::Missing(
-            "engine 'french' is not in this build: build Lectern with the cargo feature `french`".into(),
-        )),
+        "french" if cfg!(not(feature = "french")) => Err(BackendError::Missing(FRENCH_NOT_BUILT.into())),
         _ => Ok(()),
     }
 }

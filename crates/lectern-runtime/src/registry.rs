@@ -300,25 +300,21 @@ impl Registry {
             return Ok(());
         }
         for name in names {
-            match self.source.definition(&name).await {
+            let definition = self.source.definition(&name).await;
+            if let Ok(Some(definition)) = &definition {
+                // a model this build or machine cannot run (lazy or not) stops the start-up
+                for bytes in definition.versions.iter().filter_map(|(_, bytes)| bytes.as_ref().ok()) {
+                    lectern_backends::check_available(&definition.config.engine, bytes)
+                        .map_err(|e| RuntimeError::LoadFailed(name.clone(), e.to_string()))?;
+                }
+            }
+            match definition {
                 Ok(Some(definition)) if definition.config.lazy && !definition.versions.is_empty() => {
-                    // a lazy model this build or machine cannot run refuses start-up too
-                    for (_, bytes) in &definition.versions {
-                        if let Ok(bytes) = bytes {
-                            lectern_backends::check_available(&definition.config.engine, bytes)
-                                .map_err(|e| RuntimeError::LoadFailed(name.clone(), e.to_string()))?;
-                        }
-                    }
                     self.write().insert(name, ModelEntry::lazy(&definition));
                 }
                 Ok(Some(definition)) => {
-                    // a failure is in the model's entry (and logged), unless the model needs
-                    // what this build or machine lacks: then the server does not start
-                    if let Err(RuntimeError::LoadFailed(model, reason)) = self.install(&name, definition, None).await {
-                        if reason.contains(lectern_backends::MISSING) {
-                            return Err(RuntimeError::LoadFailed(model, reason));
-                        }
-                    }
+                    // a failure is in the model's entry (and logged)
+                    let _ = self.install(&name, definition, None).await;
                 }
                 Ok(None) => continue,
                 Err(e) => {
